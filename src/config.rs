@@ -1,0 +1,846 @@
+//! The TOML schema and its validation.
+//!
+//! The pipeline, after sozu: `file → RawConfig (serde, deny_unknown_fields)
+//! → validate → Settings`. The raw shape mirrors the file one to one; the
+//! validated [`Settings`] are what the rest of the crate sees, with defaults
+//! filled in, paths resolved against the config file's directory and every
+//! cross-reference (listener → upstream) checked. This module reads the
+//! config file itself and nothing else: loading the certificates and keys it
+//! names belongs to [`crate::tls`], so parsing stays a pure function that
+//! tests can feed from a string.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Default TLS handshake timeout: long enough for a slow device on a bad
+/// link, short enough that idle half-open sockets do not pile up.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has to send a complete request head (HTTP/1) and,
+/// on a keep-alive connection, to start its next request.
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection may sit with no request in flight and no I/O.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit on a request head (request line + headers), in bytes.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+/// Default limit on the number of request headers.
+pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+/// Default cap on concurrent connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default TCP connect timeout toward a backend server.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a backend has to send its response head.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time an idle pooled backend connection is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default number of idle pooled connections kept per upstream.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Default time in-flight requests get to finish after SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default number of TLS 1.2 sessions kept for session-ID resumption.
+pub const DEFAULT_SESSION_CACHE: usize = 20_000;
+
+// hyper refuses a read buffer smaller than this; a smaller header limit
+// would otherwise panic at startup.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+// ---------------------------------------------------------------------------
+// Raw TOML shape
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    shutdown_grace: Option<String>,
+    log: Option<RawLog>,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: String,
+    listen: String,
+    upstream: String,
+    handshake_timeout: Option<String>,
+    request_header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_request_header_bytes: Option<usize>,
+    max_request_headers: Option<usize>,
+    max_connections: Option<usize>,
+    tls: Option<RawTls>,
+    client_auth: Option<RawClientAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    versions: Option<Vec<String>>,
+    session_cache: Option<usize>,
+    #[serde(default)]
+    certificate: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: String,
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    mode: String,
+    #[serde(default)]
+    ca: Vec<String>,
+    #[serde(default)]
+    crl: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    servers: Vec<String>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    pool_idle_timeout: Option<String>,
+    pool_max_idle: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated settings
+// ---------------------------------------------------------------------------
+
+/// The validated configuration: what the gateway runs from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings were read from (for messages).
+    pub source: PathBuf,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Diagnostic log settings.
+    pub log: LogSettings,
+    /// The admin listener (metrics, health), if configured.
+    pub admin: Option<AdminSettings>,
+    /// Every `[[listener]]`, in file order.
+    pub listeners: Vec<ListenerSettings>,
+    /// Every `[[upstream]]`, in file order.
+    pub upstreams: Vec<UpstreamSettings>,
+}
+
+/// `[log]`: how diagnostics are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `certgate=debug`.
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[admin]`: the local admin/metrics listener.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+}
+
+/// One validated `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Unique name, used in logs, metrics and error messages.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Name of the `[[upstream]]` requests are forwarded to.
+    pub upstream: String,
+    /// TLS policy for this listener.
+    pub tls: TlsSettings,
+    /// Timeouts and size limits.
+    pub limits: ListenerLimits,
+}
+
+/// Per-listener timeouts and limits; every one has a safe default.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a request head (HTTP/1), and to start the
+    /// next request on a keep-alive connection.
+    pub request_header_timeout: Duration,
+    /// A connection with no request in flight and no I/O for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Largest accepted request head in bytes.
+    pub max_request_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_request_headers: usize,
+    /// Concurrent connections; further clients wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+/// Protocol versions a TLS listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    V1_2,
+    /// TLS 1.3 (RFC 8446).
+    V1_3,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
+}
+
+/// `[listener.tls]` plus `[listener.client_auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Accepted versions, sorted, never empty.
+    pub versions: Vec<TlsVersion>,
+    /// Server certificates; the first is the default when SNI matches none.
+    pub certificates: Vec<CertificatePaths>,
+    /// Size of the TLS 1.2 session-ID cache (0 turns resumption off).
+    pub session_cache: usize,
+    /// Client-certificate policy.
+    pub client_auth: ClientAuthSettings,
+}
+
+/// A configured path: as written in the file (for messages) and resolved
+/// against the config file's directory (for opening).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath {
+    /// The path exactly as written in the config.
+    pub written: String,
+    /// The path to open.
+    pub resolved: PathBuf,
+}
+
+impl fmt::Display for ConfigPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+/// One `[[listener.tls.certificate]]`.
+#[derive(Debug, Clone)]
+pub struct CertificatePaths {
+    /// Leaf certificate followed by its chain, PEM.
+    pub cert: ConfigPath,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: ConfigPath,
+}
+
+/// How a listener treats client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// A valid client certificate is required; everything else is refused
+    /// in the handshake.
+    Required,
+    /// No client certificate is requested.
+    Off,
+}
+
+/// `[listener.client_auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct ClientAuthSettings {
+    /// The policy.
+    pub mode: ClientAuthMode,
+    /// CA bundles client certificates must chain to (PEM).
+    pub ca: Vec<ConfigPath>,
+    /// Certificate revocation lists (PEM or DER).
+    pub crl: Vec<ConfigPath>,
+}
+
+/// One validated `[[upstream]]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Unique name.
+    pub name: String,
+    /// Backend servers, tried in order on connect failure.
+    pub servers: Vec<SocketAddr>,
+    /// TCP connect timeout per server.
+    pub connect_timeout: Duration,
+    /// Time allowed until the response head arrives.
+    pub response_timeout: Duration,
+    /// How long idle pooled connections are kept.
+    pub pool_idle_timeout: Duration,
+    /// Most idle pooled connections kept.
+    pub pool_max_idle: usize,
+}
+
+impl Settings {
+    /// Reads and validates the config file at `path`. Relative paths inside
+    /// it are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Settings::parse(&text, path, base)
+    }
+
+    /// Validates config text. `source` names it in messages; relative paths
+    /// are resolved against `base`. Does no I/O.
+    pub fn parse(text: &str, source: &Path, base: &Path) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut errors = Vec::new();
+        let settings = validate(raw, source, base, &mut errors);
+        match errors.len() {
+            0 => Ok(settings),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+
+    /// The upstream a listener forwards to. Validation guarantees it exists.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamSettings> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+fn invalid(context: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        context: context.into(),
+        message: message.into(),
+    }
+}
+
+fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigError>) -> Settings {
+    let shutdown_grace = duration_or(
+        raw.shutdown_grace.as_deref(),
+        DEFAULT_SHUTDOWN_GRACE,
+        "shutdown_grace",
+        errors,
+    );
+
+    let log = match raw.log {
+        None => LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        },
+        Some(l) => {
+            let format = match l.format.as_deref() {
+                None | Some("text") | Some("logfmt") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    errors.push(invalid(
+                        "log.format",
+                        format!("\"{other}\" is not a log format; use \"text\" or \"json\""),
+                    ));
+                    LogFormat::Text
+                }
+            };
+            LogSettings {
+                format,
+                level: l.level.unwrap_or_else(|| "info".into()),
+            }
+        }
+    };
+
+    let admin = raw.admin.and_then(|a| match parse_addr(&a.listen) {
+        Ok(listen) => Some(AdminSettings { listen }),
+        Err(m) => {
+            errors.push(invalid("admin.listen", m));
+            None
+        }
+    });
+
+    let mut upstreams = Vec::new();
+    let mut upstream_names = HashSet::new();
+    for (i, u) in raw.upstream.into_iter().enumerate() {
+        let ctx = format!("upstream[{i}] \"{}\"", u.name);
+        if !valid_name(&u.name) {
+            errors.push(invalid(
+                format!("upstream[{i}].name"),
+                format!(
+                    "\"{}\" is not a valid name; use letters, digits, '.', '_' or '-'",
+                    u.name
+                ),
+            ));
+        }
+        if !upstream_names.insert(u.name.clone()) {
+            errors.push(invalid(
+                &ctx,
+                "duplicate upstream name; each [[upstream]] needs its own name",
+            ));
+        }
+        if u.servers.is_empty() {
+            errors.push(invalid(
+                format!("{ctx}: servers"),
+                "no servers listed; give at least one \"host:port\"",
+            ));
+        }
+        let mut servers = Vec::new();
+        for (j, s) in u.servers.iter().enumerate() {
+            match parse_addr(s) {
+                Ok(a) => servers.push(a),
+                Err(m) => errors.push(invalid(format!("{ctx}: servers[{j}]"), m)),
+            }
+        }
+        upstreams.push(UpstreamSettings {
+            servers,
+            connect_timeout: duration_or(
+                u.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+                &format!("{ctx}: connect_timeout"),
+                errors,
+            ),
+            response_timeout: duration_or(
+                u.response_timeout.as_deref(),
+                DEFAULT_RESPONSE_TIMEOUT,
+                &format!("{ctx}: response_timeout"),
+                errors,
+            ),
+            pool_idle_timeout: duration_or(
+                u.pool_idle_timeout.as_deref(),
+                DEFAULT_POOL_IDLE_TIMEOUT,
+                &format!("{ctx}: pool_idle_timeout"),
+                errors,
+            ),
+            pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+            name: u.name,
+        });
+    }
+
+    if raw.listener.is_empty() {
+        errors.push(invalid(
+            source.display().to_string(),
+            "no [[listener]] defined; add at least one",
+        ));
+    }
+    let mut listeners = Vec::new();
+    let mut listener_names = HashSet::new();
+    let mut listen_addrs = HashSet::new();
+    for (i, l) in raw.listener.into_iter().enumerate() {
+        let ctx = format!("listener \"{}\"", l.name);
+        if !valid_name(&l.name) {
+            errors.push(invalid(
+                format!("listener[{i}].name"),
+                format!(
+                    "\"{}\" is not a valid name; use letters, digits, '.', '_' or '-'",
+                    l.name
+                ),
+            ));
+        }
+        if !listener_names.insert(l.name.clone()) {
+            errors.push(invalid(
+                &ctx,
+                "duplicate listener name; each [[listener]] needs its own name",
+            ));
+        }
+        let listen = match parse_addr(&l.listen) {
+            Ok(a) => {
+                if a.port() != 0 && !listen_addrs.insert(a) {
+                    errors.push(invalid(
+                        format!("{ctx}: listen"),
+                        format!("{a} is already used by another listener"),
+                    ));
+                }
+                Some(a)
+            }
+            Err(m) => {
+                errors.push(invalid(format!("{ctx}: listen"), m));
+                None
+            }
+        };
+        if !upstream_names.contains(&l.upstream) {
+            errors.push(invalid(
+                format!("{ctx}: upstream"),
+                format!(
+                    "no [[upstream]] named \"{}\"; define it or fix the name",
+                    l.upstream
+                ),
+            ));
+        }
+        let limits = listener_limits(&l, &ctx, errors);
+        let tls = match l.tls {
+            Some(t) => validate_tls(t, l.client_auth, &ctx, base, errors),
+            None => {
+                errors.push(invalid(
+                    format!("{ctx}: tls"),
+                    "missing [listener.tls]; plain-HTTP listeners are not supported by this \
+                     version, add a [listener.tls] table with at least one certificate",
+                ));
+                None
+            }
+        };
+        if let (Some(listen), Some(tls)) = (listen, tls) {
+            listeners.push(ListenerSettings {
+                name: l.name,
+                listen,
+                upstream: l.upstream,
+                tls,
+                limits,
+            });
+        }
+    }
+
+    Settings {
+        source: source.to_path_buf(),
+        shutdown_grace,
+        log,
+        admin,
+        listeners,
+        upstreams,
+    }
+}
+
+fn listener_limits(l: &RawListener, ctx: &str, errors: &mut Vec<ConfigError>) -> ListenerLimits {
+    let max_request_header_bytes = l
+        .max_request_header_bytes
+        .unwrap_or(DEFAULT_MAX_REQUEST_HEADER_BYTES);
+    if max_request_header_bytes < MIN_HEADER_BYTES {
+        errors.push(invalid(
+            format!("{ctx}: max_request_header_bytes"),
+            format!("{max_request_header_bytes} is below the minimum of {MIN_HEADER_BYTES}"),
+        ));
+    }
+    let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        errors.push(invalid(
+            format!("{ctx}: max_connections"),
+            "0 would refuse every client; give a positive number",
+        ));
+    }
+    let max_request_headers = l.max_request_headers.unwrap_or(DEFAULT_MAX_REQUEST_HEADERS);
+    if max_request_headers == 0 {
+        errors.push(invalid(
+            format!("{ctx}: max_request_headers"),
+            "0 would refuse every request; give a positive number",
+        ));
+    }
+    ListenerLimits {
+        handshake_timeout: duration_or(
+            l.handshake_timeout.as_deref(),
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            &format!("{ctx}: handshake_timeout"),
+            errors,
+        ),
+        request_header_timeout: duration_or(
+            l.request_header_timeout.as_deref(),
+            DEFAULT_REQUEST_HEADER_TIMEOUT,
+            &format!("{ctx}: request_header_timeout"),
+            errors,
+        ),
+        idle_timeout: duration_or(
+            l.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+            &format!("{ctx}: idle_timeout"),
+            errors,
+        ),
+        max_request_header_bytes: max_request_header_bytes.max(MIN_HEADER_BYTES),
+        max_request_headers: max_request_headers.max(1),
+        max_connections: max_connections.max(1),
+    }
+}
+
+fn validate_tls(
+    t: RawTls,
+    client_auth: Option<RawClientAuth>,
+    ctx: &str,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TlsSettings> {
+    let before = errors.len();
+    let mut versions = Vec::new();
+    for v in t.versions.unwrap_or_else(|| vec!["1.2".into()]) {
+        match v.as_str() {
+            "1.2" => versions.push(TlsVersion::V1_2),
+            "1.3" => versions.push(TlsVersion::V1_3),
+            "1.0" | "1.1" | "1" => errors.push(invalid(
+                format!("{ctx}: tls.versions"),
+                format!(
+                    "TLS {v} is not allowed: it is broken and deprecated (RFC 8996); \
+                     use [\"1.2\"] or [\"1.2\", \"1.3\"]"
+                ),
+            )),
+            other => errors.push(invalid(
+                format!("{ctx}: tls.versions"),
+                format!("\"{other}\" is not a TLS version; use \"1.2\" and/or \"1.3\""),
+            )),
+        }
+    }
+    versions.sort();
+    versions.dedup();
+    if versions.is_empty() && errors.len() == before {
+        errors.push(invalid(
+            format!("{ctx}: tls.versions"),
+            "empty; use [\"1.2\"] or [\"1.2\", \"1.3\"]",
+        ));
+    }
+    if t.certificate.is_empty() {
+        errors.push(invalid(
+            format!("{ctx}: tls.certificate"),
+            "no [[listener.tls.certificate]] given; add one with cert and key",
+        ));
+    }
+    let certificates = t
+        .certificate
+        .into_iter()
+        .map(|c| CertificatePaths {
+            cert: resolve(base, c.cert),
+            key: resolve(base, c.key),
+        })
+        .collect();
+
+    let client_auth = match client_auth {
+        None => {
+            errors.push(invalid(
+                format!("{ctx}: client_auth"),
+                "missing [listener.client_auth]; add mode = \"required\" with ca = [...] to \
+                 admit only devices with valid certificates, or mode = \"off\" to accept \
+                 any client",
+            ));
+            None
+        }
+        Some(ca) => {
+            let mode = match ca.mode.as_str() {
+                "required" => Some(ClientAuthMode::Required),
+                "off" => Some(ClientAuthMode::Off),
+                "observe" => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.mode"),
+                        "\"observe\" is not supported by this version; use \"required\" or \"off\"",
+                    ));
+                    None
+                }
+                other => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.mode"),
+                        format!("\"{other}\" is not a mode; use \"required\" or \"off\""),
+                    ));
+                    None
+                }
+            };
+            if mode == Some(ClientAuthMode::Required) && ca.ca.is_empty() {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth.ca"),
+                    "mode = \"required\" needs at least one CA bundle in ca = [...]",
+                ));
+            }
+            if mode == Some(ClientAuthMode::Off) && (!ca.ca.is_empty() || !ca.crl.is_empty()) {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "mode = \"off\" ignores ca and crl; remove them or set mode = \"required\"",
+                ));
+            }
+            mode.map(|mode| ClientAuthSettings {
+                mode,
+                ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
+                crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
+            })
+        }
+    };
+
+    if errors.len() != before {
+        return None;
+    }
+    Some(TlsSettings {
+        versions,
+        certificates,
+        session_cache: t.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
+        client_auth: client_auth?,
+    })
+}
+
+fn resolve(base: &Path, written: String) -> ConfigPath {
+    let p = Path::new(&written);
+    let resolved = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    ConfigPath { written, resolved }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "\"{s}\" is not an IP address and port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        )
+    })
+}
+
+fn duration_or(
+    value: Option<&str>,
+    default: Duration,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => match parse_duration(v) {
+            Ok(d) => d,
+            Err(m) => {
+                errors.push(invalid(key, m));
+                default
+            }
+        },
+    }
+}
+
+/// Parses durations such as `"250ms"`, `"10s"`, `"5m"` or `"1h"`.
+///
+/// Written here rather than pulled from a crate: the grammar we accept is
+/// one number and one unit, and a precise message matters more than range.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("\"{s}\" has no unit; write e.g. \"10s\", \"500ms\" or \"2m\""))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("\"{s}\" is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\"")
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m or h"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err(format!("\"{s}\" is zero; give a positive duration"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listener]]
+        name = "agents"
+        listen = "127.0.0.1:8443"
+        upstream = "core"
+        [listener.tls]
+        [[listener.tls.certificate]]
+        cert = "certs/server.pem"
+        key = "certs/server.key"
+        [listener.client_auth]
+        mode = "required"
+        ca = ["certs/client-ca.pem"]
+
+        [[upstream]]
+        name = "core"
+        servers = ["127.0.0.1:8080"]
+    "#;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(text, Path::new("test.toml"), Path::new("/etc/certgate"))
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() -> Result<(), ConfigError> {
+        let s = parse(MINIMAL)?;
+        let l = &s.listeners[0];
+        assert_eq!(l.tls.versions, vec![TlsVersion::V1_2]);
+        assert_eq!(l.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(l.limits.max_request_header_bytes, 64 * 1024);
+        assert_eq!(l.tls.client_auth.mode, ClientAuthMode::Required);
+        assert_eq!(
+            l.tls.certificates[0].key.resolved,
+            PathBuf::from("/etc/certgate/certs/server.key")
+        );
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let text = MINIMAL.replace("upstream = \"core\"", "upstream = \"core\"\nbogus = 1");
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn old_tls_versions_are_refused() {
+        let text = MINIMAL.replace(
+            "[listener.tls]",
+            "[listener.tls]\nversions = [\"1.1\", \"1.2\"]",
+        );
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("TLS 1.1 is not allowed"), "{err}");
+    }
+
+    #[test]
+    fn missing_upstream_is_named() {
+        let text = MINIMAL.replace("upstream = \"core\"", "upstream = \"nope\"");
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no [[upstream]] named \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! `certgate demo`: a throwaway PKI, a built-in echo backend and a real
+//! gateway in front of it, all on loopback, so a newcomer can see the
+//! product work in one command.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+/// A demo PKI could not be written.
+#[derive(Debug, Error)]
+pub enum DemoError {
+    /// Certificate generation failed.
+    #[error("generating the demo PKI: {0}")]
+    Pki(#[from] rcgen::Error),
+    /// A file could not be written.
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The echo backend could not bind.
+    #[error("demo backend: cannot listen on 127.0.0.1: {0}")]
+    Backend(std::io::Error),
+}
+
+/// Files written by [`write_pki`].
+#[derive(Debug, Clone)]
+pub struct DemoPki {
+    /// CA that signed the server certificate (for `curl --cacert`).
+    pub server_ca: PathBuf,
+    /// Server certificate for `localhost` / `127.0.0.1` / `::1`.
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// CA that signs device certificates.
+    pub client_ca: PathBuf,
+    /// One device certificate.
+    pub client_cert: PathBuf,
+    /// The device's key.
+    pub client_key: PathBuf,
+}
+
+fn write(path: &Path, contents: &str, private: bool) -> Result<(), DemoError> {
+    let err = |source| DemoError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, contents).map_err(err)?;
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn ca_params(cn: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "certgate demo");
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn validity(p: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(days);
+}
+
+/// Generates a fresh demo PKI into `dir` (created if needed): a server CA
+/// and a server certificate for localhost, a client CA and one device
+/// certificate (`CN=demo-device`).
+pub fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
+    std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let f = |n: &str| dir.join(n);
+
+    let mut p = ca_params("certgate demo server CA")?;
+    validity(&mut p, 30);
+    let server_ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+    let mut p = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut p, 30);
+    let server_key = KeyPair::generate()?;
+    let server = p.signed_by(&server_key, &server_ca)?;
+
+    let mut p = ca_params("certgate demo client CA")?;
+    validity(&mut p, 30);
+    let client_ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::OrganizationName, "certgate demo");
+    p.distinguished_name.push(DnType::CommonName, "demo-device");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut p, 30);
+    let client_key = KeyPair::generate()?;
+    let client = p.signed_by(&client_key, &client_ca)?;
+
+    let pki = DemoPki {
+        server_ca: f("server-ca.pem"),
+        server_cert: f("server.pem"),
+        server_key: f("server.key"),
+        client_ca: f("client-ca.pem"),
+        client_cert: f("client.pem"),
+        client_key: f("client.key"),
+    };
+    write(&pki.server_ca, &server_ca.pem(), false)?;
+    write(&pki.server_cert, &server.pem(), false)?;
+    write(&pki.server_key, &server_key.serialize_pem(), true)?;
+    write(&pki.client_ca, &client_ca.pem(), false)?;
+    write(&pki.client_cert, &client.pem(), false)?;
+    write(&pki.client_key, &client_key.serialize_pem(), true)?;
+    Ok(pki)
+}
+
+/// Writes a certgate config for the demo gateway into `dir` and returns
+/// its path. Paths inside are relative to `dir`, as in a real deployment.
+pub fn write_config(
+    dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backend: SocketAddr,
+) -> Result<PathBuf, DemoError> {
+    let path = dir.join("certgate.toml");
+    let text = format!(
+        r#"# Written by `certgate demo`; regenerated on every run.
+[admin]
+listen = "{admin}"
+
+[[listener]]
+name = "demo"
+listen = "{listen}"
+upstream = "echo"
+
+[listener.tls]
+versions = ["1.2"]
+[[listener.tls.certificate]]
+cert = "server.pem"
+key = "server.key"
+
+[listener.client_auth]
+mode = "required"
+ca = ["client-ca.pem"]
+
+[[upstream]]
+name = "echo"
+servers = ["{backend}"]
+"#
+    );
+    write(&path, &text, false)?;
+    Ok(path)
+}
+
+/// Starts the built-in echo backend on an ephemeral loopback port: it
+/// answers every request with the request line and the headers it got.
+pub async fn start_echo_backend() -> Result<SocketAddr, DemoError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(DemoError::Backend)?;
+    let addr = listener.local_addr().map_err(DemoError::Backend)?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(echo);
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await
+                {
+                    debug!(error = %e, "echo backend connection error");
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut out = format!(
+        "certgate demo backend: this is what reached me\n\n{} {} {:?}\n",
+        req.method(),
+        req.uri(),
+        req.version()
+    );
+    for (name, value) in req.headers() {
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        );
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(out)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}

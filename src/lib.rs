@@ -1,0 +1,21 @@
+//! certgate: a TLS-terminating reverse proxy gateway that admits only
+//! devices with approved client certificates and forwards them to a
+//! plain-HTTP management server.
+//!
+//! Data flows one way: [`config`] (TOML → validated [`config::Settings`]) →
+//! [`tls`] (certificates, verifier, identity) → [`gateway`] (binds and runs)
+//! → [`proxy`] (accept, handshake, HTTP service, upstream pool). [`admin`]
+//! serves metrics and health; [`metrics`] owns the metric families.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod tls;
+
+pub use config::Settings;
+pub use error::{ConfigError, RunError};
+pub use gateway::Gateway;

@@ -1,0 +1,178 @@
+//! The `certgate` command line. Everything of substance lives in the
+//! library; this file parses arguments, sets up logging and maps errors to
+//! exit codes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use certgate::config::{LogFormat, LogSettings, Settings};
+use certgate::{demo, gateway};
+use clap::{Parser, Subcommand};
+
+/// TLS-terminating gateway that admits only devices with approved client
+/// certificates.
+#[derive(Debug, Parser)]
+#[command(name = "certgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config and every file it names, then exit (like `nginx -t`).
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
+    Demo {
+        /// Where the demo PKI and config are written.
+        #[arg(long, default_value = "certs/demo")]
+        dir: PathBuf,
+        /// Address of the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Address of the demo admin listener (metrics).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin: SocketAddr,
+    },
+}
+
+fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo { dir, listen, admin } => run_demo(&dir, listen, admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("certgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(config: &Path) -> ExitCode {
+    let errors = match Settings::load(config) {
+        Ok(settings) => match gateway::check(&settings) {
+            Ok(_) => {
+                println!(
+                    "certgate: {} is valid ({} listener(s), {} upstream(s))",
+                    config.display(),
+                    settings.listeners.len(),
+                    settings.upstreams.len()
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => e.into_list(),
+        },
+        Err(e) => e.into_list(),
+    };
+    for e in &errors {
+        eprintln!("certgate: {e}");
+    }
+    eprintln!(
+        "certgate: {} is NOT valid ({} problem(s))",
+        config.display(),
+        errors.len()
+    );
+    ExitCode::FAILURE
+}
+
+fn run(config: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    init_logging(&settings.log);
+    runtime()?.block_on(gateway::run(settings))?;
+    Ok(())
+}
+
+fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    init_logging(&LogSettings {
+        format: LogFormat::Text,
+        level: "info".into(),
+    });
+    runtime()?.block_on(async {
+        let pki = demo::write_pki(dir)?;
+        let backend = demo::start_echo_backend().await?;
+        let config = demo::write_config(dir, listen, admin, backend)?;
+        let settings = Settings::load(&config)?;
+        let gw = certgate::Gateway::start(settings).await.with_context(|| {
+            format!("cannot start the demo gateway on {listen}; if the port is taken, pass --listen 127.0.0.1:0")
+        })?;
+        let addr = gw.addr("demo").context("demo listener missing")?;
+        let url = format!("https://localhost:{}/hello", addr.port());
+        println!();
+        println!("certgate demo is running: gateway https://{addr} -> echo backend http://{backend}");
+        println!("PKI and config in {}/ (config: {})", dir.display(), config.display());
+        println!();
+        println!("With the device certificate (200, the backend echoes the headers it got, identity included):");
+        println!(
+            "  curl --cacert {} --cert {} --key {} {url}",
+            pki.server_ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        );
+        println!();
+        println!("Without a client certificate (refused in the TLS handshake):");
+        println!("  curl --cacert {} {url}", pki.server_ca.display());
+        println!();
+        println!("Spoofing identity headers does not work (they are replaced):");
+        println!(
+            "  curl --cacert {} --cert {} --key {} -H 'X-Client-Cert-Fingerprint: forged' {url}",
+            pki.server_ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        );
+        if let Some(a) = gw.admin {
+            println!();
+            println!("Metrics:");
+            println!("  curl http://{a}/metrics");
+        }
+        println!();
+        println!("Validate the demo config like a real one:  certgate check --config {}", config.display());
+        println!("Press Ctrl-C to stop.");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("signal handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        gw.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics, with the official `prometheus-client`.
+//!
+//! Label values are bounded: listener and upstream names from the config,
+//! fixed reason and status-class words. Never a peer address or a device
+//! fingerprint. Hot paths hold pre-resolved handles ([`ListenerMetrics`]) so
+//! a request does no label lookup.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    listener: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    listener: String,
+    version: String,
+    resumed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    upstream: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    upstream: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// All metric families of one gateway process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections_accepted: Family<ListenerLabel, Counter>,
+    connections_active: Family<ListenerLabel, Gauge>,
+    handshakes: Family<HandshakeLabels, Counter>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("certgate");
+        let connections_accepted = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "TCP connections accepted",
+            connections_accepted.clone(),
+        );
+        let connections_active = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_active",
+            "Connections currently open",
+            connections_active.clone(),
+        );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "Completed TLS handshakes that were admitted",
+            handshakes.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or were refused, by reason",
+            handshake_failures.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by status class",
+            requests.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests that got no usable response from the upstream, by kind",
+            upstream_errors.clone(),
+        );
+        let info = Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        registry.register("build", "certgate build information", info);
+        Metrics {
+            registry,
+            connections_accepted,
+            connections_active,
+            handshakes,
+            handshake_failures,
+            requests,
+            upstream_errors,
+        }
+    }
+
+    /// Pre-resolved handles for one listener forwarding to one upstream.
+    pub fn listener(&self, listener: &str, upstream: &str) -> ListenerMetrics {
+        let l = ListenerLabel {
+            listener: listener.to_string(),
+        };
+        let code = |c: &str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    listener: listener.to_string(),
+                    upstream: upstream.to_string(),
+                    code: c.to_string(),
+                })
+                .clone()
+        };
+        ListenerMetrics {
+            listener: listener.to_string(),
+            upstream: upstream.to_string(),
+            accepted: self.connections_accepted.get_or_create(&l).clone(),
+            active: self.connections_active.get_or_create(&l).clone(),
+            requests_by_class: [
+                code("1xx"),
+                code("2xx"),
+                code("3xx"),
+                code("4xx"),
+                code("5xx"),
+            ],
+            handshakes: self.handshakes.clone(),
+            handshake_failures: self.handshake_failures.clone(),
+            upstream_errors: self.upstream_errors.clone(),
+        }
+    }
+
+    /// The text exposition format (OpenMetrics) of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Metric handles for one listener, cloned into each connection.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    listener: String,
+    upstream: String,
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections open now.
+    pub active: Gauge,
+    requests_by_class: [Counter; 5],
+    handshakes: Family<HandshakeLabels, Counter>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+}
+
+impl ListenerMetrics {
+    /// Counts an answered request by its status class.
+    pub fn request(&self, status: u16) {
+        let i = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests_by_class[i].inc();
+    }
+
+    /// Counts an admitted handshake.
+    pub fn handshake(&self, version: &'static str, resumed: bool) {
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: self.listener.clone(),
+                version: version.to_string(),
+                resumed: resumed.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed or refused handshake.
+    pub fn handshake_failure(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels {
+                listener: self.listener.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an upstream failure (`connect_refused`, `connect_timeout`,
+    /// `response_timeout`, `protocol`).
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                upstream: self.upstream.clone(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,249 @@
+//! Header rules between client and backend: hop-by-hop headers (RFC 9110
+//! §7.6.1), identity headers a client must never be able to set, and the
+//! headers certgate adds.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::tls::PeerIdentity;
+
+/// `X-Client-Verify`: the outcome of client-certificate verification.
+pub const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
+/// `X-Client-Cert-Fingerprint`: lowercase hex SHA-256 of the cert DER.
+pub const X_CLIENT_CERT_FINGERPRINT: HeaderName =
+    HeaderName::from_static("x-client-cert-fingerprint");
+/// `X-Client-Cert-Subject`: subject DN, RFC 4514.
+pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+/// `X-Client-Cert-Serial`: serial number, uppercase hex.
+pub const X_CLIENT_CERT_SERIAL: HeaderName = HeaderName::from_static("x-client-cert-serial");
+/// `Client-Cert` (RFC 9440): the DER certificate as a byte sequence.
+pub const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+/// `X-Forwarded-For`: the client's address.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: `https` on TLS listeners.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the host the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Header names (lowercase, `-` form) a backend could take as proof of
+/// identity or origin. Removed from every request, compared with `_` read as
+/// `-`, because many backends (CGI, PHP, IIS ARR) fold the two together.
+const IDENTITY_EXACT: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-real-ip",
+    "x-client-ip",
+    "x-client-verify",
+    "x-client-dn",
+    "x-client-s-dn",
+    "x-client-i-dn",
+    "x-client-subject",
+    "x-client-issuer",
+    "x-client-serial",
+    "x-client-fingerprint",
+    "x-url-scheme",
+    "forwarded",
+    "front-end-https",
+];
+
+/// Prefixes of identity headers used by certgate and by other gateways
+/// (nginx/HAProxy conventions, Envoy XFCC, Traefik, IIS ARR, AWS ALB mTLS).
+const IDENTITY_PREFIXES: &[&str] = &[
+    "x-client-cert",
+    "client-cert",
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-ssl",
+    "ssl-client",
+    "x-arr-clientcert",
+    "x-arr-ssl",
+    "x-amzn-mtls-",
+    "x-tls-client",
+];
+
+/// Whether `a` starts with `prefix`, reading `_` in `a` as `-`. HeaderName
+/// is already lowercase, so no case folding is needed.
+fn starts_with_normalized(a: &str, prefix: &str) -> bool {
+    a.len() >= prefix.len()
+        && a.bytes()
+            .zip(prefix.bytes())
+            .all(|(x, p)| x == p || (x == b'_' && p == b'-'))
+}
+
+/// Whether a request header is one a client must not be able to send to the
+/// backend because the backend could read it as identity.
+pub fn is_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    IDENTITY_PREFIXES
+        .iter()
+        .any(|p| starts_with_normalized(n, p))
+        || IDENTITY_EXACT
+            .iter()
+            .any(|e| n.len() == e.len() && starts_with_normalized(n, e))
+}
+
+/// Whether `headers` ask for a protocol upgrade (HTTP/1.1 `Connection:
+/// upgrade` plus an `Upgrade` header).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every
+/// header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+/// `Transfer-Encoding` and `Upgrade`. With `keep_upgrade`, the upgrade
+/// handshake (`Connection: upgrade` + `Upgrade`) is kept for the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            // A client may not use Connection to strip the headers that frame
+            // or route the message.
+            if name == header::HOST || name == header::CONTENT_LENGTH {
+                continue;
+            }
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            headers.remove(&name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRANSFER_ENCODING);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes every identity header a client sent, whatever its case or
+/// `-`/`_` spelling.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    // Collect first: HeaderMap cannot remove while iterating. The common
+    // case (no such header) allocates nothing.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_identity_header(name) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// What certgate knows about the client of one connection.
+#[derive(Debug, Clone)]
+pub struct ClientFacts {
+    /// `X-Forwarded-For` value: the peer IP.
+    pub forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto` value.
+    pub proto: HeaderValue,
+    /// `X-Client-Verify` value.
+    pub verify: HeaderValue,
+    /// The verified certificate, if any.
+    pub identity: Option<PeerIdentity>,
+}
+
+/// Rewrites request headers for the backend: hop-by-hop and spoofable
+/// identity headers out, certgate's own in.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    facts: &ClientFacts,
+    host: Option<HeaderValue>,
+    upgrade: bool,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    strip_identity(headers);
+    headers.insert(X_FORWARDED_FOR, facts.forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, facts.proto.clone());
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_CLIENT_VERIFY, facts.verify.clone());
+    if let Some(id) = &facts.identity {
+        headers.insert(X_CLIENT_CERT_FINGERPRINT, id.headers.fingerprint.clone());
+        headers.insert(X_CLIENT_CERT_SUBJECT, id.headers.subject.clone());
+        headers.insert(X_CLIENT_CERT_SERIAL, id.headers.serial.clone());
+        headers.insert(CLIENT_CERT, id.headers.client_cert.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> HeaderName {
+        HeaderName::from_bytes(s.as_bytes()).unwrap_or(HeaderName::from_static("x-invalid"))
+    }
+
+    #[test]
+    fn identity_headers_match_in_any_spelling() {
+        for n in [
+            "X-Client-Cert-Fingerprint",
+            "x_client_cert_subject",
+            "CLIENT-CERT",
+            "Client-Cert-Chain",
+            "X-Forwarded-Client-Cert",
+            "x-ssl-client-verify",
+            "X_SSL_CLIENT_S_DN",
+            "X-ARR-ClientCert",
+            "X-Forwarded-For",
+            "x_forwarded_for",
+            "X-Client-Verify",
+            "Forwarded",
+        ] {
+            assert!(is_identity_header(&name(n)), "{n} should be stripped");
+        }
+        for n in [
+            "x-client-version",
+            "content-type",
+            "x-forwarded",
+            "authorization",
+        ] {
+            assert!(!is_identity_header(&name(n)), "{n} should pass");
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed_but_not_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, host, keep-alive"),
+        );
+        h.insert(name("x-secret"), HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("x-secret"));
+        assert!(!h.contains_key(header::TE));
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(h.contains_key(header::HOST));
+    }
+}

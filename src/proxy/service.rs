@@ -1,0 +1,315 @@
+//! The per-request path: rewrite headers, forward to the upstream, map
+//! upstream failures to 502/504, pass protocol upgrades through.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::headers::{self, ClientFacts};
+use super::upstream::{ConnectError, ServerAddr, Upstream};
+use crate::metrics::ListenerMetrics;
+
+/// The body of every response certgate sends: the backend's, streamed, or a
+/// short one of its own.
+pub type ProxyBody = TrackedBody<Either<Incoming, Full<Bytes>>>;
+
+/// Per-connection state the service reads on every request.
+#[derive(Debug)]
+pub struct ConnContext {
+    /// Listener name, for logs.
+    pub listener: Arc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Client facts turned into headers.
+    pub facts: ClientFacts,
+    /// Where requests go.
+    pub upstream: Arc<Upstream>,
+    /// Metric handles.
+    pub metrics: ListenerMetrics,
+    /// Idle tracking shared with the connection task.
+    pub activity: Arc<Activity>,
+}
+
+/// Tracks whether a connection has requests in flight and since when it
+/// has been idle, for the idle timeout.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// When the connection became idle, or `None` while a request is in
+    /// flight.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Acquire);
+        Some(self.start + std::time::Duration::from_millis(ms))
+    }
+}
+
+/// Marks one request in flight until dropped (when its response body has
+/// been sent or abandoned).
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] mark until the
+/// body is finished or dropped.
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    inner: B,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn short_response(
+    status: StatusCode,
+    text: &'static str,
+) -> Response<Either<Incoming, Full<Bytes>>> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Handles one request from a client.
+pub async fn handle(
+    ctx: Arc<ConnContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let in_flight = ctx.activity.begin();
+    let resp = forward(&ctx, req).await;
+    ctx.metrics.request(resp.status().as_u16());
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        TrackedBody {
+            inner: body,
+            _in_flight: Some(in_flight),
+        },
+    ))
+}
+
+async fn forward(
+    ctx: &ConnContext,
+    mut req: Request<Incoming>,
+) -> Response<Either<Incoming, Full<Bytes>>> {
+    if req.method() == Method::CONNECT {
+        return short_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in :authority, HTTP/1.1 in Host; the backend
+    // speaks HTTP/1.1 and needs a Host header either way.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::prepare_request(&mut parts.headers, &ctx.facts, host.clone(), upgrade);
+    match host {
+        Some(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        None => {
+            if let Some(first) = ctx.upstream.settings.servers.first()
+                && let Ok(v) = HeaderValue::from_str(&first.to_string())
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match Uri::builder()
+        .scheme("http")
+        .authority(ctx.upstream.authority.clone())
+        .path_and_query(path)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => return short_response(StatusCode::BAD_REQUEST, "bad request target\n"),
+    };
+    parts.version = Version::HTTP_11;
+    let started = Instant::now();
+    let out = Request::from_parts(parts, body);
+
+    let settings = &ctx.upstream.settings;
+    let result =
+        tokio::time::timeout(settings.response_timeout, ctx.upstream.client.request(out)).await;
+    let mut resp = match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return upstream_failure(ctx, &e, started),
+        Err(_) => {
+            ctx.metrics.upstream_error("response_timeout");
+            warn!(
+                listener = %ctx.listener,
+                peer = %ctx.peer,
+                upstream = %settings.name,
+                server = %ctx.upstream.servers_display(),
+                timeout_ms = settings.response_timeout.as_millis() as u64,
+                "upstream response timed out; answered 504"
+            );
+            return short_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+        }
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let server_upgrade = hyper::upgrade::on(&mut resp);
+            let listener = ctx.listener.clone();
+            let peer = ctx.peer;
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, server_upgrade) {
+                    Ok((c, s)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut s = TokioIo::new(s);
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+                            debug!(%listener, %peer, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => debug!(%listener, %peer, error = %e, "protocol upgrade failed"),
+                }
+            });
+            return resp.map(Either::Left);
+        }
+        // A 101 nobody asked for cannot be relayed.
+        return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
+    }
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    resp.map(Either::Left)
+}
+
+fn upstream_failure(
+    ctx: &ConnContext,
+    err: &hyper_util::client::legacy::Error,
+    started: Instant,
+) -> Response<Either<Incoming, Full<Bytes>>> {
+    let settings = &ctx.upstream.settings;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            let timed_out = ce.all_timed_out();
+            ctx.metrics.upstream_error(if timed_out {
+                "connect_timeout"
+            } else {
+                "connect_failed"
+            });
+            warn!(
+                listener = %ctx.listener,
+                peer = %ctx.peer,
+                upstream = %settings.name,
+                server = %ce.attempts.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>().join(","),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                error = %ce,
+                "cannot connect to upstream; answered {}", if timed_out { 504 } else { 502 }
+            );
+            return if timed_out {
+                short_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
+            } else {
+                short_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
+            };
+        }
+        source = s.source();
+    }
+    ctx.metrics.upstream_error("protocol");
+    warn!(
+        listener = %ctx.listener,
+        peer = %ctx.peer,
+        upstream = %settings.name,
+        server = %ctx.upstream.servers_display(),
+        error = %error_chain(err),
+        "upstream request failed; answered 502"
+    );
+    short_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
+}
+
+/// Renders an error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+/// The server a response came from, if the connector recorded it.
+pub fn response_server<B>(resp: &Response<B>) -> Option<SocketAddr> {
+    resp.extensions().get::<ServerAddr>().map(|s| s.0)
+}

@@ -1,0 +1,690 @@
+//! TLS policy: the crypto provider (versions and suites), loading server
+//! certificates and keys, the SNI certificate store, the client-certificate
+//! verifier (CA chain, CRL) and the device identity taken from a verified
+//! certificate.
+//!
+//! Everything here is built whole from [`TlsSettings`] into a [`ListenerTls`]
+//! and then only read: a connection takes the current `ListenerTls` at
+//! accept and keeps it. This module does file I/O only while building.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::HeaderValue;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache,
+    WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, RootCertStore, ServerConfig, SupportedCipherSuite};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::config::{ClientAuthMode, ConfigPath, TlsSettings, TlsVersion};
+use crate::error::ConfigError;
+
+/// The crypto policy in one place (after linkerd2-proxy's `crypto.rs`): the
+/// aws-lc-rs provider restricted to the configured versions. rustls has no
+/// CBC, RC4, 3DES or static-RSA suites at all, so every remaining TLS 1.2
+/// suite is ECDHE + AEAD; we only drop the versions that are not enabled.
+pub fn crypto_provider(versions: &[TlsVersion]) -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let v12 = versions.contains(&TlsVersion::V1_2);
+    let v13 = versions.contains(&TlsVersion::V1_3);
+    provider.cipher_suites.retain(|s| match s {
+        SupportedCipherSuite::Tls12(_) => v12,
+        SupportedCipherSuite::Tls13(_) => v13,
+    });
+    // Prefer AES-128-GCM with ECDSA: it is what fleet agents and the peer
+    // gateways negotiate first, and the cheapest on AES-NI hardware.
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
+        _ => 2,
+    });
+    provider
+}
+
+fn protocol_versions(versions: &[TlsVersion]) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::V1_2 => &rustls::version::TLS12,
+            TlsVersion::V1_3 => &rustls::version::TLS13,
+        })
+        .collect()
+}
+
+/// Everything a TLS listener needs, built once per (re)load and then shared
+/// read-only by every connection accepted under it.
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// The rustls server config (certificates, verifier, session cache).
+    pub server_config: Arc<ServerConfig>,
+    /// The client-certificate verifier, kept so that resumed sessions can be
+    /// re-verified: rustls restores a resumed session's client chain without
+    /// calling the verifier.
+    pub verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// The client-auth policy.
+    pub mode: ClientAuthMode,
+    /// `not_after` of each served certificate, for expiry reporting.
+    pub served: Vec<CertSummary>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("mode", &self.mode)
+            .field("served", &self.served)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What we report about a loaded certificate.
+#[derive(Debug, Clone)]
+pub struct CertSummary {
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl ListenerTls {
+    /// Loads every file `settings` names and builds the TLS state for the
+    /// listener called `listener`. All file problems are reported together.
+    pub fn build(listener: &str, settings: &TlsSettings) -> Result<ListenerTls, ConfigError> {
+        let provider = Arc::new(crypto_provider(&settings.versions));
+        let mut errors = Vec::new();
+
+        let mut keys = Vec::new();
+        let mut served = Vec::new();
+        for (i, c) in settings.certificates.iter().enumerate() {
+            match load_certified_key(listener, i, &c.cert, &c.key, &provider) {
+                Ok((key, summary, names)) => {
+                    keys.push((key, names));
+                    served.push(summary);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+
+        let verifier = match settings.client_auth.mode {
+            ClientAuthMode::Off => None,
+            ClientAuthMode::Required => {
+                match build_verifier(listener, settings, provider.clone()) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errors.extend(e.into_list());
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(e) = ConfigError::from_list(errors) {
+            return Err(e);
+        }
+
+        let resolver = SniResolver::new(keys).ok_or_else(|| ConfigError::Invalid {
+            context: format!("listener \"{listener}\": tls.certificate"),
+            message: "no usable certificate".into(),
+        })?;
+
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&protocol_versions(&settings.versions))
+            .map_err(|e| ConfigError::Invalid {
+                context: format!("listener \"{listener}\": tls.versions"),
+                message: e.to_string(),
+            })?;
+        let builder = match &verifier {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ignore_client_order = true;
+        config.session_storage = if settings.session_cache == 0 {
+            Arc::new(NoServerSessionStorage {})
+        } else {
+            ServerSessionMemoryCache::new(settings.session_cache)
+        };
+        if settings.session_cache == 0 {
+            config.send_tls13_tickets = 0;
+        }
+
+        Ok(ListenerTls {
+            server_config: Arc::new(config),
+            verifier,
+            mode: settings.client_auth.mode,
+            served,
+        })
+    }
+}
+
+fn file_error(context: String, path: &ConfigPath, what: impl std::fmt::Display) -> ConfigError {
+    let shown = if path.resolved.as_os_str() == path.written.as_str() {
+        path.written.clone()
+    } else {
+        format!("{} ({})", path.written, path.resolved.display())
+    };
+    ConfigError::File {
+        context,
+        message: format!("{shown}: {what}"),
+    }
+}
+
+fn read_file(context: &str, path: &ConfigPath) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(&path.resolved).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => "file not found; check the path",
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied; make it readable by the certgate user"
+            }
+            _ => "cannot be read",
+        };
+        file_error(context.to_string(), path, format!("{hint} ({e})"))
+    })
+}
+
+/// Reads every PEM certificate in a file, in order.
+fn read_pem_certs(
+    context: &str,
+    path: &ConfigPath,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bytes = read_file(context, path)?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&bytes) {
+        match item {
+            Ok(c) => certs.push(c),
+            Err(e) => {
+                return Err(file_error(
+                    context.to_string(),
+                    path,
+                    format!("malformed PEM certificate ({e})"),
+                ));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(file_error(
+            context.to_string(),
+            path,
+            "contains no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if let Err(e) = X509Certificate::from_der(c) {
+            return Err(file_error(
+                context.to_string(),
+                path,
+                format!("certificate #{} is not valid X.509 ({e})", i + 1),
+            ));
+        }
+    }
+    Ok(certs)
+}
+
+type LoadedKey = (Arc<CertifiedKey>, CertSummary, Vec<String>);
+
+/// Loads one cert/key pair and checks that they belong together.
+fn load_certified_key(
+    listener: &str,
+    index: usize,
+    cert_path: &ConfigPath,
+    key_path: &ConfigPath,
+    provider: &CryptoProvider,
+) -> Result<LoadedKey, ConfigError> {
+    let cert_ctx = format!("listener \"{listener}\": tls.certificate[{index}].cert");
+    let key_ctx = format!("listener \"{listener}\": tls.certificate[{index}].key");
+    let chain = read_pem_certs(&cert_ctx, cert_path);
+    let key = read_file(&key_ctx, key_path).and_then(|bytes| {
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+            file_error(
+                key_ctx.clone(),
+                key_path,
+                format!(
+                    "no usable private key ({e}); expected a PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM key"
+                ),
+            )
+        })
+    });
+    let (chain, key) = match (chain, key) {
+        (Ok(c), Ok(k)) => (c, k),
+        (Err(a), Err(b)) => return Err(ConfigError::Many(vec![a, b])),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        file_error(
+            key_ctx.clone(),
+            key_path,
+            format!("unsupported private key ({e}); use an RSA (2048+), ECDSA P-256/P-384 or Ed25519 key"),
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(ConfigError::File {
+                context: key_ctx,
+                message: format!(
+                    "{key_path} does not match {cert_path}; the key must be the one the \
+                     first certificate in {cert_path} was issued for"
+                ),
+            });
+        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(file_error(cert_ctx, cert_path, e)),
+    }
+
+    let leaf = certified
+        .cert
+        .first()
+        .ok_or_else(|| file_error(cert_ctx.clone(), cert_path, "contains no certificate"))?;
+    let (_, x509) = X509Certificate::from_der(leaf).map_err(|e| {
+        file_error(
+            cert_ctx.clone(),
+            cert_path,
+            format!("not valid X.509 ({e})"),
+        )
+    })?;
+    let names = server_names(&x509);
+    let summary = CertSummary {
+        subject: rfc4514_subject(&x509),
+        not_after: x509.validity().not_after.timestamp(),
+    };
+    Ok((Arc::new(certified), summary, names))
+}
+
+/// DNS names a server certificate answers for: its SAN DNS entries, or its
+/// CN when it has no SAN extension (old self-made certs).
+fn server_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+        return names;
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            names.push(s.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// Chooses the server certificate by SNI: exact name, then a `*.` wildcard
+/// one label deep, then the first configured certificate. rustls's own
+/// `ResolvesServerCertUsingSni` has no default for clients that send no
+/// SNI (old agents, IP-address URLs), so we keep our own small map.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    fn new(keys: Vec<(Arc<CertifiedKey>, Vec<String>)>) -> Option<SniResolver> {
+        let default = keys.first()?.0.clone();
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (key, names) in keys {
+            for name in names {
+                // First certificate listed wins a name claimed twice.
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.entry(suffix.to_string()),
+                    None => exact.entry(name),
+                }
+                .or_insert_with(|| key.clone());
+            }
+        }
+        Some(SniResolver {
+            default,
+            exact,
+            wildcard,
+        })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(sni) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        // rustls hands us the name already lowercased and validated.
+        if let Some(k) = self.exact.get(sni) {
+            return Some(k.clone());
+        }
+        if let Some((_, parent)) = sni.split_once('.')
+            && let Some(k) = self.wildcard.get(parent)
+        {
+            return Some(k.clone());
+        }
+        Some(self.default.clone())
+    }
+}
+
+fn build_verifier(
+    listener: &str,
+    settings: &TlsSettings,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+    let mut errors = Vec::new();
+    let mut roots = RootCertStore::empty();
+    for (i, path) in settings.client_auth.ca.iter().enumerate() {
+        let ctx = format!("listener \"{listener}\": client_auth.ca[{i}]");
+        match read_pem_certs(&ctx, path) {
+            Ok(certs) => {
+                for (j, c) in certs.into_iter().enumerate() {
+                    if let Err(e) = roots.add(c) {
+                        errors.push(file_error(
+                            ctx.clone(),
+                            path,
+                            format!("certificate #{} is not usable as a CA ({e})", j + 1),
+                        ));
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let mut crls = Vec::new();
+    for (i, path) in settings.client_auth.crl.iter().enumerate() {
+        let ctx = format!("listener \"{listener}\": client_auth.crl[{i}]");
+        match read_crls(&ctx, path) {
+            Ok(mut c) => crls.append(&mut c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(e) = ConfigError::from_list(errors) {
+        return Err(e);
+    }
+
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !crls.is_empty() {
+        // Only the device certificate is checked against the CRLs: a
+        // two-level client PKI then needs the issuing CA's CRL only. An
+        // expired CRL refuses devices (fail closed), as a stale CRL may hide
+        // revocations.
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .enforce_revocation_expiration();
+    }
+    builder.build().map_err(|e| ConfigError::Invalid {
+        context: format!("listener \"{listener}\": client_auth"),
+        message: format!("cannot build the client-certificate verifier: {e}"),
+    })
+}
+
+/// Reads CRLs from a PEM file (one or more `X509 CRL` blocks) or a single
+/// DER CRL, and checks each parses.
+fn read_crls(
+    context: &str,
+    path: &ConfigPath,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    let bytes = read_file(context, path)?;
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            let mut v = Vec::new();
+            for item in CertificateRevocationListDer::pem_slice_iter(&bytes) {
+                v.push(item.map_err(|e| {
+                    file_error(
+                        context.to_string(),
+                        path,
+                        format!("malformed PEM CRL ({e})"),
+                    )
+                })?);
+            }
+            v
+        } else {
+            vec![CertificateRevocationListDer::from(bytes)]
+        };
+    if crls.is_empty() {
+        return Err(file_error(
+            context.to_string(),
+            path,
+            "contains no CRL (-----BEGIN X509 CRL----- or DER)",
+        ));
+    }
+    for c in &crls {
+        if let Err(e) = x509_parser::revocation_list::CertificateRevocationList::from_der(c) {
+            return Err(file_error(
+                context.to_string(),
+                path,
+                format!("not a valid CRL ({e}); give a PEM or DER X.509 CRL"),
+            ));
+        }
+    }
+    Ok(crls)
+}
+
+/// Checks a resumed session's client chain again against the verifier of
+/// the listener state it was accepted under (chain, validity at this
+/// moment, CRL). rustls skips the verifier on resumption.
+pub fn reverify(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+) -> Result<(), rustls::Error> {
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .map(|_| ())
+}
+
+/// A short, bounded label for why a handshake failed: used in logs and as
+/// a metric label value, so it never contains peer data.
+pub fn failure_reason(err: &rustls::Error) -> &'static str {
+    use rustls::Error as E;
+    match err {
+        E::NoCertificatesPresented => "no_certificate",
+        E::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            CertificateError::Revoked => "revoked",
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::BadSignature => "bad_signature",
+            CertificateError::UnknownRevocationStatus => "unknown_revocation_status",
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
+            CertificateError::BadEncoding => "bad_certificate",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "invalid_purpose"
+            }
+            _ => "bad_certificate",
+        },
+        E::PeerIncompatible(p) => match p {
+            rustls::PeerIncompatible::NoCipherSuitesInCommon => "no_shared_cipher",
+            rustls::PeerIncompatible::NoKxGroupsInCommon => "no_shared_group",
+            rustls::PeerIncompatible::NoSignatureSchemesInCommon => "no_shared_signature",
+            rustls::PeerIncompatible::Tls12NotOffered
+            | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled
+            | rustls::PeerIncompatible::SupportedVersionsExtensionRequired => "protocol_version",
+            _ => "incompatible",
+        },
+        E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => "bad_message",
+        E::AlertReceived(_) => "client_alert",
+        E::PeerMisbehaved(_) => "peer_misbehaved",
+        _ => "other",
+    }
+}
+
+/// The verified identity of a client certificate, computed once per
+/// connection and attached to every request on it.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// Lowercase hex SHA-256 of the certificate DER: the device key.
+    pub fingerprint: String,
+    /// Subject DN, RFC 4514, ASCII only (non-ASCII bytes are `\XX` escaped).
+    pub subject: String,
+    /// Serial number, uppercase hex without leading zero bytes.
+    pub serial: String,
+    /// Pre-built header values, so requests only clone them.
+    pub headers: IdentityHeaders,
+}
+
+/// Header values derived from a client certificate.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// `X-Client-Cert-Fingerprint`.
+    pub fingerprint: HeaderValue,
+    /// `X-Client-Cert-Subject`.
+    pub subject: HeaderValue,
+    /// `X-Client-Cert-Serial`.
+    pub serial: HeaderValue,
+    /// `Client-Cert` (RFC 9440): `:base64(DER):`.
+    pub client_cert: HeaderValue,
+}
+
+impl PeerIdentity {
+    /// Derives the identity of a (verified) client certificate. `None` only
+    /// if the DER does not parse, which the verifier would have refused.
+    pub fn from_der(der: &[u8]) -> Option<PeerIdentity> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let fingerprint = sha256_hex(der);
+        let subject = rfc4514_subject(&cert);
+        let serial = serial_hex(cert.raw_serial());
+        let client_cert = format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        );
+        let headers = IdentityHeaders {
+            fingerprint: HeaderValue::from_str(&fingerprint).ok()?,
+            subject: HeaderValue::from_str(&subject).ok()?,
+            serial: HeaderValue::from_str(&serial).ok()?,
+            client_cert: HeaderValue::from_str(&client_cert).ok()?,
+        };
+        Some(PeerIdentity {
+            fingerprint,
+            subject,
+            serial,
+            headers,
+        })
+    }
+}
+
+/// Lowercase hex SHA-256 of `der`: how a device is keyed.
+pub fn sha256_hex(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    hex_lower(digest.as_ref())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn serial_hex(raw: &[u8]) -> String {
+    // DER INTEGERs carry a leading 0x00 when the high bit is set; OpenSSL
+    // (and so nginx's $ssl_client_serial) prints the number without it.
+    let mut trimmed = raw;
+    while trimmed.len() > 1 && trimmed[0] == 0 {
+        trimmed = &trimmed[1..];
+    }
+    let mut s = String::with_capacity(trimmed.len() * 2);
+    for b in trimmed {
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
+/// Formats a certificate subject per RFC 4514 (last RDN first, `,`
+/// separated, special characters escaped), like nginx's `$ssl_client_s_dn`.
+///
+/// Hand-written: x509-parser's `Display` keeps encoding order and does not
+/// escape, and a subject that can inject `,` or `=` into a header a backend
+/// parses is exactly what we must not pass on. Non-ASCII bytes are written
+/// as `\XX` escapes (valid RFC 4514) so the value is always a legal header.
+pub fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<_> = cert.subject().iter_rdn().collect();
+    let mut out = String::new();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match x509_parser::objects::oid2abbrev(attr.attr_type(), registry) {
+                Ok(name) => out.push_str(name),
+                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
+            }
+            out.push('=');
+            match attr.as_str() {
+                Ok(v) => escape_dn_value(&mut out, v),
+                Err(_) => {
+                    out.push('#');
+                    out.push_str(&hex_lower(attr.attr_value().as_bytes()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn escape_dn_value(out: &mut String, value: &str) {
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == bytes.len();
+        match b {
+            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' | b'=' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            b'#' if first => out.push_str("\\#"),
+            b' ' if first || last => out.push_str("\\ "),
+            0x21..=0x7e | b' ' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:02X}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_values_are_escaped_and_ascii() {
+        let mut s = String::new();
+        escape_dn_value(&mut s, " a,b=c\u{e9}\n");
+        assert_eq!(s, "\\ a\\,b\\=c\\C3\\A9\\0A");
+    }
+
+    #[test]
+    fn serial_drops_sign_byte() {
+        assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8F01");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
+
+    #[test]
+    fn tls12_only_provider_has_only_ecdhe_aead_tls12_suites() {
+        let p = crypto_provider(&[TlsVersion::V1_2]);
+        assert!(!p.cipher_suites.is_empty());
+        for s in &p.cipher_suites {
+            assert_eq!(s.version(), &rustls::version::TLS12);
+            let name = format!("{:?}", s.suite());
+            assert!(name.contains("ECDHE") && (name.contains("GCM") || name.contains("CHACHA20")));
+        }
+    }
+}
