@@ -1,0 +1,589 @@
+//! Shared test fixtures: a PKI made with rcgen per test, a real HTTP
+//! backend that records what reached it, a gateway started on ephemeral
+//! loopback ports, and a rustls client.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// ---------------------------------------------------------------------------
+// PKI
+// ---------------------------------------------------------------------------
+
+/// A client certificate written to disk.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: CertificateDer<'static>,
+    pub serial: Vec<u8>,
+}
+
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub server_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_ca: PathBuf,
+    client_issuer: CertifiedIssuer<'static, KeyPair>,
+    next_serial: u8,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// How a client certificate should be made.
+pub enum Kind {
+    Good,
+    Expired,
+    NotYetValid,
+    SelfSigned,
+    ForeignCa,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let server_ca = CertifiedIssuer::self_signed(ca_params("test server CA"), KeyPair::generate().unwrap()).unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "localhost");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().unwrap();
+        let server = p.signed_by(&server_key, &server_ca).unwrap();
+        let client_issuer =
+            CertifiedIssuer::self_signed(ca_params("test client CA"), KeyPair::generate().unwrap()).unwrap();
+
+        let w = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let server_ca_path = w("server-ca.pem", &server_ca.pem());
+        let server_cert = w("server.pem", &server.pem());
+        let server_key = w("server.key", &server_key.serialize_pem());
+        let client_ca = w("client-ca.pem", &client_issuer.pem());
+        Pki {
+            server_ca: server_ca_path,
+            server_cert,
+            server_key,
+            client_ca,
+            client_issuer,
+            dir,
+            next_serial: 1,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues a client certificate of the given kind, named `cn`.
+    pub fn client(&mut self, cn: &str, kind: Kind) -> ClientCert {
+        let serial = vec![0x10, self.next_serial];
+        self.next_serial += 1;
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::OrganizationName, "Fleet");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        p.not_before = now() - time::Duration::days(1);
+        p.not_after = now() + time::Duration::days(30);
+        match kind {
+            Kind::Expired => {
+                p.not_before = now() - time::Duration::days(30);
+                p.not_after = now() - time::Duration::days(1);
+            }
+            Kind::NotYetValid => {
+                p.not_before = now() + time::Duration::days(1);
+                p.not_after = now() + time::Duration::days(30);
+            }
+            _ => {}
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = match kind {
+            Kind::SelfSigned => p.self_signed(&key).unwrap(),
+            Kind::ForeignCa => {
+                let foreign =
+                    CertifiedIssuer::self_signed(ca_params("test client CA"), KeyPair::generate().unwrap()).unwrap();
+                p.signed_by(&key, &foreign).unwrap()
+            }
+            _ => p.signed_by(&key, &self.client_issuer).unwrap(),
+        };
+        let cert_path = self.path(&format!("{cn}.pem"));
+        let key_path = self.path(&format!("{cn}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        ClientCert {
+            cert: cert_path,
+            key: key_path,
+            der: cert.der().clone(),
+            serial,
+        }
+    }
+
+    /// Writes a CRL from the client CA revoking `revoked`; returns its path.
+    pub fn crl(&self, name: &str, revoked: &[&ClientCert], pem: bool) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: now() - time::Duration::hours(1),
+            next_update: now() + time::Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|c| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&c.serial),
+                    revocation_time: now() - time::Duration::minutes(5),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.client_issuer).unwrap();
+        let path = self.path(name);
+        if pem {
+            std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        } else {
+            std::fs::write(&path, crl.der().as_ref()).unwrap();
+        }
+        path
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backend
+// ---------------------------------------------------------------------------
+
+/// What the backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP/1.1 backend on an ephemeral loopback port.
+///
+/// Routes: `/download/N` streams N pattern bytes, `/upload` answers the
+/// SHA-256 and length of the body, `/slow/MS` answers after MS ms, `/ws`
+/// is a WebSocket echo, anything else answers 200 "ok".
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| backend_route(seen.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { addr, seen, task }
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("backend saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> BackendBody {
+    Full::new(b.into()).boxed()
+}
+
+/// The deterministic byte pattern `/download/N` serves: byte i is
+/// `(i * 31 + i / 4096) mod 251`, so shifted or repeated chunks are caught.
+pub fn pattern_chunk(offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|j| {
+            let i = offset + j;
+            ((i.wrapping_mul(31) + i / 4096) % 251) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of the first `size` pattern bytes.
+pub fn pattern_sha256(size: u64) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut off = 0;
+    while off < size {
+        let n = (size - off).min(256 * 1024) as usize;
+        ctx.update(&pattern_chunk(off, n));
+        off += n as u64;
+    }
+    hex(ctx.finish().as_ref())
+}
+
+/// A streaming body of `size` pattern bytes, produced chunk by chunk.
+pub fn pattern_body(size: u64) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    let chunk = 64 * 1024u64;
+    let stream = futures_util::stream::unfold(0u64, move |off| async move {
+        if off >= size {
+            return None;
+        }
+        let n = (size - off).min(chunk);
+        let data = Bytes::from(pattern_chunk(off, n as usize));
+        Some((Ok::<_, Infallible>(Frame::data(data)), off + n))
+    });
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+async fn backend_route(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<BackendBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    if let Some(n) = path.strip_prefix("/download/") {
+        let size: u64 = n.parse().unwrap_or(0);
+        let mut resp = Response::new(pattern_body(size));
+        resp.headers_mut().insert(http::header::CONTENT_LENGTH, size.into());
+        return Ok(resp);
+    }
+    if path == "/upload" {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut len = 0u64;
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        len += d.len() as u64;
+                        ctx.update(d);
+                    }
+                }
+                Err(_) => return Ok(Response::builder().status(400).body(full("body error")).unwrap()),
+            }
+        }
+        return Ok(Response::new(full(format!("{} {}", len, hex(ctx.finish().as_ref())))));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(full("slow done")));
+    }
+    if path == "/ws" {
+        let key = req.headers().get("sec-websocket-key").cloned();
+        let Some(key) = key else {
+            return Ok(Response::builder().status(400).body(full("no key")).unwrap());
+        };
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    if ws.send(msg).await.is_err() {
+                        return;
+                    }
+                } else if msg.is_close() {
+                    return;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(full(""))
+            .unwrap());
+    }
+    Ok(Response::new(full("ok")))
+}
+
+// ---------------------------------------------------------------------------
+// Gateway
+// ---------------------------------------------------------------------------
+
+/// Renders a gateway config with one listener "agents" → upstream "core".
+pub struct ConfigBuilder {
+    pub listen: String,
+    pub servers: Vec<String>,
+    pub versions: Option<&'static str>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub mode: &'static str,
+    pub ca: Vec<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub extra_listener: String,
+    pub extra_upstream: String,
+    pub extra_top: String,
+}
+
+impl ConfigBuilder {
+    pub fn new(pki: &Pki, backend: SocketAddr) -> ConfigBuilder {
+        ConfigBuilder {
+            listen: "127.0.0.1:0".into(),
+            servers: vec![backend.to_string()],
+            versions: None,
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            mode: "required",
+            ca: vec![pki.client_ca.clone()],
+            crl: vec![],
+            extra_listener: String::new(),
+            extra_upstream: String::new(),
+            extra_top: String::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| format!("\"{}\"", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let versions = self
+            .versions
+            .map(|v| format!("versions = {v}\n"))
+            .unwrap_or_default();
+        let client_auth = if self.mode == "off" {
+            "mode = \"off\"\n".to_string()
+        } else {
+            format!(
+                "mode = \"{}\"\nca = [{}]\ncrl = [{}]\n",
+                self.mode,
+                list(&self.ca),
+                list(&self.crl)
+            )
+        };
+        format!(
+            r#"{extra_top}
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "agents"
+listen = "{listen}"
+upstream = "core"
+{extra_listener}
+[listener.tls]
+{versions}
+[[listener.tls.certificate]]
+cert = "{cert}"
+key = "{key}"
+
+[listener.client_auth]
+{client_auth}
+[[upstream]]
+name = "core"
+servers = [{servers}]
+{extra_upstream}
+"#,
+            extra_top = self.extra_top,
+            listen = self.listen,
+            extra_listener = self.extra_listener,
+            cert = self.cert.display(),
+            key = self.key.display(),
+            servers = self
+                .servers
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            extra_upstream = self.extra_upstream,
+        )
+    }
+
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let p = dir.join("certgate.toml");
+        std::fs::write(&p, self.render()).unwrap();
+        p
+    }
+}
+
+/// Starts an in-process gateway from a config file.
+pub async fn start_gateway(config: &Path) -> certgate::Gateway {
+    let settings = certgate::Settings::load(config).unwrap();
+    certgate::Gateway::start(settings).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------
+
+pub fn client_config(
+    pki: &Pki,
+    client: Option<&ClientCert>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.server_ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match client {
+        Some(c) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(&c.cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&c.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// An HTTP/1.1 sender over a fresh mTLS connection.
+pub async fn h1_sender(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<Bytes, Infallible>>, BoxError> {
+    let tls = tls_connect(addr, cfg).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+pub fn empty() -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    Empty::new().boxed()
+}
+
+/// One GET over a fresh connection; the status and the whole body.
+pub async fn get(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, Bytes), BoxError> {
+    let mut sender = h1_sender(addr, cfg).await?;
+    let mut req = Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(empty())?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// The current value of a metric line (exact label match) on the admin
+/// endpoint, or 0 if absent.
+pub fn metric(gw: &certgate::Gateway, line_prefix: &str) -> f64 {
+    gw.metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Path of the certgate binary built for these tests.
+pub fn certgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_certgate")
+}
+
+/// Fails loudly when a system tool the test needs is missing: the test
+/// command (scripts/test.sh) installs it, so a skip would hide a problem.
+pub fn require_tool(name: &str) {
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "{name} is not installed; run scripts/test.sh, which installs it");
+}
