@@ -507,8 +507,11 @@ pub fn failure_reason(err: &rustls::Error) -> &'static str {
             _ => "bad_certificate",
         },
         E::PeerIncompatible(p) => match p {
-            rustls::PeerIncompatible::NoCipherSuitesInCommon => "no_shared_cipher",
-            rustls::PeerIncompatible::NoKxGroupsInCommon => "no_shared_group",
+            // A TLS 1.2 client that offers no ECDHE group can only use the
+            // non-ECDHE suites we refuse: to the admin that is the same
+            // problem as no common suite.
+            rustls::PeerIncompatible::NoCipherSuitesInCommon
+            | rustls::PeerIncompatible::NoKxGroupsInCommon => "no_shared_cipher",
             rustls::PeerIncompatible::NoSignatureSchemesInCommon => "no_shared_signature",
             rustls::PeerIncompatible::Tls12NotOffered
             | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled

@@ -73,6 +73,9 @@ pub enum Kind {
     NotYetValid,
     SelfSigned,
     ForeignCa,
+    /// Signed by a different key under the trusted CA's exact name: a
+    /// forged CA.
+    ForgedCa,
 }
 
 impl Pki {
@@ -137,9 +140,9 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let cert = match kind {
             Kind::SelfSigned => p.self_signed(&key).unwrap(),
-            Kind::ForeignCa => {
-                let foreign =
-                    CertifiedIssuer::self_signed(ca_params("test client CA"), KeyPair::generate().unwrap()).unwrap();
+            Kind::ForeignCa | Kind::ForgedCa => {
+                let name = if matches!(kind, Kind::ForgedCa) { "test client CA" } else { "some other CA" };
+                let foreign = CertifiedIssuer::self_signed(ca_params(name), KeyPair::generate().unwrap()).unwrap();
                 p.signed_by(&key, &foreign).unwrap()
             }
             _ => p.signed_by(&key, &self.client_issuer).unwrap(),

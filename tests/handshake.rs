@@ -1,0 +1,234 @@
+//! Behaviour: what is refused during the TLS handshake. Every bad client
+//! certificate, every protocol version other than the configured ones, and
+//! every client that offers only CBC or non-ECDHE suites.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+/// Connects with `client` and expects the handshake (or the first request)
+/// to fail, the backend to see nothing, and the failure to be counted under
+/// `reason`.
+async fn assert_refused(pki: &Pki, client: Option<&ClientCert>, reason: &str, extra_crl: Vec<std::path::PathBuf>) {
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(pki, backend.addr);
+    cb.crl = extra_crl;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cb.write(dir.path());
+    let gw = start_gateway(&cfg).await;
+    let addr = gw.addr("agents").unwrap();
+
+    let result = get(addr, client_config(pki, client, &[]), "/", &[]).await;
+    let err = result.expect_err("the gateway admitted a client it must refuse");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("alert") || msg.contains("Alert"),
+        "expected a TLS alert for {reason}, got: {msg}"
+    );
+    assert_eq!(backend.count(), 0, "a refused client reached the backend");
+    let line = format!("certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}");
+    assert_eq!(metric(&gw, &line), 1.0, "{line} not counted; metrics:\n{}", gw.metrics.encode());
+}
+
+#[tokio::test]
+async fn no_client_certificate_is_refused() {
+    let pki = Pki::new();
+    assert_refused(&pki, None, "no_certificate", vec![]).await;
+}
+
+#[tokio::test]
+async fn certificate_from_unknown_ca_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("foreign", Kind::ForeignCa);
+    assert_refused(&pki, Some(&c), "unknown_ca", vec![]).await;
+}
+
+#[tokio::test]
+async fn certificate_from_forged_ca_with_trusted_name_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("forged", Kind::ForgedCa);
+    assert_refused(&pki, Some(&c), "bad_signature", vec![]).await;
+}
+
+#[tokio::test]
+async fn self_signed_certificate_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("selfie", Kind::SelfSigned);
+    assert_refused(&pki, Some(&c), "unknown_ca", vec![]).await;
+}
+
+#[tokio::test]
+async fn expired_certificate_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("old", Kind::Expired);
+    assert_refused(&pki, Some(&c), "expired", vec![]).await;
+}
+
+#[tokio::test]
+async fn not_yet_valid_certificate_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("future", Kind::NotYetValid);
+    assert_refused(&pki, Some(&c), "not_yet_valid", vec![]).await;
+}
+
+#[tokio::test]
+async fn certificate_revoked_by_pem_crl_is_refused() {
+    let mut pki = Pki::new();
+    let c = pki.client("stolen", Kind::Good);
+    let crl = pki.crl("client-ca.crl.pem", &[&c], true);
+    assert_refused(&pki, Some(&c), "revoked", vec![crl]).await;
+}
+
+#[tokio::test]
+async fn certificate_revoked_by_der_crl_is_refused_and_others_pass() {
+    let mut pki = Pki::new();
+    let stolen = pki.client("stolen", Kind::Good);
+    let fine = pki.client("fine", Kind::Good);
+    let crl = pki.crl("client-ca.crl", &[&stolen], false);
+    assert_refused(&pki, Some(&stolen), "revoked", vec![crl.clone()]).await;
+
+    // The same CRL does not lock out a device it does not list.
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.crl = vec![crl];
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(&cb.write(dir.path())).await;
+    let (status, _) = get(gw.addr("agents").unwrap(), client_config(&pki, Some(&fine), &[]), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// Protocol versions and cipher suites, checked with OpenSSL's own client.
+// ---------------------------------------------------------------------------
+
+struct SClient {
+    ok: bool,
+    output: String,
+}
+
+/// Runs `openssl s_client` against the gateway with the device cert, sends
+/// a small HTTP request, and returns whether a 200 came back. OPENSSL_CONF
+/// is cleared and the security level lowered so that OpenSSL really offers
+/// the old protocol or suite instead of refusing on the client side.
+async fn s_client(pki: &Pki, device: &ClientCert, port: u16, args: &[&str]) -> SClient {
+    require_tool("openssl");
+    let mut child = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", "localhost", "-ign_eof"])
+        .arg("-CAfile").arg(&pki.server_ca)
+        .arg("-cert").arg(&device.cert)
+        .arg("-key").arg(&device.key)
+        .args(args)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin
+        .write_all(b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    SClient {
+        ok: output.contains("HTTP/1.1 200"),
+        output,
+    }
+}
+
+async fn gateway_with_versions(
+    pki: &Pki,
+    backend: &Backend,
+    versions: Option<&'static str>,
+) -> (tempfile::TempDir, certgate::Gateway) {
+    let mut cb = ConfigBuilder::new(pki, backend.addr);
+    cb.versions = versions;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(&cb.write(dir.path())).await;
+    (dir, gw)
+}
+
+#[tokio::test]
+async fn default_listener_speaks_tls12_only() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let (_dir, gw) = gateway_with_versions(&pki, &backend, None).await;
+    let port = gw.addr("agents").unwrap().port();
+
+    let r = s_client(&pki, &device, port, &["-tls1_2"]).await;
+    assert!(r.ok, "TLS 1.2 with a valid cert must work:\n{}", r.output);
+    assert!(r.output.contains("ECDHE"), "expected an ECDHE suite:\n{}", r.output);
+
+    for (flag, name) in [("-tls1_1", "TLS 1.1"), ("-tls1", "TLS 1.0"), ("-tls1_3", "TLS 1.3")] {
+        let before = backend.count();
+        let r = s_client(&pki, &device, port, &[flag, "-cipher", "DEFAULT:@SECLEVEL=0"]).await;
+        assert!(!r.ok, "{name} must be refused by default:\n{}", r.output);
+        assert!(r.output.contains("alert") || r.output.contains("error"), "{name}: {}", r.output);
+        assert_eq!(backend.count(), before, "{name} reached the backend");
+    }
+    // The server saw and refused them (not just the client giving up).
+    let failures: f64 = gw
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("certgate_tls_handshake_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 3.0, "{}", gw.metrics.encode());
+}
+
+#[tokio::test]
+async fn tls13_works_when_enabled() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let (_dir, gw) = gateway_with_versions(&pki, &backend, Some(r#"["1.2", "1.3"]"#)).await;
+    let port = gw.addr("agents").unwrap().port();
+    let r = s_client(&pki, &device, port, &["-tls1_3"]).await;
+    assert!(r.ok, "TLS 1.3 must work when enabled:\n{}", r.output);
+    assert!(r.output.contains("TLSv1.3"), "{}", r.output);
+    let r = s_client(&pki, &device, port, &["-tls1_2"]).await;
+    assert!(r.ok, "TLS 1.2 must still work:\n{}", r.output);
+    let r = s_client(&pki, &device, port, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]).await;
+    assert!(!r.ok, "TLS 1.1 must stay refused:\n{}", r.output);
+}
+
+#[tokio::test]
+async fn cbc_and_non_ecdhe_suites_are_refused() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let (_dir, gw) = gateway_with_versions(&pki, &backend, None).await;
+    let port = gw.addr("agents").unwrap().port();
+    for suites in [
+        "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-SHA", // ECDHE but CBC
+        "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384",               // ECDHE, CBC-SHA2
+        "AES128-GCM-SHA256:AES256-GCM-SHA384",                                // RSA key exchange, AEAD
+        "AES128-SHA:AES256-SHA:DES-CBC3-SHA",                                 // RSA key exchange, CBC
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",                // finite-field DHE
+    ] {
+        let r = s_client(&pki, &device, port, &["-tls1_2", "-cipher", &format!("{suites}:@SECLEVEL=0")]).await;
+        assert!(!r.ok, "{suites} must be refused:\n{}", r.output);
+    }
+    assert_eq!(backend.count(), 0);
+    assert_eq!(
+        metric(&gw, "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_shared_cipher\"}"),
+        5.0,
+        "{}",
+        gw.metrics.encode()
+    );
+}
