@@ -590,3 +590,98 @@ pub fn require_tool(name: &str) {
         .unwrap_or(false);
     assert!(ok, "{name} is not installed; run scripts/test.sh, which installs it");
 }
+
+// ---------------------------------------------------------------------------
+// The certgate binary as a child process
+// ---------------------------------------------------------------------------
+
+/// A `certgate run` child process; killed on drop if still running.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Starts `certgate run --config FILE` and waits (bounded) until it logs the
+/// address of its listener "agents".
+pub fn spawn_certgate(config: &Path) -> Proc {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(certgate_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log: Arc<Mutex<String>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("listening") && line.contains("listener=agents") {
+                if let Some(a) = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()) {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+            log2.lock().unwrap().push_str(&line);
+            log2.lock().unwrap().push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("certgate did not start; log:\n{}", log.lock().unwrap()));
+    Proc {
+        child,
+        addr: addr.parse().unwrap(),
+        log,
+    }
+}
