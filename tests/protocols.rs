@@ -1,0 +1,96 @@
+//! Behaviour: WebSocket upgrades pass through; HTTP/2 clients are served
+//! and forwarded to the backend as HTTP/1.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
+    let gw = start_gateway(&cfg).await;
+    let addr = gw.addr("agents").unwrap();
+
+    let tls = tls_connect(addr, client_config(&pki, Some(&device), &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let text = format!("hello {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(text));
+    }
+    let big = vec![7u8; 1 << 20];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_data().as_ref(), &big[..]);
+    ws.close(None).await.unwrap();
+
+    // The backend saw the upgrade handshake with the device identity.
+    let seen = backend.last();
+    assert_eq!(seen.path, "/ws");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert_eq!(seen.headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+}
+
+#[tokio::test]
+async fn http2_client_is_served_and_backend_gets_http11() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
+    let gw = start_gateway(&cfg).await;
+    let addr = gw.addr("agents").unwrap();
+
+    let tls = tls_connect(addr, client_config(&pki, Some(&device), &[b"h2"]))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    // Several requests multiplexed on one connection.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let req = http::Request::post(format!("https://localhost:{}/upload", addr.port()))
+            .body(Full::new(bytes::Bytes::from(vec![b'x'; 1000 + i])))
+            .unwrap();
+        tasks.push(sender.send_request(req));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let resp = t.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).starts_with(&format!("{} ", 1000 + i)));
+    }
+    let seen = backend.last();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert_eq!(seen.headers["host"], format!("localhost:{}", addr.port()).as_str());
+    assert_eq!(seen.headers["x-client-verify"], "SUCCESS");
+    assert_eq!(seen.headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+}
