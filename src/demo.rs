@@ -109,6 +109,7 @@ pub fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ])?;
+    p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, "localhost");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     validity(&mut p, 30);
