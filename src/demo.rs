@@ -120,6 +120,7 @@ pub fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     validity(&mut p, 30);
     let client_ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = DistinguishedName::new();
     p.distinguished_name
         .push(DnType::OrganizationName, "certgate demo");
     p.distinguished_name.push(DnType::CommonName, "demo-device");

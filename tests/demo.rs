@@ -34,15 +34,27 @@ fn demo_prints_curl_commands_that_work_as_described() {
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("demo did not become ready; printed:\n{}", printed.join("\n")));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "demo did not become ready; printed:\n{}",
+                    printed.join("\n")
+                )
+            });
         let done = line.contains("Press Ctrl-C");
         printed.push(line);
         if done {
             break;
         }
     }
-    let curls: Vec<&String> = printed.iter().filter(|l| l.trim_start().starts_with("curl --cacert")).collect();
-    assert!(curls.len() >= 2, "expected curl commands, got:\n{}", printed.join("\n"));
+    let curls: Vec<&String> = printed
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl --cacert"))
+        .collect();
+    assert!(
+        curls.len() >= 2,
+        "expected curl commands, got:\n{}",
+        printed.join("\n")
+    );
 
     let run = |cmd: &str| {
         std::process::Command::new("timeout")
@@ -53,13 +65,23 @@ fn demo_prints_curl_commands_that_work_as_described() {
     };
     let with_cert = run(curls[0].trim());
     let out = String::from_utf8_lossy(&with_cert.stdout);
-    assert!(with_cert.status.success(), "{}", String::from_utf8_lossy(&with_cert.stderr));
+    assert!(
+        with_cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_cert.stderr)
+    );
     assert!(out.contains("x-client-verify: SUCCESS"), "{out}");
-    assert!(out.contains("x-client-cert-subject: CN=demo-device"), "{out}");
+    assert!(
+        out.contains("x-client-cert-subject: CN=demo-device"),
+        "{out}"
+    );
     assert!(out.contains("x-client-cert-fingerprint: "), "{out}");
 
     let without = run(curls[1].trim());
-    assert!(!without.status.success(), "the request without a cert must be refused");
+    assert!(
+        !without.status.success(),
+        "the request without a cert must be refused"
+    );
     assert!(!String::from_utf8_lossy(&without.stdout).contains("x-client-verify"));
 
     // The demo's own config passes `certgate check`.
@@ -68,7 +90,11 @@ fn demo_prints_curl_commands_that_work_as_described() {
         .current_dir(cwd.path())
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     // Ctrl-C stops it cleanly.
     let _ = std::process::Command::new("kill")
@@ -85,5 +111,8 @@ fn demo_prints_curl_commands_that_work_as_described() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(status.is_some_and(|s| s.success()), "demo did not exit cleanly on SIGINT");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "demo did not exit cleanly on SIGINT"
+    );
 }

@@ -13,7 +13,12 @@ use tokio::io::AsyncWriteExt;
 /// Connects with `client` and expects the handshake (or the first request)
 /// to fail, the backend to see nothing, and the failure to be counted under
 /// `reason`.
-async fn assert_refused(pki: &Pki, client: Option<&ClientCert>, reason: &str, extra_crl: Vec<std::path::PathBuf>) {
+async fn assert_refused(
+    pki: &Pki,
+    client: Option<&ClientCert>,
+    reason: &str,
+    extra_crl: Vec<std::path::PathBuf>,
+) {
     let backend = Backend::start().await;
     let mut cb = ConfigBuilder::new(pki, backend.addr);
     cb.crl = extra_crl;
@@ -30,8 +35,14 @@ async fn assert_refused(pki: &Pki, client: Option<&ClientCert>, reason: &str, ex
         "expected a TLS alert for {reason}, got: {msg}"
     );
     assert_eq!(backend.count(), 0, "a refused client reached the backend");
-    let line = format!("certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}");
-    assert_eq!(metric(&gw, &line), 1.0, "{line} not counted; metrics:\n{}", gw.metrics.encode());
+    let line =
+        format!("certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}");
+    assert_eq!(
+        metric(&gw, &line),
+        1.0,
+        "{line} not counted; metrics:\n{}",
+        gw.metrics.encode()
+    );
 }
 
 #[tokio::test]
@@ -97,9 +108,14 @@ async fn certificate_revoked_by_der_crl_is_refused_and_others_pass() {
     cb.crl = vec![crl];
     let dir = tempfile::tempdir().unwrap();
     let gw = start_gateway(&cb.write(dir.path())).await;
-    let (status, _) = get(gw.addr("agents").unwrap(), client_config(&pki, Some(&fine), &[]), "/", &[])
-        .await
-        .unwrap();
+    let (status, _) = get(
+        gw.addr("agents").unwrap(),
+        client_config(&pki, Some(&fine), &[]),
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
 }
 
@@ -122,9 +138,12 @@ async fn s_client(pki: &Pki, device: &ClientCert, port: u16, args: &[&str]) -> S
         .args(["10", "openssl", "s_client", "-connect"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["-servername", "localhost", "-ign_eof"])
-        .arg("-CAfile").arg(&pki.server_ca)
-        .arg("-cert").arg(&device.cert)
-        .arg("-key").arg(&device.key)
+        .arg("-CAfile")
+        .arg(&pki.server_ca)
+        .arg("-cert")
+        .arg(&device.cert)
+        .arg("-key")
+        .arg(&device.key)
         .args(args)
         .env("OPENSSL_CONF", "/dev/null")
         .stdin(Stdio::piped())
@@ -171,13 +190,31 @@ async fn default_listener_speaks_tls12_only() {
 
     let r = s_client(&pki, &device, port, &["-tls1_2"]).await;
     assert!(r.ok, "TLS 1.2 with a valid cert must work:\n{}", r.output);
-    assert!(r.output.contains("ECDHE"), "expected an ECDHE suite:\n{}", r.output);
+    assert!(
+        r.output.contains("ECDHE"),
+        "expected an ECDHE suite:\n{}",
+        r.output
+    );
 
-    for (flag, name) in [("-tls1_1", "TLS 1.1"), ("-tls1", "TLS 1.0"), ("-tls1_3", "TLS 1.3")] {
+    for (flag, name) in [
+        ("-tls1_1", "TLS 1.1"),
+        ("-tls1", "TLS 1.0"),
+        ("-tls1_3", "TLS 1.3"),
+    ] {
         let before = backend.count();
-        let r = s_client(&pki, &device, port, &[flag, "-cipher", "DEFAULT:@SECLEVEL=0"]).await;
+        let r = s_client(
+            &pki,
+            &device,
+            port,
+            &[flag, "-cipher", "DEFAULT:@SECLEVEL=0"],
+        )
+        .await;
         assert!(!r.ok, "{name} must be refused by default:\n{}", r.output);
-        assert!(r.output.contains("alert") || r.output.contains("error"), "{name}: {}", r.output);
+        assert!(
+            r.output.contains("alert") || r.output.contains("error"),
+            "{name}: {}",
+            r.output
+        );
         assert_eq!(backend.count(), before, "{name} reached the backend");
     }
     // The server saw and refused them (not just the client giving up).
@@ -203,7 +240,13 @@ async fn tls13_works_when_enabled() {
     assert!(r.output.contains("TLSv1.3"), "{}", r.output);
     let r = s_client(&pki, &device, port, &["-tls1_2"]).await;
     assert!(r.ok, "TLS 1.2 must still work:\n{}", r.output);
-    let r = s_client(&pki, &device, port, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]).await;
+    let r = s_client(
+        &pki,
+        &device,
+        port,
+        &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"],
+    )
+    .await;
     assert!(!r.ok, "TLS 1.1 must stay refused:\n{}", r.output);
 }
 
@@ -216,17 +259,26 @@ async fn cbc_and_non_ecdhe_suites_are_refused() {
     let port = gw.addr("agents").unwrap().port();
     for suites in [
         "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-SHA", // ECDHE but CBC
-        "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384",               // ECDHE, CBC-SHA2
-        "AES128-GCM-SHA256:AES256-GCM-SHA384",                                // RSA key exchange, AEAD
-        "AES128-SHA:AES256-SHA:DES-CBC3-SHA",                                 // RSA key exchange, CBC
-        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",                // finite-field DHE
+        "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384",                // ECDHE, CBC-SHA2
+        "AES128-GCM-SHA256:AES256-GCM-SHA384", // RSA key exchange, AEAD
+        "AES128-SHA:AES256-SHA:DES-CBC3-SHA",  // RSA key exchange, CBC
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384", // finite-field DHE
     ] {
-        let r = s_client(&pki, &device, port, &["-tls1_2", "-cipher", &format!("{suites}:@SECLEVEL=0")]).await;
+        let r = s_client(
+            &pki,
+            &device,
+            port,
+            &["-tls1_2", "-cipher", &format!("{suites}:@SECLEVEL=0")],
+        )
+        .await;
         assert!(!r.ok, "{suites} must be refused:\n{}", r.output);
     }
     assert_eq!(backend.count(), 0);
     assert_eq!(
-        metric(&gw, "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_shared_cipher\"}"),
+        metric(
+            &gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_shared_cipher\"}"
+        ),
         5.0,
         "{}",
         gw.metrics.encode()

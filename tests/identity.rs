@@ -15,9 +15,14 @@ async fn valid_client_cert_gets_200_and_backend_sees_identity() {
     let gw = start_gateway(&cfg).await;
     let addr = gw.addr("agents").unwrap();
 
-    let (status, body) = get(addr, client_config(&pki, Some(&device), &[]), "/hello?x=1", &[])
-        .await
-        .unwrap();
+    let (status, body) = get(
+        addr,
+        client_config(&pki, Some(&device), &[]),
+        "/hello?x=1",
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"ok");
 
@@ -26,8 +31,14 @@ async fn valid_client_cert_gets_200_and_backend_sees_identity() {
     assert_eq!(seen.version, http::Version::HTTP_11);
     let h = |n: &str| seen.headers.get(n).map(|v| v.to_str().unwrap().to_string());
     assert_eq!(h("x-client-verify").as_deref(), Some("SUCCESS"));
-    assert_eq!(h("x-client-cert-fingerprint"), Some(sha256_hex(&device.der)));
-    assert_eq!(h("x-client-cert-subject").as_deref(), Some("CN=device-a,O=Fleet"));
+    assert_eq!(
+        h("x-client-cert-fingerprint"),
+        Some(sha256_hex(&device.der))
+    );
+    assert_eq!(
+        h("x-client-cert-subject").as_deref(),
+        Some("CN=device-a,O=Fleet")
+    );
     assert_eq!(h("x-client-cert-serial").as_deref(), Some("1001"));
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(device.der.as_ref());
@@ -38,7 +49,10 @@ async fn valid_client_cert_gets_200_and_backend_sees_identity() {
     assert_eq!(h("host").as_deref(), Some("localhost"));
 
     assert_eq!(
-        metric(&gw, "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"),
+        metric(
+            &gw,
+            "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"
+        ),
         1.0
     );
 }
@@ -85,18 +99,28 @@ async fn spoofed_identity_headers_never_reach_the_backend() {
             assert_ne!(v.to_str().unwrap(), *value, "{name} reached the backend");
         }
         let lower = name.to_ascii_lowercase();
-        if lower.contains('_') || lower.starts_with("x-ssl") || lower.starts_with("x-arr")
-            || lower == "x-real-ip" || lower == "forwarded" || lower.contains("chain")
+        if lower.contains('_')
+            || lower.starts_with("x-ssl")
+            || lower.starts_with("x-arr")
+            || lower == "x-real-ip"
+            || lower == "forwarded"
+            || lower.contains("chain")
             || lower == "x-forwarded-client-cert"
         {
-            assert!(!seen.headers.contains_key(lower.as_str()), "{name} reached the backend");
+            assert!(
+                !seen.headers.contains_key(lower.as_str()),
+                "{name} reached the backend"
+            );
         }
     }
     // Ours are present exactly once and true.
     assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-client-verify"], "SUCCESS");
-    assert_eq!(seen.headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+    assert_eq!(
+        seen.headers["x-client-cert-fingerprint"],
+        sha256_hex(&device.der).as_str()
+    );
     assert_eq!(seen.headers["x-client-cert-subject"], "CN=device-a,O=Fleet");
     // Unrelated custom headers pass.
     assert_eq!(seen.headers["x-agent-version"], "9.1");
@@ -144,21 +168,51 @@ async fn curl_with_client_cert_gets_200_and_without_is_refused() {
     let resolve = format!("localhost:{port}:127.0.0.1");
 
     let with = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg("--cacert").arg(&pki.server_ca)
-        .arg("--cert").arg(&device.cert)
-        .arg("--key").arg(&device.key)
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&pki.server_ca)
+        .arg("--cert")
+        .arg(&device.cert)
+        .arg("--key")
+        .arg(&device.key)
         .arg(&url)
         .output()
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&with.stdout), "200", "{}", String::from_utf8_lossy(&with.stderr));
-    assert_eq!(backend.last().headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+    assert_eq!(
+        String::from_utf8_lossy(&with.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert_eq!(
+        backend.last().headers["x-client-cert-fingerprint"],
+        sha256_hex(&device.der).as_str()
+    );
 
     let count = backend.count();
     let without = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--resolve", &resolve, "-o", "/dev/null"])
-        .arg("--cacert").arg(&pki.server_ca)
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+        ])
+        .arg("--cacert")
+        .arg(&pki.server_ca)
         .arg(&url)
         .output()
         .await
@@ -166,5 +220,9 @@ async fn curl_with_client_cert_gets_200_and_without_is_refused() {
     assert!(!without.status.success(), "curl without a cert succeeded");
     let err = String::from_utf8_lossy(&without.stderr);
     assert!(err.contains("alert"), "expected a TLS alert, got: {err}");
-    assert_eq!(backend.count(), count, "a request without a cert reached the backend");
+    assert_eq!(
+        backend.count(),
+        count,
+        "a request without a cert reached the backend"
+    );
 }

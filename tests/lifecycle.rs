@@ -16,7 +16,11 @@ fn check(config: &std::path::Path) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -64,7 +68,9 @@ fn check_names_a_key_that_does_not_match_its_cert() {
     let (code, out) = check(&cfg);
     assert_ne!(code, 0, "{out}");
     assert!(
-        out.contains("listener \"agents\": tls.certificate[0].key: device-a.key does not match server.pem"),
+        out.contains(
+            "listener \"agents\": tls.certificate[0].key: device-a.key does not match server.pem"
+        ),
         "{out}"
     );
 }
@@ -76,7 +82,10 @@ fn check_names_a_missing_file() {
     std::fs::write(&cfg, config_text("server.key", "no-such-ca.pem", "")).unwrap();
     let (code, out) = check(&cfg);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("listener \"agents\": client_auth.ca[0]: no-such-ca.pem"), "{out}");
+    assert!(
+        out.contains("listener \"agents\": client_auth.ca[0]: no-such-ca.pem"),
+        "{out}"
+    );
     assert!(out.contains("file not found"), "{out}");
 }
 
@@ -84,7 +93,11 @@ fn check_names_a_missing_file() {
 fn check_names_an_unknown_key_with_its_line() {
     let pki = Pki::new();
     let cfg = pki.path("unknown.toml");
-    std::fs::write(&cfg, config_text("server.key", "client-ca.pem", "max_conections = 10")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text("server.key", "client-ca.pem", "max_conections = 10"),
+    )
+    .unwrap();
     let (code, out) = check(&cfg);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("unknown field `max_conections`"), "{out}");

@@ -52,7 +52,10 @@ async fn websocket_echo_through_the_gateway() {
     let seen = backend.last();
     assert_eq!(seen.path, "/ws");
     assert_eq!(seen.headers["upgrade"], "websocket");
-    assert_eq!(seen.headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+    assert_eq!(
+        seen.headers["x-client-cert-fingerprint"],
+        sha256_hex(&device.der).as_str()
+    );
 }
 
 #[tokio::test]
@@ -68,9 +71,10 @@ async fn http2_client_is_served_and_backend_gets_http11() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
 
     // Several requests multiplexed on one connection.
@@ -90,7 +94,13 @@ async fn http2_client_is_served_and_backend_gets_http11() {
     }
     let seen = backend.last();
     assert_eq!(seen.version, http::Version::HTTP_11);
-    assert_eq!(seen.headers["host"], format!("localhost:{}", addr.port()).as_str());
+    assert_eq!(
+        seen.headers["host"],
+        format!("localhost:{}", addr.port()).as_str()
+    );
     assert_eq!(seen.headers["x-client-verify"], "SUCCESS");
-    assert_eq!(seen.headers["x-client-cert-fingerprint"], sha256_hex(&device.der).as_str());
+    assert_eq!(
+        seen.headers["x-client-cert-fingerprint"],
+        sha256_hex(&device.der).as_str()
+    );
 }

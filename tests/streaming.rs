@@ -35,7 +35,8 @@ async fn upload_and_download_of_64_mib_pass_intact_with_bounded_memory() {
         let pid = gw.pid();
         tokio::spawn(async move {
             for _ in 0..6000 {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 if let Some(kib) = status
                     .lines()
                     .find(|l| l.starts_with("VmRSS:"))
@@ -63,14 +64,21 @@ async fn upload_and_download_of_64_mib_pass_intact_with_bounded_memory() {
     let mut body = resp.into_body();
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut got = 0u64;
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.unwrap() {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .unwrap()
+    {
         if let Some(d) = frame.unwrap().data_ref() {
             got += d.len() as u64;
             ctx.update(d);
         }
     }
     assert_eq!(got, SIZE);
-    assert_eq!(hex(ctx.finish().as_ref()), pattern_sha256(SIZE), "download corrupted");
+    assert_eq!(
+        hex(ctx.finish().as_ref()),
+        pattern_sha256(SIZE),
+        "download corrupted"
+    );
 
     // Upload: a streaming body of unknown length (chunked), hashed by the backend.
     let mut sender = h1_sender(gw.addr, client.clone()).await.unwrap();

@@ -27,17 +27,25 @@ async fn backend_down_gives_502_within_connect_timeout() {
     let addr = gw.addr("agents").unwrap();
 
     let started = Instant::now();
-    let (status, body) = get(addr, client_config(&pki, Some(&device), &[]), "/", &[]).await.unwrap();
+    let (status, body) = get(addr, client_config(&pki, Some(&device), &[]), "/", &[])
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(status, 502);
     assert!(body.len() < 64, "502 body should be short: {body:?}");
     assert!(elapsed < Duration::from_secs(2), "502 took {elapsed:?}");
     assert_eq!(
-        metric(&gw, "certgate_upstream_errors_total{upstream=\"core\",kind=\"connect_failed\"}"),
+        metric(
+            &gw,
+            "certgate_upstream_errors_total{upstream=\"core\",kind=\"connect_failed\"}"
+        ),
         1.0
     );
     assert_eq!(
-        metric(&gw, "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"5xx\"}"),
+        metric(
+            &gw,
+            "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"5xx\"}"
+        ),
         1.0
     );
 }
@@ -57,9 +65,15 @@ async fn slow_backend_gives_504_at_the_response_timeout() {
     let (status, _) = get(addr, client.clone(), "/slow/3000", &[]).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(status, 504);
-    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2), "504 after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "504 after {elapsed:?}"
+    );
     assert_eq!(
-        metric(&gw, "certgate_upstream_errors_total{upstream=\"core\",kind=\"response_timeout\"}"),
+        metric(
+            &gw,
+            "certgate_upstream_errors_total{upstream=\"core\",kind=\"response_timeout\"}"
+        ),
         1.0
     );
     // A fast request right after still works.
@@ -78,7 +92,9 @@ async fn dead_first_server_fails_over_to_the_next() {
     let gw = start_gateway(&cb.write(pki.dir.path())).await;
     let addr = gw.addr("agents").unwrap();
     for _ in 0..3 {
-        let (status, _) = get(addr, client_config(&pki, Some(&device), &[]), "/", &[]).await.unwrap();
+        let (status, _) = get(addr, client_config(&pki, Some(&device), &[]), "/", &[])
+            .await
+            .unwrap();
         assert_eq!(status, 200);
     }
     assert_eq!(backend.count(), 3);

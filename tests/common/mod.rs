@@ -17,9 +17,9 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -81,14 +81,18 @@ pub enum Kind {
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let server_ca = CertifiedIssuer::self_signed(ca_params("test server CA"), KeyPair::generate().unwrap()).unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let server_ca =
+            CertifiedIssuer::self_signed(ca_params("test server CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, "localhost");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_key = KeyPair::generate().unwrap();
         let server = p.signed_by(&server_key, &server_ca).unwrap();
         let client_issuer =
-            CertifiedIssuer::self_signed(ca_params("test client CA"), KeyPair::generate().unwrap()).unwrap();
+            CertifiedIssuer::self_signed(ca_params("test client CA"), KeyPair::generate().unwrap())
+                .unwrap();
 
         let w = |name: &str, text: &str| {
             let p = dir.path().join(name);
@@ -141,8 +145,14 @@ impl Pki {
         let cert = match kind {
             Kind::SelfSigned => p.self_signed(&key).unwrap(),
             Kind::ForeignCa | Kind::ForgedCa => {
-                let name = if matches!(kind, Kind::ForgedCa) { "test client CA" } else { "some other CA" };
-                let foreign = CertifiedIssuer::self_signed(ca_params(name), KeyPair::generate().unwrap()).unwrap();
+                let name = if matches!(kind, Kind::ForgedCa) {
+                    "test client CA"
+                } else {
+                    "some other CA"
+                };
+                let foreign =
+                    CertifiedIssuer::self_signed(ca_params(name), KeyPair::generate().unwrap())
+                        .unwrap();
                 p.signed_by(&key, &foreign).unwrap()
             }
             _ => p.signed_by(&key, &self.client_issuer).unwrap(),
@@ -226,10 +236,13 @@ impl Backend {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let seen = seen2.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| backend_route(seen.clone(), req));
+                    let svc =
+                        hyper::service::service_fn(move |req| backend_route(seen.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .with_upgrades()
@@ -241,7 +254,12 @@ impl Backend {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("backend saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw no request")
     }
 
     pub fn count(&self) -> usize {
@@ -314,7 +332,8 @@ async fn backend_route(
     if let Some(n) = path.strip_prefix("/download/") {
         let size: u64 = n.parse().unwrap_or(0);
         let mut resp = Response::new(pattern_body(size));
-        resp.headers_mut().insert(http::header::CONTENT_LENGTH, size.into());
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, size.into());
         return Ok(resp);
     }
     if path == "/upload" {
@@ -329,10 +348,19 @@ async fn backend_route(
                         ctx.update(d);
                     }
                 }
-                Err(_) => return Ok(Response::builder().status(400).body(full("body error")).unwrap()),
+                Err(_) => {
+                    return Ok(Response::builder()
+                        .status(400)
+                        .body(full("body error"))
+                        .unwrap());
+                }
             }
         }
-        return Ok(Response::new(full(format!("{} {}", len, hex(ctx.finish().as_ref())))));
+        return Ok(Response::new(full(format!(
+            "{} {}",
+            len,
+            hex(ctx.finish().as_ref())
+        ))));
     }
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(0);
@@ -342,7 +370,10 @@ async fn backend_route(
     if path == "/ws" {
         let key = req.headers().get("sec-websocket-key").cloned();
         let Some(key) = key else {
-            return Ok(Response::builder().status(400).body(full("no key")).unwrap());
+            return Ok(Response::builder()
+                .status(400)
+                .body(full("no key"))
+                .unwrap());
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(&mut req);
@@ -531,7 +562,12 @@ pub async fn tls_connect(
 pub async fn h1_sender(
     addr: SocketAddr,
     cfg: Arc<rustls::ClientConfig>,
-) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<Bytes, Infallible>>, BoxError> {
+) -> Result<
+    hyper::client::conn::http1::SendRequest<
+        http_body_util::combinators::BoxBody<Bytes, Infallible>,
+    >,
+    BoxError,
+> {
     let tls = tls_connect(addr, cfg).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
@@ -588,7 +624,10 @@ pub fn require_tool(name: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "{name} is not installed; run scripts/test.sh, which installs it");
+    assert!(
+        ok,
+        "{name} is not installed; run scripts/test.sh, which installs it"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -616,7 +655,8 @@ impl Proc {
 
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -668,7 +708,11 @@ pub fn spawn_certgate(config: &Path) -> Proc {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { return };
             if line.contains("listening") && line.contains("listener=agents") {
-                if let Some(a) = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()) {
+                if let Some(a) = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
                     let _ = tx.send(a.to_string());
                 }
             }
