@@ -836,6 +836,16 @@ mod tests {
     }
 
     #[test]
+    fn annotated_example_config_is_valid() -> Result<(), ConfigError> {
+        let text = include_str!("../config/certgate.toml");
+        let s = Settings::parse(text, Path::new("config/certgate.toml"), Path::new("config"))?;
+        assert_eq!(s.listeners.len(), 1);
+        assert_eq!(s.listeners[0].tls.client_auth.crl.len(), 1);
+        assert!(s.admin.is_some());
+        Ok(())
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
