@@ -27,6 +27,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Worker threads (default: one per CPU core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Validate the config and every file it names, then exit (like `nginx -t`).
     Check {
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config } => run(&config),
+        Command::Run { config, threads } => run(&config, threads),
         Command::Demo { dir, listen, admin } => run_demo(&dir, listen, admin),
     };
     match result {
@@ -78,9 +81,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .build()
         .context("cannot start the async runtime")
 }
@@ -112,10 +119,10 @@ fn check(config: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(config: &Path) -> anyhow::Result<()> {
+fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
     init_logging(&settings.log);
-    runtime()?.block_on(gateway::run(settings))?;
+    runtime(threads)?.block_on(gateway::run(settings))?;
     Ok(())
 }
 
@@ -124,7 +131,7 @@ fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result
         format: LogFormat::Text,
         level: "info".into(),
     });
-    runtime()?.block_on(async {
+    runtime(None)?.block_on(async {
         let pki = demo::write_pki(dir)?;
         let backend = demo::start_echo_backend().await?;
         let config = demo::write_config(dir, listen, admin, backend)?;

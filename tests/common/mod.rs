@@ -76,6 +76,8 @@ pub enum Kind {
     /// Signed by a different key under the trusted CA's exact name: a
     /// forged CA.
     ForgedCa,
+    /// Valid now, expiring in the given number of seconds.
+    ExpiresIn(i64),
 }
 
 impl Pki {
@@ -138,6 +140,9 @@ impl Pki {
             Kind::NotYetValid => {
                 p.not_before = now() + time::Duration::days(1);
                 p.not_after = now() + time::Duration::days(30);
+            }
+            Kind::ExpiresIn(secs) => {
+                p.not_after = now() + time::Duration::seconds(secs);
             }
             _ => {}
         }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The harness's EXTRA_CMD: writes a certgate config from the BENCH_*
+# variables and runs certgate in the foreground with one worker thread (the
+# peers run one worker each). No access log exists yet; diagnostics at warn.
+set -euo pipefail
+: "${CERTGATE_BIN:?}" "${BENCH_LISTEN:?}" "${BENCH_BACKEND:?}" "${BENCH_SERVER_CERT:?}"
+: "${BENCH_SERVER_KEY:?}" "${BENCH_CLIENT_CA:?}" "${BENCH_WORKDIR:?}"
+cfg=$BENCH_WORKDIR/certgate-bench.toml
+cat > "$cfg" <<TOML
+[log]
+level = "warn"
+
+[[listener]]
+name = "bench"
+listen = "$BENCH_LISTEN"
+upstream = "backend"
+max_connections = 20000
+
+[listener.tls]
+versions = ["1.2"]
+[[listener.tls.certificate]]
+cert = "$BENCH_SERVER_CERT"
+key = "$BENCH_SERVER_KEY"
+
+[listener.client_auth]
+mode = "required"
+ca = ["$BENCH_CLIENT_CA"]
+
+[[upstream]]
+name = "backend"
+servers = ["$BENCH_BACKEND"]
+pool_max_idle = 1024
+TOML
+exec "$CERTGATE_BIN" run --config "$cfg" --threads "${CERTGATE_THREADS:-1}"

@@ -1,0 +1,143 @@
+//! Behaviour: the safe defaults and limits hold, and session resumption
+//! never lets in a certificate that is no longer valid.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn silent_client_is_dropped_at_the_handshake_timeout() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_listener = "handshake_timeout = \"500ms\"\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+
+    let started = Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    // Send nothing; the gateway must close the socket on its own.
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("the gateway kept a silent connection open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"timeout\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_refused_before_the_backend() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
+    let gw = start_gateway(&cfg).await;
+    let addr = gw.addr("agents").unwrap();
+
+    let mut tls = tls_connect(addr, client_config(&pki, Some(&device), &[]))
+        .await
+        .unwrap();
+    let big = "a".repeat(70 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
+    let _ = tls.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "expected 431, got: {text}"
+    );
+    assert_eq!(backend.count(), 0);
+
+    // A request just under the default 64 KiB limit passes.
+    let ok = "a".repeat(60 * 1024);
+    let (status, _) = get(
+        addr,
+        client_config(&pki, Some(&device), &[]),
+        "/",
+        &[("x-big", &ok)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn too_many_request_headers_are_refused() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_listener = "max_request_headers = 20\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let r = get(addr, client_config(&pki, Some(&device), &[]), "/", &headers).await;
+    let (status, _) = r.unwrap();
+    assert_eq!(status, 431);
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn resumed_session_is_reverified_and_refused_once_the_cert_expired() {
+    let mut pki = Pki::new();
+    let device = pki.client("short-lived", Kind::ExpiresIn(2));
+    let backend = Backend::start().await;
+    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
+    let gw = start_gateway(&cfg).await;
+    let addr = gw.addr("agents").unwrap();
+    // One client config = one client session cache, so the second
+    // connection offers the first one's session for resumption.
+    let client = client_config(&pki, Some(&device), &[]);
+
+    let (status, _) = get(addr, client.clone(), "/", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = get(addr, client.clone(), "/", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_tls_handshakes_total{listener=\"agents\",version=\"1.2\",resumed=\"true\"}"
+        ),
+        1.0,
+        "the second connection should have been resumed:\n{}",
+        gw.metrics.encode()
+    );
+
+    // After expiry, the session is still in both caches, but the gateway
+    // checks the restored certificate again and refuses it.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let before = backend.count();
+    let r = get(addr, client.clone(), "/", &[]).await;
+    assert!(
+        r.is_err(),
+        "an expired certificate got through on a resumed session: {r:?}"
+    );
+    assert_eq!(backend.count(), before);
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"expired\"}"
+        ),
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
+}
