@@ -712,14 +712,14 @@ pub fn spawn_certgate(config: &Path) -> Proc {
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { return };
-            if line.contains("listening") && line.contains("listener=agents") {
-                if let Some(a) = line
+            if line.contains("listening")
+                && line.contains("listener=agents")
+                && let Some(a) = line
                     .split("addr=")
                     .nth(1)
                     .and_then(|r| r.split_whitespace().next())
-                {
-                    let _ = tx.send(a.to_string());
-                }
+            {
+                let _ = tx.send(a.to_string());
             }
             log2.lock().unwrap().push_str(&line);
             log2.lock().unwrap().push('\n');
