@@ -8,12 +8,13 @@ use common::*;
 
 #[tokio::test]
 async fn valid_client_cert_gets_200_and_backend_sees_identity() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw,
+        addr,
+    } = Fixture::start().await;
 
     let (status, body) = get(
         addr,
@@ -59,12 +60,13 @@ async fn valid_client_cert_gets_200_and_backend_sees_identity() {
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_backend() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::start().await;
 
     let spoofed = [
         ("X-Client-Verify", "SUCCESS-FORGED"),
@@ -128,12 +130,13 @@ async fn spoofed_identity_headers_never_reach_the_backend() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::start().await;
     let (status, _) = get(
         addr,
         client_config(&pki, Some(&device), &[]),

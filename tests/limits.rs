@@ -43,12 +43,13 @@ async fn silent_client_is_dropped_at_the_handshake_timeout() {
 
 #[tokio::test]
 async fn oversized_request_head_is_refused_before_the_backend() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::start().await;
 
     let mut tls = tls_connect(addr, client_config(&pki, Some(&device), &[]))
         .await
@@ -80,13 +81,13 @@ async fn oversized_request_head_is_refused_before_the_backend() {
 
 #[tokio::test]
 async fn too_many_request_headers_are_refused() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let mut cb = ConfigBuilder::new(&pki, backend.addr);
-    cb.extra_listener = "max_request_headers = 20\n".into();
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::with(|cb| cb.extra_listener = "max_request_headers = 20\n".into()).await;
     let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     let r = get(addr, client_config(&pki, Some(&device), &[]), "/", &headers).await;

@@ -14,12 +14,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::start().await;
 
     let tls = tls_connect(addr, client_config(&pki, Some(&device), &[b"http/1.1"]))
         .await
@@ -60,12 +61,13 @@ async fn websocket_echo_through_the_gateway() {
 
 #[tokio::test]
 async fn http2_client_is_served_and_backend_gets_http11() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cfg = ConfigBuilder::new(&pki, backend.addr).write(pki.dir.path());
-    let gw = start_gateway(&cfg).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::start().await;
 
     let tls = tls_connect(addr, client_config(&pki, Some(&device), &[b"h2"]))
         .await

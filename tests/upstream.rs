@@ -52,13 +52,13 @@ async fn backend_down_gives_502_within_connect_timeout() {
 
 #[tokio::test]
 async fn slow_backend_gives_504_at_the_response_timeout() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let mut cb = ConfigBuilder::new(&pki, backend.addr);
-    cb.extra_upstream = "response_timeout = \"300ms\"\n".into();
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
-    let addr = gw.addr("agents").unwrap();
+    let Fixture {
+        pki,
+        device,
+        backend: _backend,
+        gw,
+        addr,
+    } = Fixture::with(|cb| cb.extra_upstream = "response_timeout = \"300ms\"\n".into()).await;
     let client = client_config(&pki, Some(&device), &[]);
 
     let started = Instant::now();

@@ -218,7 +218,7 @@ async fn connection(
         listener: shared.name.clone(),
         peer,
         facts: ClientFacts {
-            forwarded_for: HeaderValue::from_str(&peer.ip().to_string())
+            forwarded_for: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static("https"),
             verify: HeaderValue::from_static(verify),

@@ -734,3 +734,42 @@ pub fn spawn_certgate(config: &Path) -> Proc {
         log,
     }
 }
+
+/// The usual test setup: a PKI with one good device "device-a", a backend,
+/// and an in-process gateway in front of it.
+pub struct Fixture {
+    pub pki: Pki,
+    pub device: ClientCert,
+    pub backend: Backend,
+    pub gw: certgate::Gateway,
+    pub addr: SocketAddr,
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        Fixture::with(|_| {}).await
+    }
+
+    /// Like [`Fixture::start`], with the config adjusted by `adjust`.
+    pub async fn with(adjust: impl FnOnce(&mut ConfigBuilder)) -> Fixture {
+        let mut pki = Pki::new();
+        let device = pki.client("device-a", Kind::Good);
+        let backend = Backend::start().await;
+        let mut cb = ConfigBuilder::new(&pki, backend.addr);
+        adjust(&mut cb);
+        let gw = start_gateway(&cb.write(pki.dir.path())).await;
+        let addr = gw.addr("agents").unwrap();
+        Fixture {
+            pki,
+            device,
+            backend,
+            gw,
+            addr,
+        }
+    }
+
+    /// A client config presenting "device-a".
+    pub fn device_client(&self) -> Arc<rustls::ClientConfig> {
+        client_config(&self.pki, Some(&self.device), &[])
+    }
+}
