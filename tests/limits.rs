@@ -142,3 +142,34 @@ async fn resumed_session_is_reverified_and_refused_once_the_cert_expired() {
         gw.metrics.encode()
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_a_slot_frees() {
+    let Fixture {
+        pki,
+        device,
+        backend: _backend,
+        gw: _gw,
+        addr,
+    } = Fixture::with(|cb| cb.extra_listener = "max_connections = 1\n".into()).await;
+    let client = client_config(&pki, Some(&device), &[]);
+
+    let first = tls_connect(addr, client.clone()).await.unwrap();
+    // The second client is queued in the backlog: no handshake happens.
+    let second = tokio::time::timeout(
+        Duration::from_millis(500),
+        tls_connect(addr, client.clone()),
+    )
+    .await;
+    assert!(
+        second.is_err(),
+        "a second connection was served beyond max_connections = 1"
+    );
+
+    drop(first);
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), get(addr, client, "/", &[]))
+        .await
+        .expect("no slot freed after the first connection closed")
+        .unwrap();
+    assert_eq!(status, 200);
+}
