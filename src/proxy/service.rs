@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::headers::{self, ClientFacts};
-use super::upstream::{ConnectError, ServerAddr, Upstream};
+use super::upstream::{ConnectError, Upstream};
 use crate::metrics::ListenerMetrics;
 
 /// The body of every response certgate sends: the backend's, streamed, or a
@@ -307,9 +307,4 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     s
-}
-
-/// The server a response came from, if the connector recorded it.
-pub fn response_server<B>(resp: &Response<B>) -> Option<SocketAddr> {
-    resp.extensions().get::<ServerAddr>().map(|s| s.0)
 }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use crate::config::UpstreamSettings;
 
 /// The backend server a response came from, attached to the response's
-/// extensions by the connector.
+/// extensions by the connector (for the access log and per-server metrics).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerAddr(pub SocketAddr);
 
