@@ -1,6 +1,6 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text format) and
-//! `/healthz`. It is served on its own address, loopback by default, and
-//! never shares a port with device traffic.
+//! The admin HTTP listener: `/metrics` (Prometheus text format),
+//! `/healthz` and `POST /api/reload`. It is served on its own address,
+//! loopback by default, and never shares a port with device traffic.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,11 +16,21 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::metrics::Metrics;
+use crate::reload::{Cause, ReloadHandle};
+
+/// What the admin API works on.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Triggers reloads.
+    pub reload: ReloadHandle,
+}
 
 /// Serves the admin API until `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
+    listener: Arc<TcpListener>,
+    ctx: AdminContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -38,14 +48,14 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = crate::proxy::stopped(&mut shutdown) => return,
         };
-        let metrics = metrics.clone();
+        let ctx = ctx.clone();
         let http = http.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(route(&metrics, &req)) }
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(route(&ctx, &req).await) }
             });
             let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
         });
@@ -62,14 +72,42 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
+            ctx.metrics.encode(),
         ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::POST, "/api/reload") => reload(ctx).await,
+        (_, "/api/reload") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /api/reload\n".into(),
+        ),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// `POST /api/reload`: 200 with the changes, or 422 with every problem
+/// found (the old state stays in force).
+async fn reload(ctx: &AdminContext) -> Response<Full<Bytes>> {
+    let (status, body) = match ctx.reload.reload(Cause::Api).await {
+        Ok(report) => (
+            StatusCode::OK,
+            serde_json::json!({"result": "success", "changes": report.changes}),
+        ),
+        Err(e) => {
+            let problems: Vec<String> = match e {
+                crate::RunError::Config(c) => c.into_list().iter().map(|p| p.to_string()).collect(),
+                other => vec![other.to_string()],
+            };
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"result": "failure", "errors": problems}),
+            )
+        }
+    };
+    text(status, "application/json", format!("{body}\n"))
 }

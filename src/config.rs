@@ -58,6 +58,7 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     shutdown_grace: Option<String>,
+    handover_socket: Option<String>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
     #[serde(default)]
@@ -137,12 +138,15 @@ struct RawUpstream {
 // ---------------------------------------------------------------------------
 
 /// The validated configuration: what the gateway runs from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The file these settings were read from (for messages).
     pub source: PathBuf,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Unix socket on which this process hands its listening sockets to a
+    /// successor (`certgate run --takeover`); none when not configured.
+    pub handover_socket: Option<PathBuf>,
     /// Diagnostic log settings.
     pub log: LogSettings,
     /// The admin listener (metrics, health), if configured.
@@ -173,14 +177,14 @@ pub enum LogFormat {
 }
 
 /// `[admin]`: the local admin/metrics listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     /// Address to bind.
     pub listen: SocketAddr,
 }
 
 /// One validated `[[listener]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSettings {
     /// Unique name, used in logs, metrics and error messages.
     pub name: String,
@@ -195,7 +199,7 @@ pub struct ListenerSettings {
 }
 
 /// Per-listener timeouts and limits; every one has a safe default.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerLimits {
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
@@ -232,7 +236,7 @@ impl fmt::Display for TlsVersion {
 }
 
 /// `[listener.tls]` plus `[listener.client_auth]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
     /// Accepted versions, sorted, never empty.
     pub versions: Vec<TlsVersion>,
@@ -261,7 +265,7 @@ impl fmt::Display for ConfigPath {
 }
 
 /// One `[[listener.tls.certificate]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificatePaths {
     /// Leaf certificate followed by its chain, PEM.
     pub cert: ConfigPath,
@@ -280,7 +284,7 @@ pub enum ClientAuthMode {
 }
 
 /// `[listener.client_auth]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuthSettings {
     /// The policy.
     pub mode: ClientAuthMode,
@@ -291,7 +295,7 @@ pub struct ClientAuthSettings {
 }
 
 /// One validated `[[upstream]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     /// Unique name.
     pub name: String,
@@ -338,6 +342,23 @@ impl Settings {
     /// The upstream a listener forwards to. Validation guarantees it exists.
     pub fn upstream(&self, name: &str) -> Option<&UpstreamSettings> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Every file this configuration depends on: the config file itself,
+    /// then each certificate, key, CA bundle and CRL it names. Reload
+    /// watches these.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.source.clone()];
+        for l in &self.listeners {
+            for c in &l.tls.certificates {
+                out.push(c.cert.resolved.clone());
+                out.push(c.key.resolved.clone());
+            }
+            out.extend(l.tls.client_auth.ca.iter().map(|p| p.resolved.clone()));
+            out.extend(l.tls.client_auth.crl.iter().map(|p| p.resolved.clone()));
+        }
+        out.dedup();
+        out
     }
 }
 
@@ -518,9 +539,11 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
         }
     }
 
+    let handover_socket = raw.handover_socket.map(|h| base.join(h));
     Settings {
         source: source.to_path_buf(),
         shutdown_grace,
+        handover_socket,
         log,
         admin,
         listeners,

@@ -86,4 +86,14 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    /// Taking over from (or handing over to) another certgate failed.
+    #[error("handover: {0}")]
+    Handover(String),
+}
+
+impl RunError {
+    /// Wraps a handover failure.
+    pub fn handover(e: crate::handover::HandoverError) -> RunError {
+        RunError::Handover(e.to_string())
+    }
 }

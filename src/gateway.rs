@@ -1,58 +1,47 @@
-//! Building the runtime state from [`Settings`] and running it: bind every
-//! listener, serve until told to stop, then drain within the grace period.
+//! Starting and stopping: build the runtime state from [`Settings`], bind
+//! every listener (or take them over from a running predecessor), serve
+//! until told to stop, then drain within the grace period. Reloads while
+//! running are the [`crate::reload`] controller's job.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::admin;
 use crate::config::Settings;
 use crate::error::{ConfigError, RunError};
+use crate::handover::{self, Takeover};
 use crate::metrics::Metrics;
-use crate::proxy::{self, ListenerShared, upstream::Upstream};
-use crate::tls::ListenerTls;
+use crate::reload::{Built, Cause, Controller, ReloadHandle, ReloadOutcome, View};
 
 /// Loads every file the settings name and builds the listeners' TLS state,
-/// without binding anything. This is what `certgate check` runs.
-pub fn check(settings: &Settings) -> Result<Vec<(String, ListenerTls)>, ConfigError> {
-    let mut errors = Vec::new();
-    let mut built = Vec::new();
-    for l in &settings.listeners {
-        match ListenerTls::build(&l.name, &l.tls) {
-            Ok(t) => built.push((l.name.clone(), t)),
-            Err(e) => errors.extend(e.into_list()),
-        }
-    }
-    match ConfigError::from_list(errors) {
-        Some(e) => Err(e),
-        None => Ok(built),
-    }
+/// without binding anything. This is what `certgate check` runs, and what
+/// every reload runs before it changes anything.
+pub fn check(settings: &Settings) -> Result<Built, ConfigError> {
+    Built::new(settings, None)
 }
 
 /// A running gateway. Dropping it signals shutdown.
 pub struct Gateway {
-    /// Bound address of each listener, by name, in config order.
-    pub listeners: Vec<(String, SocketAddr)>,
-    /// Bound address of the admin listener.
-    pub admin: Option<SocketAddr>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    view: Arc<ArcSwap<View>>,
+    reload: ReloadHandle,
     shutdown: watch::Sender<bool>,
+    controller: Option<JoinHandle<bool>>,
+    handed_over: watch::Receiver<bool>,
     drained: mpsc::Receiver<()>,
-    tasks: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("listeners", &self.listeners)
-            .field("admin", &self.admin)
+            .field("view", &self.view.load())
             .finish_non_exhaustive()
     }
 }
@@ -61,121 +50,111 @@ impl Gateway {
     /// Validates and loads everything, binds every listener, and starts
     /// serving. Nothing is bound unless everything is valid.
     pub async fn start(settings: Settings) -> Result<Gateway, RunError> {
-        let tls = check(&settings)?;
+        Gateway::start_with(settings, None).await
+    }
+
+    /// Like [`Gateway::start`], serving the sockets of `takeover` (a running
+    /// predecessor's) where they match the config, then telling the
+    /// predecessor to stop accepting.
+    pub async fn start_with(
+        settings: Settings,
+        takeover: Option<Takeover>,
+    ) -> Result<Gateway, RunError> {
+        let handover_path = settings.handover_socket.clone();
+        // Claim the handover socket first when starting fresh: a second
+        // certgate started by mistake must fail before it binds anything.
+        let mut handover_socket = match (&handover_path, &takeover) {
+            (Some(p), None) => Some(handover::listen(p).map_err(RunError::handover)?),
+            _ => None,
+        };
         let metrics = Arc::new(Metrics::new());
-
-        let mut upstreams = Vec::new();
-        for u in &settings.upstreams {
-            let up = Upstream::new(u).map_err(|e| ConfigError::Invalid {
-                context: format!("upstream \"{}\": name", u.name),
-                message: e.to_string(),
-            })?;
-            upstreams.push(Arc::new(up));
-        }
-
-        // Bind everything before serving anything, so a busy port fails the
-        // start as a whole.
-        let mut bound = Vec::new();
-        for (l, (_, tls)) in settings.listeners.iter().zip(tls) {
-            let sock = TcpListener::bind(l.listen)
-                .await
-                .map_err(|source| RunError::Bind {
-                    listener: l.name.clone(),
-                    addr: l.listen,
-                    source,
-                })?;
-            let upstream = upstreams
-                .iter()
-                .find(|u| u.settings.name == l.upstream)
-                .cloned()
-                .ok_or_else(|| ConfigError::Invalid {
-                    context: format!("listener \"{}\": upstream", l.name),
-                    message: format!("no [[upstream]] named \"{}\"", l.upstream),
-                })?;
-            let shared = ListenerShared::new(
-                &l.name,
-                tls,
-                upstream,
-                l.limits.clone(),
-                metrics.listener(&l.name, &l.upstream),
-            );
-            bound.push((sock, Arc::new(shared)));
-        }
-        let admin_sock = match &settings.admin {
-            Some(a) => {
-                Some(
-                    TcpListener::bind(a.listen)
-                        .await
-                        .map_err(|source| RunError::Bind {
-                            listener: "admin".into(),
-                            addr: a.listen,
-                            source,
-                        })?,
-                )
-            }
-            None => None,
-        };
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain_tx, drained) = mpsc::channel(1);
-        let mut tasks = Vec::new();
-        let mut listeners = Vec::new();
-        for (sock, shared) in bound {
-            let addr = sock.local_addr().map_err(|source| RunError::Bind {
-                listener: shared.name.to_string(),
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
-            info!(listener = %shared.name, %addr, upstream = %shared.upstream.settings.name, "listening");
-            for c in &shared.tls.load().served {
-                let days = (c.not_after - now_unix()) / 86_400;
-                if days < 14 {
-                    warn!(listener = %shared.name, subject = %c.subject, days_left = days,
-                        "server certificate expires soon (or has expired); replace it");
-                }
+        let (commands, commands_rx) = mpsc::channel(16);
+        let reload = ReloadHandle::new(commands);
+        let (takeover, inherited) = match takeover {
+            Some(mut t) => {
+                let sockets = std::mem::take(&mut t.sockets);
+                (Some(t), sockets)
             }
-            listeners.push((shared.name.to_string(), addr));
-            tasks.push(tokio::spawn(proxy::serve(
-                sock,
-                shared,
-                shutdown_rx.clone(),
-                drain_tx.clone(),
-            )));
-        }
-        let admin = match admin_sock {
-            Some(sock) => {
-                let addr = sock.local_addr().ok();
-                if let Some(a) = addr {
-                    info!(addr = %a, "admin listening");
-                }
-                tasks.push(tokio::spawn(admin::serve(
-                    sock,
-                    metrics.clone(),
-                    shutdown_rx.clone(),
-                )));
-                addr
-            }
-            None => None,
+            None => (None, Vec::new()),
         };
-        drop(drain_tx);
-
+        let controller = Controller::start(
+            settings.clone(),
+            metrics.clone(),
+            drain_tx,
+            reload.clone(),
+            inherited,
+        )
+        .await?;
+        let view = controller.view();
+        if let Some(t) = takeover {
+            let pid = t.finish().await.map_err(RunError::handover)?;
+            info!(
+                predecessor = pid,
+                "took over the listening sockets; the previous process drains and exits"
+            );
+            if let Some(p) = &handover_path {
+                handover_socket =
+                    Some(handover::listen_after_takeover(p).map_err(RunError::handover)?);
+            }
+        }
+        let (handed_tx, handed_over) = watch::channel(false);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let handed = controller
+                .run(commands_rx, shutdown_rx, handover_socket)
+                .await;
+            let _ = handed_tx.send(handed);
+            handed
+        });
         Ok(Gateway {
-            listeners,
-            admin,
             metrics,
+            view,
+            reload,
             shutdown,
+            controller: Some(task),
+            handed_over,
             drained,
-            tasks,
             grace: settings.shutdown_grace,
         })
     }
 
     /// The bound address of the listener called `name`.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
+        self.view
+            .load()
+            .listeners
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
+    }
+
+    /// Bound address of each listener, by name, in config order.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.view.load().listeners.clone()
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.view.load().admin
+    }
+
+    /// A handle that triggers reloads (what SIGHUP and the admin API use).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Reloads the config and every file it names now.
+    pub async fn reload(&self) -> ReloadOutcome {
+        self.reload.reload(Cause::Api).await
+    }
+
+    /// Resolves once a successor process has taken over the sockets.
+    pub async fn handed_over(&mut self) {
+        let _ = self.handed_over.wait_for(|h| *h).await;
+        if !*self.handed_over.borrow() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stops accepting, asks open connections to finish their current
@@ -183,11 +162,13 @@ impl Gateway {
     /// every connection finished in time.
     pub async fn shutdown(mut self) -> bool {
         let _ = self.shutdown.send(true);
-        for t in self.tasks.drain(..) {
+        if let Some(t) = self.controller.take() {
             let _ = t.await;
         }
         let grace = self.grace;
-        let drained = tokio::time::timeout(grace, self.drained.recv())
+        // Connections enforce the grace period themselves; the margin covers
+        // their last writes.
+        let drained = tokio::time::timeout(grace + Duration::from_secs(1), self.drained.recv())
             .await
             .is_ok();
         if drained {
@@ -205,25 +186,44 @@ impl Drop for Gateway {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
-pub async fn run(settings: Settings) -> Result<(), RunError> {
+/// Runs the gateway until SIGTERM or SIGINT (drain, then return) or until a
+/// successor takes the sockets over (drain, then return). SIGHUP reloads.
+pub async fn run(settings: Settings, takeover: bool) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
-    let gateway = Gateway::start(settings).await?;
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+    let predecessor = match (takeover, &settings.handover_socket) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(RunError::Handover(
+                "--takeover needs `handover_socket` in the config (the running certgate must have it too)"
+                    .into(),
+            ));
+        }
+        (true, Some(p)) => {
+            let t = Takeover::connect(p).await.map_err(RunError::handover)?;
+            if t.is_none() {
+                warn!(socket = %p.display(), "--takeover: no certgate answers on the handover socket; starting fresh");
+            }
+            t
+        }
+    };
+    let mut gateway = Gateway::start_with(settings, predecessor).await?;
+    let reload = gateway.reload_handle();
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = gateway.handed_over() => break "handed over to a successor",
+            _ = hup.recv() => {
+                // The outcome is logged by the controller.
+                let _ = reload.reload(Cause::Signal).await;
+            }
+        }
     };
     info!(
-        signal = which,
+        reason = why,
         "shutting down: no new connections, finishing in-flight requests"
     );
     gateway.shutdown().await;

@@ -5,15 +5,19 @@
 //! Data flows one way: [`config`] (TOML → validated [`config::Settings`]) →
 //! [`tls`] (certificates, verifier, identity) → [`gateway`] (binds and runs)
 //! → [`proxy`] (accept, handshake, HTTP service, upstream pool). [`admin`]
-//! serves metrics and health; [`metrics`] owns the metric families.
+//! serves metrics and health; [`metrics`] owns the metric families;
+//! [`reload`] rebuilds and swaps the state on file change, SIGHUP or admin
+//! call; [`handover`] passes listening sockets to a new binary.
 
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod handover;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod tls;
 
 pub use config::Settings;

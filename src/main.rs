@@ -30,6 +30,11 @@ enum Command {
         /// Worker threads (default: one per CPU core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Take the listening sockets over from the certgate running with
+        /// the same `handover_socket` (zero-downtime binary upgrade); it
+        /// then stops accepting, drains and exits.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate the config and every file it names, then exit (like `nginx -t`).
     Check {
@@ -69,7 +74,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config, threads } => run(&config, threads),
+        Command::Run {
+            config,
+            threads,
+            takeover,
+        } => run(&config, threads, takeover),
         Command::Demo { dir, listen, admin } => run_demo(&dir, listen, admin),
     };
     match result {
@@ -119,10 +128,10 @@ fn check(config: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
+fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
     init_logging(&settings.log);
-    runtime(threads)?.block_on(gateway::run(settings))?;
+    runtime(threads)?.block_on(gateway::run(settings, takeover))?;
     Ok(())
 }
 
@@ -163,7 +172,7 @@ fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result
             pki.client_cert.display(),
             pki.client_key.display()
         );
-        if let Some(a) = gw.admin {
+        if let Some(a) = gw.admin_addr() {
             println!();
             println!("Metrics:");
             println!("  curl http://{a}/metrics");

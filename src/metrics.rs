@@ -44,6 +44,31 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    listener: String,
+    role: String,
+    subject: String,
+}
+
+/// One certificate whose expiry is exported.
+#[derive(Debug, Clone)]
+pub struct CertExpiry {
+    /// Listener that serves or trusts it.
+    pub listener: String,
+    /// `server` (served to clients) or `client_ca` (trusted for devices).
+    pub role: &'static str,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -58,6 +83,11 @@ pub struct Metrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    closed_by_policy: Family<ReasonLabels, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    last_reload_ok: Gauge,
+    last_reload_success: Gauge,
+    cert_not_after: Family<CertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,6 +136,41 @@ impl Metrics {
             "Requests that got no usable response from the upstream, by kind",
             upstream_errors.clone(),
         );
+        let closed_by_policy = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed_by_policy",
+            "Open connections closed because a reload stopped admitting their client (CA, CRL or policy change), by reason",
+            closed_by_policy.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads attempted (file change, SIGHUP, admin call), by result",
+            reloads.clone(),
+        );
+        let last_reload_ok = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last reload attempt succeeded (1) or was refused (0)",
+            last_reload_ok.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded, seconds since the Unix epoch",
+            last_reload_success.clone(),
+        );
+        let cert_not_after = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "certificate_not_after_timestamp_seconds",
+            "Expiry of each served certificate and trusted client CA, seconds since the Unix epoch",
+            cert_not_after.clone(),
+        );
+        for r in ["success", "failure"] {
+            reloads
+                .get_or_create(&ResultLabel { result: r.into() })
+                .inc_by(0);
+        }
         let info = Info::new(BuildLabels {
             version: env!("CARGO_PKG_VERSION").to_string(),
         });
@@ -118,6 +183,47 @@ impl Metrics {
             handshake_failures,
             requests,
             upstream_errors,
+            closed_by_policy,
+            reloads,
+            last_reload_ok,
+            last_reload_success,
+            cert_not_after,
+        }
+    }
+
+    /// Records the configuration loaded at start as a successful load.
+    pub fn loaded(&self, unix_seconds: i64) {
+        self.last_reload_ok.set(1);
+        self.last_reload_success.set(unix_seconds);
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool, unix_seconds: i64) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+        if ok {
+            self.loaded(unix_seconds);
+        } else {
+            self.last_reload_ok.set(0);
+        }
+    }
+
+    /// Replaces the certificate expiry series with `certs`: series of
+    /// certificates no longer loaded disappear.
+    pub fn set_certificates(&self, certs: &[CertExpiry]) {
+        self.cert_not_after.clear();
+        for c in certs {
+            self.cert_not_after
+                .get_or_create(&CertLabels {
+                    listener: c.listener.clone(),
+                    role: c.role.into(),
+                    subject: c.subject.clone(),
+                })
+                .set(c.not_after);
         }
     }
 
@@ -150,6 +256,7 @@ impl Metrics {
             handshakes: self.handshakes.clone(),
             handshake_failures: self.handshake_failures.clone(),
             upstream_errors: self.upstream_errors.clone(),
+            closed_by_policy: self.closed_by_policy.clone(),
         }
     }
 
@@ -175,9 +282,21 @@ pub struct ListenerMetrics {
     handshakes: Family<HandshakeLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    closed_by_policy: Family<ReasonLabels, Counter>,
 }
 
 impl ListenerMetrics {
+    /// Counts an open connection closed because its client is no longer
+    /// admitted.
+    pub fn closed_by_policy(&self, reason: &'static str) {
+        self.closed_by_policy
+            .get_or_create(&ReasonLabels {
+                listener: self.listener.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts an answered request by its status class.
     pub fn request(&self, status: u16) {
         let i = usize::from(status / 100).clamp(1, 5) - 1;

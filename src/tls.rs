@@ -74,6 +74,14 @@ pub struct ListenerTls {
     pub mode: ClientAuthMode,
     /// `not_after` of each served certificate, for expiry reporting.
     pub served: Vec<CertSummary>,
+    /// `not_after` of each trusted client CA, for expiry reporting.
+    pub trusted: Vec<CertSummary>,
+    /// Digest of everything the verifier and session store depend on
+    /// (versions, cache size, mode, CA and CRL file bytes). Two states with
+    /// the same digest verify clients identically, so a reload that only
+    /// replaces server certificates keeps the verifier and session cache:
+    /// a certificate rotation then costs the fleet no full handshakes.
+    pub trust_digest: [u8; 32],
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -88,6 +96,8 @@ impl std::fmt::Debug for ListenerTls {
 /// What we report about a loaded certificate.
 #[derive(Debug, Clone)]
 pub struct CertSummary {
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
     /// Subject, RFC 4514.
     pub subject: String,
     /// Expiry, seconds since the Unix epoch.
@@ -97,7 +107,16 @@ pub struct CertSummary {
 impl ListenerTls {
     /// Loads every file `settings` names and builds the TLS state for the
     /// listener called `listener`. All file problems are reported together.
-    pub fn build(listener: &str, settings: &TlsSettings) -> Result<ListenerTls, ConfigError> {
+    ///
+    /// With `previous` (the state being replaced on reload), the verifier
+    /// and the session cache are carried over when nothing they depend on
+    /// changed; otherwise both are new, so no session outlives the verifier
+    /// generation it was created under.
+    pub fn build(
+        listener: &str,
+        settings: &TlsSettings,
+        previous: Option<&ListenerTls>,
+    ) -> Result<ListenerTls, ConfigError> {
         let provider = Arc::new(crypto_provider(&settings.versions));
         let mut errors = Vec::new();
 
@@ -113,21 +132,38 @@ impl ListenerTls {
             }
         }
 
-        let verifier = match settings.client_auth.mode {
-            ClientAuthMode::Off => None,
-            ClientAuthMode::Required => {
-                match build_verifier(listener, settings, provider.clone()) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        errors.extend(e.into_list());
-                        None
-                    }
-                }
+        let trust = match TrustFiles::read(listener, settings) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.extend(e.into_list());
+                None
             }
+        };
+        let reuse = match (&trust, previous) {
+            (Some(t), Some(p)) if p.trust_digest == t.digest => Some(p),
+            _ => None,
+        };
+        let verified = match (&trust, reuse) {
+            (_, Some(p)) => Some((p.verifier.clone(), p.trusted.clone())),
+            (Some(t), None) => match t.verifier(listener, settings, provider.clone()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    errors.extend(e.into_list());
+                    None
+                }
+            },
+            (None, None) => None,
         };
         if let Some(e) = ConfigError::from_list(errors) {
             return Err(e);
         }
+        let (Some(trust), Some((verifier, trusted))) = (trust, verified) else {
+            // Unreachable: every None above pushed an error.
+            return Err(ConfigError::Invalid {
+                context: format!("listener \"{listener}\": client_auth"),
+                message: "cannot build the client-certificate verifier".into(),
+            });
+        };
 
         let resolver = SniResolver::new(keys).ok_or_else(|| ConfigError::Invalid {
             context: format!("listener \"{listener}\": tls.certificate"),
@@ -147,10 +183,10 @@ impl ListenerTls {
         let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ignore_client_order = true;
-        config.session_storage = if settings.session_cache == 0 {
-            Arc::new(NoServerSessionStorage {})
-        } else {
-            ServerSessionMemoryCache::new(settings.session_cache)
+        config.session_storage = match reuse {
+            Some(p) => p.server_config.session_storage.clone(),
+            None if settings.session_cache == 0 => Arc::new(NoServerSessionStorage {}),
+            None => ServerSessionMemoryCache::new(settings.session_cache),
         };
         if settings.session_cache == 0 {
             config.send_tls13_tickets = 0;
@@ -161,6 +197,8 @@ impl ListenerTls {
             verifier,
             mode: settings.client_auth.mode,
             served,
+            trusted,
+            trust_digest: trust.digest,
         })
     }
 }
@@ -294,6 +332,7 @@ fn load_certified_key(
     })?;
     let names = server_names(&x509);
     let summary = CertSummary {
+        fingerprint: sha256_hex(leaf),
         subject: rfc4514_subject(&x509),
         not_after: x509.validity().not_after.timestamp(),
     };
@@ -372,58 +411,127 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn build_verifier(
-    listener: &str,
-    settings: &TlsSettings,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
-    let mut errors = Vec::new();
-    let mut roots = RootCertStore::empty();
-    for (i, path) in settings.client_auth.ca.iter().enumerate() {
-        let ctx = format!("listener \"{listener}\": client_auth.ca[{i}]");
-        match read_pem_certs(&ctx, path) {
-            Ok(certs) => {
-                for (j, c) in certs.into_iter().enumerate() {
-                    if let Err(e) = roots.add(c) {
-                        errors.push(file_error(
-                            ctx.clone(),
-                            path,
-                            format!("certificate #{} is not usable as a CA ({e})", j + 1),
-                        ));
+/// The client CA and CRL files of a listener, read once per (re)load.
+struct TrustFiles {
+    cas: Vec<(String, ConfigPath, Vec<CertificateDer<'static>>)>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    digest: [u8; 32],
+}
+
+type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertSummary>);
+
+impl TrustFiles {
+    fn read(listener: &str, settings: &TlsSettings) -> Result<TrustFiles, ConfigError> {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for v in &settings.versions {
+            digest.update(format!("{v:?};").as_bytes());
+        }
+        digest.update(
+            format!(
+                "cache={};mode={:?};",
+                settings.session_cache, settings.client_auth.mode
+            )
+            .as_bytes(),
+        );
+        let mut files = TrustFiles {
+            cas: Vec::new(),
+            crls: Vec::new(),
+            digest: [0; 32],
+        };
+        if settings.client_auth.mode == ClientAuthMode::Off {
+            files.digest = finish(digest);
+            return Ok(files);
+        }
+        let mut errors = Vec::new();
+        for (i, path) in settings.client_auth.ca.iter().enumerate() {
+            let ctx = format!("listener \"{listener}\": client_auth.ca[{i}]");
+            match read_pem_certs(&ctx, path) {
+                Ok(certs) => {
+                    digest.update(b"ca;");
+                    for c in &certs {
+                        digest.update(c);
                     }
+                    files.cas.push((ctx, path.clone(), certs));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for (i, path) in settings.client_auth.crl.iter().enumerate() {
+            let ctx = format!("listener \"{listener}\": client_auth.crl[{i}]");
+            match read_crls(&ctx, path) {
+                Ok(c) => {
+                    digest.update(b"crl;");
+                    for crl in &c {
+                        digest.update(crl);
+                    }
+                    files.crls.extend(c);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(e) = ConfigError::from_list(errors) {
+            return Err(e);
+        }
+        files.digest = finish(digest);
+        Ok(files)
+    }
+
+    fn verifier(
+        &self,
+        listener: &str,
+        settings: &TlsSettings,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Verified, ConfigError> {
+        if settings.client_auth.mode == ClientAuthMode::Off {
+            return Ok((None, Vec::new()));
+        }
+        let mut errors = Vec::new();
+        let mut roots = RootCertStore::empty();
+        let mut trusted = Vec::new();
+        for (ctx, path, certs) in &self.cas {
+            for (j, c) in certs.iter().enumerate() {
+                if let Err(e) = roots.add(c.clone()) {
+                    errors.push(file_error(
+                        ctx.clone(),
+                        path,
+                        format!("certificate #{} is not usable as a CA ({e})", j + 1),
+                    ));
+                } else if let Ok((_, x509)) = X509Certificate::from_der(c) {
+                    trusted.push(CertSummary {
+                        fingerprint: sha256_hex(c),
+                        subject: rfc4514_subject(&x509),
+                        not_after: x509.validity().not_after.timestamp(),
+                    });
                 }
             }
-            Err(e) => errors.push(e),
         }
-    }
-
-    let mut crls = Vec::new();
-    for (i, path) in settings.client_auth.crl.iter().enumerate() {
-        let ctx = format!("listener \"{listener}\": client_auth.crl[{i}]");
-        match read_crls(&ctx, path) {
-            Ok(mut c) => crls.append(&mut c),
-            Err(e) => errors.push(e),
+        if let Some(e) = ConfigError::from_list(errors) {
+            return Err(e);
         }
-    }
-    if let Some(e) = ConfigError::from_list(errors) {
-        return Err(e);
-    }
 
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    if !crls.is_empty() {
-        // Only the device certificate is checked against the CRLs: a
-        // two-level client PKI then needs the issuing CA's CRL only. An
-        // expired CRL refuses devices (fail closed), as a stale CRL may hide
-        // revocations.
-        builder = builder
-            .with_crls(crls)
-            .only_check_end_entity_revocation()
-            .enforce_revocation_expiration();
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if !self.crls.is_empty() {
+            // Only the device certificate is checked against the CRLs: a
+            // two-level client PKI then needs the issuing CA's CRL only. An
+            // expired CRL refuses devices (fail closed), as a stale CRL may
+            // hide revocations.
+            builder = builder
+                .with_crls(self.crls.iter().cloned())
+                .only_check_end_entity_revocation()
+                .enforce_revocation_expiration();
+        }
+        let verifier = builder.build().map_err(|e| ConfigError::Invalid {
+            context: format!("listener \"{listener}\": client_auth"),
+            message: format!("cannot build the client-certificate verifier: {e}"),
+        })?;
+        Ok((Some(verifier), trusted))
     }
-    builder.build().map_err(|e| ConfigError::Invalid {
-        context: format!("listener \"{listener}\": client_auth"),
-        message: format!("cannot build the client-certificate verifier: {e}"),
-    })
+}
+
+fn finish(ctx: aws_lc_rs::digest::Context) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// Reads CRLs from a PEM file (one or more `X509 CRL` blocks) or a single

@@ -15,11 +15,13 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+
+use tokio::sync::{mpsc, watch};
 
 use super::headers::{self, ClientFacts};
-use super::upstream::{ConnectError, Upstream};
-use crate::metrics::ListenerMetrics;
+use super::upstream::ConnectError;
+use super::{Admission, ListenerShared, ListenerState};
 
 /// The body of every response certgate sends: the backend's, streamed, or a
 /// short one of its own.
@@ -28,18 +30,22 @@ pub type ProxyBody = TrackedBody<Either<Incoming, Full<Bytes>>>;
 /// Per-connection state the service reads on every request.
 #[derive(Debug)]
 pub struct ConnContext {
-    /// Listener name, for logs.
-    pub listener: Arc<str>,
+    /// The listener; each request reads its current state (upstream,
+    /// metrics), so a reload that changes the upstream applies to the next
+    /// request on a keep-alive connection.
+    pub shared: Arc<ListenerShared>,
     /// The client's address.
     pub peer: SocketAddr,
     /// Client facts turned into headers.
     pub facts: ClientFacts,
-    /// Where requests go.
-    pub upstream: Arc<Upstream>,
-    /// Metric handles.
-    pub metrics: ListenerMetrics,
     /// Idle tracking shared with the connection task.
     pub activity: Arc<Activity>,
+    /// What the client was admitted with; upgraded tunnels watch it too.
+    pub admission: Admission,
+    /// Turns true when the listener stops (shutdown or removed by reload).
+    pub stop: watch::Receiver<bool>,
+    /// Held while the connection or a tunnel it opened is alive.
+    pub drain: mpsc::Sender<()>,
 }
 
 /// Tracks whether a connection has requests in flight and since when it
@@ -145,8 +151,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let in_flight = ctx.activity.begin();
-    let resp = forward(&ctx, req).await;
-    ctx.metrics.request(resp.status().as_u16());
+    let state = ctx.shared.current();
+    let resp = forward(&ctx, &state, req).await;
+    state.metrics.request(resp.status().as_u16());
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(
         parts,
@@ -159,6 +166,7 @@ pub async fn handle(
 
 async fn forward(
     ctx: &ConnContext,
+    state: &ListenerState,
     mut req: Request<Incoming>,
 ) -> Response<Either<Incoming, Full<Bytes>>> {
     if req.method() == Method::CONNECT {
@@ -182,7 +190,7 @@ async fn forward(
             parts.headers.insert(header::HOST, h);
         }
         None => {
-            if let Some(first) = ctx.upstream.settings.servers.first()
+            if let Some(first) = state.upstream.settings.servers.first()
                 && let Ok(v) = HeaderValue::from_str(&first.to_string())
             {
                 parts.headers.insert(header::HOST, v);
@@ -196,7 +204,7 @@ async fn forward(
         .unwrap_or("/");
     parts.uri = match Uri::builder()
         .scheme("http")
-        .authority(ctx.upstream.authority.clone())
+        .authority(state.upstream.authority.clone())
         .path_and_query(path)
         .build()
     {
@@ -207,19 +215,20 @@ async fn forward(
     let started = Instant::now();
     let out = Request::from_parts(parts, body);
 
-    let settings = &ctx.upstream.settings;
+    let upstream = &state.upstream;
+    let settings = &upstream.settings;
     let result =
-        tokio::time::timeout(settings.response_timeout, ctx.upstream.client.request(out)).await;
+        tokio::time::timeout(settings.response_timeout, upstream.client.request(out)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return upstream_failure(ctx, &e, started),
+        Ok(Err(e)) => return upstream_failure(ctx, state, &e, started),
         Err(_) => {
-            ctx.metrics.upstream_error("response_timeout");
+            state.metrics.upstream_error("response_timeout");
             warn!(
-                listener = %ctx.listener,
+                listener = %state.name,
                 peer = %ctx.peer,
                 upstream = %settings.name,
-                server = %ctx.upstream.servers_display(),
+                server = %upstream.servers_display(),
                 timeout_ms = settings.response_timeout.as_millis() as u64,
                 "upstream response timed out; answered 504"
             );
@@ -230,19 +239,42 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let server_upgrade = hyper::upgrade::on(&mut resp);
-            let listener = ctx.listener.clone();
+            let listener = state.name.clone();
             let peer = ctx.peer;
+            let admission = ctx.admission.clone();
+            let mut stop = ctx.stop.clone();
+            let drain = ctx.drain.clone();
+            let grace = state.grace;
             tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, server_upgrade) {
-                    Ok((c, s)) => {
-                        let mut c = TokioIo::new(c);
-                        let mut s = TokioIo::new(s);
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
-                            debug!(%listener, %peer, error = %e, "upgraded connection ended");
-                        }
+                let tunnel = async {
+                    let (c, s) = tokio::try_join!(client_upgrade, server_upgrade)?;
+                    let mut c = TokioIo::new(c);
+                    let mut s = TokioIo::new(s);
+                    tokio::io::copy_bidirectional(&mut c, &mut s).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                };
+                let stopped = async {
+                    // A tunnel has no request boundary to stop at: on shutdown
+                    // or listener removal it gets the grace period, then closes.
+                    if stop.wait_for(|s| *s).await.is_err() {
+                        std::future::pending::<()>().await;
                     }
-                    Err(e) => debug!(%listener, %peer, error = %e, "protocol upgrade failed"),
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    r = tunnel => if let Err(e) = r {
+                        debug!(%listener, %peer, error = %e, "upgraded connection ended");
+                    },
+                    reason = admission.revoked() => {
+                        admission.count_closed(reason);
+                        info!(%listener, %peer, reason,
+                            "client no longer admitted after reload; upgraded connection closed");
+                    }
+                    _ = stopped => {
+                        info!(%listener, %peer, "upgraded connection still open when the grace period ended; closed");
+                    }
                 }
+                drop(drain);
             });
             return resp.map(Either::Left);
         }
@@ -255,21 +287,22 @@ async fn forward(
 
 fn upstream_failure(
     ctx: &ConnContext,
+    state: &ListenerState,
     err: &hyper_util::client::legacy::Error,
     started: Instant,
 ) -> Response<Either<Incoming, Full<Bytes>>> {
-    let settings = &ctx.upstream.settings;
+    let settings = &state.upstream.settings;
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(s) = source {
         if let Some(ce) = s.downcast_ref::<ConnectError>() {
             let timed_out = ce.all_timed_out();
-            ctx.metrics.upstream_error(if timed_out {
+            state.metrics.upstream_error(if timed_out {
                 "connect_timeout"
             } else {
                 "connect_failed"
             });
             warn!(
-                listener = %ctx.listener,
+                listener = %state.name,
                 peer = %ctx.peer,
                 upstream = %settings.name,
                 server = %ce.attempts.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>().join(","),
@@ -285,12 +318,12 @@ fn upstream_failure(
         }
         source = s.source();
     }
-    ctx.metrics.upstream_error("protocol");
+    state.metrics.upstream_error("protocol");
     warn!(
-        listener = %ctx.listener,
+        listener = %state.name,
         peer = %ctx.peer,
         upstream = %settings.name,
-        server = %ctx.upstream.servers_display(),
+        server = %state.upstream.servers_display(),
         error = %error_chain(err),
         "upstream request failed; answered 502"
     );

@@ -1,0 +1,897 @@
+//! Reload: file watching, SIGHUP and `POST /api/reload` all lead here. A
+//! reload loads the config file again, builds the complete new runtime
+//! state (every certificate, key, CA and CRL read and validated, every new
+//! listen address bound), and only then swaps it in. Any error leaves the
+//! old state in force.
+//!
+//! One task, the [`Controller`], owns the running listeners and is the only
+//! writer of their state; everything else sends it [`Command`]s.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher as _};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::admin;
+use crate::config::{ListenerSettings, Settings};
+use crate::error::{ConfigError, RunError};
+use crate::handover;
+use crate::metrics::{CertExpiry, Metrics};
+use crate::proxy::upstream::Upstream;
+use crate::proxy::{self, ListenerShared, ListenerState};
+use crate::tls::ListenerTls;
+
+/// How long the files must be quiet before a change is loaded: tools write
+/// a cert and its key, or truncate then write, in quick succession.
+const QUIET: Duration = Duration::from_millis(100);
+/// A file that keeps changing is still loaded this long after the first
+/// change.
+const MAX_DELAY: Duration = Duration::from_secs(1);
+/// A backstop for changes the watcher cannot see (a watched directory
+/// replaced, network file systems): files are compared this often.
+const POLL: Duration = Duration::from_secs(30);
+/// Certificates closer than this to expiry are logged as warnings.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A watched file changed.
+    Files,
+    /// The periodic comparison of watched files.
+    Poll,
+    /// SIGHUP.
+    Signal,
+    /// `POST /api/reload`.
+    Api,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::Files => "file change",
+            Cause::Poll => "periodic file check",
+            Cause::Signal => "SIGHUP",
+            Cause::Api => "admin API",
+        }
+    }
+}
+
+/// What a successful reload changed, one line per change.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    /// Human-readable changes, e.g. `listener "agents": certificates reloaded`.
+    pub changes: Vec<String>,
+}
+
+/// A reload's result.
+pub type ReloadOutcome = Result<ReloadReport, RunError>;
+
+/// Requests to the controller.
+#[derive(Debug)]
+pub enum Command {
+    /// Reload now and report the outcome.
+    Reload {
+        /// Who asked.
+        cause: Cause,
+        /// Where to send the outcome.
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
+}
+
+/// A cheap handle that asks the controller to reload.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ReloadHandle {
+    /// A handle that sends to the controller's command channel.
+    pub fn new(tx: mpsc::Sender<Command>) -> ReloadHandle {
+        ReloadHandle { tx }
+    }
+
+    /// Reloads everything and waits for the outcome. Explicit reloads always
+    /// rebuild, even when no file changed.
+    pub async fn reload(&self, cause: Cause) -> ReloadOutcome {
+        let (reply, rx) = oneshot::channel();
+        let stopped =
+            || RunError::Handover("the gateway is shutting down; nothing reloaded".into());
+        self.tx
+            .send(Command::Reload { cause, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Addresses as bound now, for callers outside the controller.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Bound address of each listener, by name, in config order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// Bound address of the admin listener.
+    pub admin: Option<SocketAddr>,
+}
+
+/// The listener and upstream state built from one [`Settings`], nothing
+/// bound yet.
+pub struct Built {
+    listeners: Vec<(ListenerSettings, Arc<ListenerTls>, Arc<Upstream>)>,
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Built {
+    /// Loads every file `settings` names and builds TLS and upstream state.
+    /// `previous` (the controller being reloaded) lets unchanged upstreams
+    /// keep their connection pools and unchanged trust settings keep their
+    /// verifier and session cache. All problems are reported together.
+    pub fn new(settings: &Settings, previous: Option<&Controller>) -> Result<Built, ConfigError> {
+        let mut errors = Vec::new();
+        let mut upstreams = Vec::new();
+        for u in &settings.upstreams {
+            let reused =
+                previous.and_then(|p| p.upstreams.iter().find(|old| old.settings == *u).cloned());
+            match reused {
+                Some(up) => upstreams.push(up),
+                None => match Upstream::new(u) {
+                    Ok(up) => upstreams.push(Arc::new(up)),
+                    Err(e) => errors.push(ConfigError::Invalid {
+                        context: format!("upstream \"{}\": name", u.name),
+                        message: e.to_string(),
+                    }),
+                },
+            }
+        }
+        let mut listeners = Vec::new();
+        for l in &settings.listeners {
+            let old = previous.and_then(|p| {
+                p.listeners
+                    .iter()
+                    .find(|r| r.name == l.name)
+                    .map(|r| r.shared.current().tls.clone())
+            });
+            let tls = match ListenerTls::build(&l.name, &l.tls, old.as_deref()) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    errors.extend(e.into_list());
+                    continue;
+                }
+            };
+            match upstreams.iter().find(|u| u.settings.name == l.upstream) {
+                Some(u) => listeners.push((l.clone(), tls, u.clone())),
+                None => errors.push(ConfigError::Invalid {
+                    context: format!("listener \"{}\": upstream", l.name),
+                    message: format!("no [[upstream]] named \"{}\"", l.upstream),
+                }),
+            }
+        }
+        match ConfigError::from_list(errors) {
+            Some(e) => Err(e),
+            None => Ok(Built {
+                listeners,
+                upstreams,
+            }),
+        }
+    }
+
+    /// The built TLS state of each listener, by name.
+    pub fn tls(&self) -> impl Iterator<Item = (&str, &ListenerTls)> {
+        self.listeners
+            .iter()
+            .map(|(l, t, _)| (l.name.as_str(), t.as_ref()))
+    }
+}
+
+/// One bound listener socket and the state it serves.
+pub(crate) struct Running {
+    pub(crate) name: String,
+    pub(crate) configured: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: Arc<TcpListener>,
+    shared: Arc<ListenerShared>,
+    stop: watch::Sender<bool>,
+}
+
+/// The bound admin socket.
+pub(crate) struct RunningAdmin {
+    pub(crate) configured: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: Arc<TcpListener>,
+    stop: watch::Sender<bool>,
+}
+
+/// Sockets to serve instead of binding: inherited from a predecessor.
+pub(crate) type Inherited = Vec<handover::InheritedSocket>;
+
+/// The single owner of the running listeners; applies reloads.
+pub struct Controller {
+    settings: Settings,
+    listeners: Vec<Running>,
+    admin: Option<RunningAdmin>,
+    upstreams: Vec<Arc<Upstream>>,
+    metrics: Arc<Metrics>,
+    drain: mpsc::Sender<()>,
+    view: Arc<ArcSwap<View>>,
+    handle: ReloadHandle,
+    /// Digest of the config text and every file it names, as in force.
+    digest: [u8; 32],
+    /// Digest of the last refused attempt: the same bytes are not retried
+    /// until something changes.
+    refused: Option<[u8; 32]>,
+}
+
+impl Controller {
+    /// Builds and binds everything `settings` describes (taking sockets
+    /// from `inherited` where they match) and starts serving. Nothing is
+    /// served unless everything is valid and bound.
+    pub(crate) async fn start(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        drain: mpsc::Sender<()>,
+        handle: ReloadHandle,
+        mut inherited: Inherited,
+    ) -> Result<Controller, RunError> {
+        let built = Built::new(&settings, None)?;
+        let digest = files_digest(&settings.files());
+        let mut controller = Controller {
+            settings: settings.clone(),
+            listeners: Vec::new(),
+            admin: None,
+            upstreams: Vec::new(),
+            metrics,
+            drain,
+            view: Arc::new(ArcSwap::from_pointee(View::default())),
+            handle,
+            digest,
+            refused: None,
+        };
+        controller
+            .apply(settings, built, &mut inherited, true)
+            .await?;
+        for s in inherited {
+            info!(name = %s.name, addr = %s.local, "inherited socket not in the config; closed");
+        }
+        controller.metrics.loaded(now_unix());
+        Ok(controller)
+    }
+
+    /// The addresses as bound now (updated on every reload).
+    pub fn view(&self) -> Arc<ArcSwap<View>> {
+        self.view.clone()
+    }
+
+    /// Runs until `shutdown` turns true or a successor took the sockets over.
+    /// Returns true when handed over.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+        handover_socket: Option<UnixListener>,
+    ) -> bool {
+        let changed = Arc::new(Notify::new());
+        let mut watcher = FileWatcher::new(changed.clone());
+        watcher.update(&self.settings.files());
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.reset();
+        let mut handed_over = false;
+        loop {
+            tokio::select! {
+                _ = proxy::stopped(&mut shutdown) => break,
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Reload { cause, reply }) => {
+                        let out = self.reload(cause, true).await;
+                        if out.is_ok() {
+                            watcher.update(&self.settings.files());
+                        }
+                        let _ = reply.send(out);
+                    }
+                    None => break,
+                },
+                _ = changed.notified() => {
+                    // Debounce: wait for the files to go quiet, but not forever.
+                    let deadline = tokio::time::Instant::now() + MAX_DELAY;
+                    loop {
+                        tokio::select! {
+                            _ = changed.notified() => {}
+                            _ = tokio::time::sleep(QUIET) => break,
+                            _ = tokio::time::sleep_until(deadline) => break,
+                        }
+                    }
+                    if self.reload(Cause::Files, false).await.is_ok() {
+                        watcher.update(&self.settings.files());
+                    }
+                }
+                _ = poll.tick() => {
+                    if self.reload(Cause::Poll, false).await.is_ok() {
+                        watcher.update(&self.settings.files());
+                    }
+                }
+                conn = accept_unix(handover_socket.as_ref()) => {
+                    if self.hand_over(conn).await {
+                        handed_over = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.stop_all();
+        handed_over
+    }
+
+    fn stop_all(&mut self) {
+        for l in &self.listeners {
+            let _ = l.stop.send(true);
+        }
+        if let Some(a) = &self.admin {
+            let _ = a.stop.send(true);
+        }
+    }
+
+    /// Gives every bound socket to a successor process; true once it has
+    /// taken them and this process should drain and exit.
+    async fn hand_over(&mut self, conn: std::io::Result<tokio::net::UnixStream>) -> bool {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "handover socket accept failed");
+                return false;
+            }
+        };
+        let mut sockets = Vec::new();
+        for l in &self.listeners {
+            sockets.push(handover::OfferedSocket {
+                name: format!("listener:{}", l.name),
+                configured: l.configured,
+                local: l.addr,
+                socket: l.socket.clone(),
+            });
+        }
+        if let Some(a) = &self.admin {
+            sockets.push(handover::OfferedSocket {
+                name: "admin".into(),
+                configured: a.configured,
+                local: a.addr,
+                socket: a.socket.clone(),
+            });
+        }
+        info!(
+            sockets = sockets.len(),
+            "a successor asked for the listening sockets; handing them over"
+        );
+        match handover::offer(conn, sockets, || self.stop_all()).await {
+            Ok(()) => {
+                info!("successor is serving; this process stops accepting and drains");
+                true
+            }
+            Err(e) => {
+                // stop_all runs only after the successor said it is ready, so
+                // on any failure before that we are still serving.
+                warn!(error = %e, "handover failed; this process keeps serving");
+                false
+            }
+        }
+    }
+
+    /// Reloads unless `force` is false and no watched file changed since the
+    /// state in force (or since the last refused attempt).
+    async fn reload(&mut self, cause: Cause, force: bool) -> ReloadOutcome {
+        let started = std::time::Instant::now();
+        let source = self.settings.source.clone();
+        let result = match Settings::load(&source) {
+            Ok(settings) => {
+                let digest = files_digest(&settings.files());
+                if !force && (digest == self.digest || Some(digest) == self.refused) {
+                    debug!(
+                        cause = cause.as_str(),
+                        "watched files unchanged; nothing to reload"
+                    );
+                    return Ok(ReloadReport::default());
+                }
+                match Built::new(&settings, Some(self)) {
+                    Ok(built) => self
+                        .apply(settings, built, &mut Vec::new(), false)
+                        .await
+                        .map(|r| (r, digest))
+                        .map_err(|e| (e, Some(digest))),
+                    Err(e) => Err((RunError::Config(e), Some(digest))),
+                }
+            }
+            Err(e) => {
+                let digest = files_digest(std::slice::from_ref(&source));
+                if !force && Some(digest) == self.refused {
+                    return Err(RunError::Config(e));
+                }
+                Err((RunError::Config(e), Some(digest)))
+            }
+        };
+        match result {
+            Ok((report, digest)) => {
+                self.digest = digest;
+                self.refused = None;
+                self.metrics.reload(true, now_unix());
+                info!(
+                    cause = cause.as_str(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    changes = %if report.changes.is_empty() { "none".to_string() } else { report.changes.join("; ") },
+                    "reloaded {}", source.display()
+                );
+                Ok(report)
+            }
+            Err((e, digest)) => {
+                if !force && digest.is_some() && digest == self.refused {
+                    return Err(e);
+                }
+                self.refused = digest;
+                self.metrics.reload(false, now_unix());
+                let problems = match e {
+                    RunError::Config(c) => {
+                        let list = c.into_list();
+                        for p in &list {
+                            error!(cause = cause.as_str(), problem = %p, "reload refused");
+                        }
+                        RunError::Config(ConfigError::from_list(list).unwrap_or(
+                            ConfigError::Invalid {
+                                context: source.display().to_string(),
+                                message: "unknown problem".into(),
+                            },
+                        ))
+                    }
+                    other => {
+                        error!(cause = cause.as_str(), problem = %other, "reload refused");
+                        other
+                    }
+                };
+                warn!(
+                    "the previous configuration and certificates stay in force; fix the file(s) named above \
+                     (a corrected file is picked up on its next write, or run `kill -HUP` / POST /api/reload)"
+                );
+                Err(problems)
+            }
+        }
+    }
+
+    /// Makes `built` the running state: binds what is new, swaps state into
+    /// listeners that stay, stops listeners that went away. Binding happens
+    /// first, so a failure changes nothing.
+    async fn apply(
+        &mut self,
+        settings: Settings,
+        built: Built,
+        inherited: &mut Inherited,
+        initial: bool,
+    ) -> Result<ReloadReport, RunError> {
+        let mut report = ReloadReport::default();
+        // Which running socket each new listener keeps: same name and same
+        // configured address, or failing that a listener that is going away
+        // at the same (fixed) address, so a rename does not need a rebind.
+        let mut keep: Vec<Option<usize>> = Vec::new();
+        let mut claimed = HashSet::new();
+        for (l, _, _) in &built.listeners {
+            let same = self
+                .listeners
+                .iter()
+                .position(|r| r.name == l.name && r.configured == l.listen);
+            keep.push(same);
+            if let Some(i) = same {
+                claimed.insert(i);
+            }
+        }
+        for (k, (l, _, _)) in keep.iter_mut().zip(&built.listeners) {
+            if k.is_none() && l.listen.port() != 0 {
+                let gone = self.listeners.iter().enumerate().position(|(i, r)| {
+                    !claimed.contains(&i)
+                        && r.configured == l.listen
+                        && !built.listeners.iter().any(|(n, _, _)| n.name == r.name)
+                });
+                if let Some(i) = gone {
+                    claimed.insert(i);
+                    *k = Some(i);
+                }
+            }
+        }
+
+        // Bind every new address before changing anything.
+        let mut fresh = Vec::new();
+        for (k, (l, _, _)) in keep.iter().zip(&built.listeners) {
+            if k.is_some() {
+                fresh.push(None);
+                continue;
+            }
+            let socket = take_or_bind(
+                inherited,
+                &format!("listener:{}", l.name),
+                &l.name,
+                l.listen,
+            )
+            .await?;
+            fresh.push(Some(socket));
+        }
+        let admin_change = match (&settings.admin, &self.admin) {
+            (Some(a), Some(r)) if a.listen == r.configured => None,
+            (Some(a), _) => Some(Some(
+                take_or_bind(inherited, "admin", "admin", a.listen).await?,
+            )),
+            (None, Some(_)) => Some(None),
+            (None, None) => None,
+        };
+
+        // Commit: nothing below can fail.
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut running = Vec::new();
+        let mut expiry = Vec::new();
+        for ((k, socket), (l, tls, upstream)) in keep.into_iter().zip(fresh).zip(built.listeners) {
+            expiry.extend(expiries(&l.name, &tls));
+            let state = ListenerState::new(
+                &l.name,
+                tls.clone(),
+                upstream,
+                l.limits.clone(),
+                self.metrics.listener(&l.name, &l.upstream),
+                settings.shutdown_grace,
+            );
+            match (
+                k.and_then(|i| old.get_mut(i).and_then(Option::take)),
+                socket,
+            ) {
+                (Some(mut r), _) => {
+                    let before = r.shared.current();
+                    describe_change(&mut report, &l, &before, &tls, &r.name);
+                    r.name = l.name.clone();
+                    r.shared.replace(state);
+                    running.push(r);
+                }
+                (None, Some(socket)) => {
+                    let addr = socket.local_addr().unwrap_or(l.listen);
+                    info!(listener = %l.name, %addr, upstream = %l.upstream, "listening");
+                    if !initial {
+                        report
+                            .changes
+                            .push(format!("listener \"{}\" added on {addr}", l.name));
+                    }
+                    let socket = Arc::new(socket);
+                    let shared = Arc::new(ListenerShared::new(state));
+                    let (stop, stop_rx) = watch::channel(false);
+                    tokio::spawn(proxy::serve(
+                        socket.clone(),
+                        shared.clone(),
+                        stop_rx,
+                        self.drain.clone(),
+                    ));
+                    running.push(Running {
+                        name: l.name.clone(),
+                        configured: l.listen,
+                        addr,
+                        socket,
+                        shared,
+                        stop,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        for r in old.into_iter().flatten() {
+            let moved = running.iter().any(|n| n.name == r.name);
+            report.changes.push(if moved {
+                format!(
+                    "listener \"{}\" moved from {} (that socket stops accepting and drains)",
+                    r.name, r.addr
+                )
+            } else {
+                format!(
+                    "listener \"{}\" on {} removed (stops accepting; open connections finish and close)",
+                    r.name, r.addr
+                )
+            });
+            let _ = r.stop.send(true);
+        }
+        self.listeners = running;
+
+        if let Some(change) = admin_change {
+            if let Some(old) = self.admin.take() {
+                let _ = old.stop.send(true);
+                report
+                    .changes
+                    .push(format!("admin listener on {} closed", old.addr));
+            }
+            if let (Some(socket), Some(a)) = (change, &settings.admin) {
+                let addr = socket.local_addr().unwrap_or(a.listen);
+                info!(%addr, "admin listening");
+                let socket = Arc::new(socket);
+                let (stop, stop_rx) = watch::channel(false);
+                tokio::spawn(admin::serve(
+                    socket.clone(),
+                    admin::AdminContext {
+                        metrics: self.metrics.clone(),
+                        reload: self.handle.clone(),
+                    },
+                    stop_rx,
+                ));
+                self.admin = Some(RunningAdmin {
+                    configured: a.listen,
+                    addr,
+                    socket,
+                    stop,
+                });
+            }
+        }
+
+        for u in &settings.upstreams {
+            let before = self.settings.upstreams.iter().find(|o| o.name == u.name);
+            if !initial && before != Some(u) {
+                report
+                    .changes
+                    .push(format!("upstream \"{}\": servers {:?}", u.name, u.servers));
+            }
+        }
+        if settings.log != self.settings.log {
+            warn!("[log] changes take effect when certgate is restarted");
+        }
+        self.upstreams = built.upstreams;
+        self.metrics.set_certificates(&expiry);
+        warn_expiring(&expiry);
+        self.view.store(Arc::new(View {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|r| (r.name.clone(), r.addr))
+                .collect(),
+            admin: self.admin.as_ref().map(|a| a.addr),
+        }));
+        self.settings = settings;
+        Ok(report)
+    }
+}
+
+fn describe_change(
+    report: &mut ReloadReport,
+    l: &ListenerSettings,
+    before: &ListenerState,
+    tls: &ListenerTls,
+    old_name: &str,
+) {
+    if old_name != l.name {
+        report
+            .changes
+            .push(format!("listener \"{old_name}\" renamed to \"{}\"", l.name));
+    }
+    let served = |t: &ListenerTls| {
+        t.served
+            .iter()
+            .map(|c| c.fingerprint.clone())
+            .collect::<Vec<_>>()
+    };
+    if served(&before.tls) != served(tls) {
+        report.changes.push(format!(
+            "listener \"{}\": server certificate(s) replaced",
+            l.name
+        ));
+    }
+    if before.tls.trust_digest != tls.trust_digest {
+        report.changes.push(format!(
+            "listener \"{}\": client CA / CRL / TLS policy changed (open connections re-checked)",
+            l.name
+        ));
+    }
+    if before.upstream.settings.name != l.upstream {
+        report.changes.push(format!(
+            "listener \"{}\": upstream \"{}\" -> \"{}\"",
+            l.name, before.upstream.settings.name, l.upstream
+        ));
+    }
+    if before.limits != l.limits {
+        report
+            .changes
+            .push(format!("listener \"{}\": limits changed", l.name));
+    }
+}
+
+fn expiries(listener: &str, tls: &ListenerTls) -> Vec<CertExpiry> {
+    let served = tls.served.iter().map(|c| (c, "server"));
+    let trusted = tls.trusted.iter().map(|c| (c, "client_ca"));
+    served
+        .chain(trusted)
+        .map(|(c, role)| CertExpiry {
+            listener: listener.to_string(),
+            role,
+            subject: c.subject.clone(),
+            not_after: c.not_after,
+        })
+        .collect()
+}
+
+fn warn_expiring(certs: &[CertExpiry]) {
+    let now = now_unix();
+    for c in certs {
+        let days = (c.not_after - now).div_euclid(86_400);
+        if c.not_after <= now {
+            warn!(listener = %c.listener, role = c.role, subject = %c.subject,
+                "certificate has EXPIRED; replace it");
+        } else if days < EXPIRY_WARNING_DAYS {
+            warn!(listener = %c.listener, role = c.role, subject = %c.subject, days_left = days,
+                "certificate expires within {EXPIRY_WARNING_DAYS} days; replace it");
+        }
+    }
+}
+
+async fn take_or_bind(
+    inherited: &mut Inherited,
+    key: &str,
+    name: &str,
+    listen: SocketAddr,
+) -> Result<TcpListener, RunError> {
+    let found = inherited
+        .iter()
+        .position(|s| s.name == key && s.configured == listen)
+        .or_else(|| {
+            inherited
+                .iter()
+                .position(|s| s.configured == listen && listen.port() != 0)
+        });
+    if let Some(i) = found {
+        let s = inherited.swap_remove(i);
+        info!(listener = %name, addr = %s.local, "serving a socket inherited from the previous process");
+        return s.into_tokio().map_err(|source| RunError::Bind {
+            listener: name.to_string(),
+            addr: listen,
+            source,
+        });
+    }
+    bind(name, listen)
+}
+
+/// Binds a listening socket the way every certgate listener is bound:
+/// SO_REUSEADDR (restart while old connections sit in TIME_WAIT) and a
+/// deep backlog for fleet reconnect storms.
+pub(crate) fn bind(name: &str, listen: SocketAddr) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind {
+        listener: name.to_string(),
+        addr: listen,
+        source,
+    };
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(listen).map_err(err)?;
+    socket.listen(4096).map_err(err)
+}
+
+async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Digest of the config text and the bytes of every file it names: a
+/// watcher event or poll tick that changed nothing is not a reload.
+fn files_digest(files: &[PathBuf]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for f in files {
+        ctx.update(f.as_os_str().as_encoded_bytes());
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                ctx.update(&(bytes.len() as u64).to_le_bytes());
+                ctx.update(&bytes);
+            }
+            Err(e) => ctx.update(format!("error:{e}").as_bytes()),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Watches the directories that hold the config's files. Directories, not
+/// files: an editor or certbot writes a temp file and renames it over the
+/// old one, and Kubernetes swaps a `..data` symlink; a watch on the old
+/// file would see neither.
+struct FileWatcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    names: Arc<Mutex<HashSet<OsString>>>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl FileWatcher {
+    fn new(changed: Arc<Notify>) -> FileWatcher {
+        let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
+        let filter = names.clone();
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let Ok(ev) = ev else {
+                // Overflow or watcher error: a reload check is the safe answer.
+                changed.notify_one();
+                return;
+            };
+            if ev.kind.is_access() {
+                return;
+            }
+            let relevant = match filter.lock() {
+                Ok(names) => ev.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|n| {
+                        names.contains(n) || n.as_encoded_bytes().starts_with(b"..")
+                    })
+                }),
+                Err(_) => true,
+            };
+            if relevant {
+                changed.notify_one();
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch files; changes are picked up by the {}s check, SIGHUP or POST /api/reload", POLL.as_secs());
+                None
+            }
+        };
+        FileWatcher {
+            watcher,
+            names,
+            dirs: BTreeSet::new(),
+        }
+    }
+
+    /// Watches the directories of `files` (and of their symlink targets)
+    /// and no others.
+    fn update(&mut self, files: &[PathBuf]) {
+        let mut dirs = BTreeSet::new();
+        let mut names = HashSet::new();
+        for f in files {
+            let mut add = |p: &Path| {
+                if let Some(n) = p.file_name() {
+                    names.insert(n.to_os_string());
+                }
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                dirs.insert(dir);
+            };
+            add(f);
+            if let Ok(real) = std::fs::canonicalize(f)
+                && real != *f
+            {
+                add(&real);
+            }
+        }
+        if let Ok(mut n) = self.names.lock() {
+            *n = names;
+        }
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        for gone in self.dirs.difference(&dirs) {
+            let _ = w.unwatch(gone);
+        }
+        for new in dirs.difference(&self.dirs) {
+            if let Err(e) = w.watch(new, RecursiveMode::NonRecursive) {
+                warn!(dir = %new.display(), error = %e,
+                    "cannot watch directory; changes there are picked up by the periodic check, SIGHUP or POST /api/reload");
+            }
+        }
+        self.dirs = dirs;
+    }
+}
