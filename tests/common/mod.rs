@@ -47,7 +47,15 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_ca: PathBuf,
     client_issuer: CertifiedIssuer<'static, KeyPair>,
+    server_issuer: CertifiedIssuer<'static, KeyPair>,
     next_serial: u8,
+}
+
+/// A server certificate and its key, as PEM, plus the leaf DER.
+pub struct ServerPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -102,6 +110,7 @@ impl Pki {
             p
         };
         let server_ca_path = w("server-ca.pem", &server_ca.pem());
+        let server_ca = server_ca;
         let server_cert = w("server.pem", &server.pem());
         let server_key = w("server.key", &server_key.serialize_pem());
         let client_ca = w("client-ca.pem", &client_issuer.pem());
@@ -111,9 +120,35 @@ impl Pki {
             server_key,
             client_ca,
             client_issuer,
+            server_issuer: server_ca,
             dir,
             next_serial: 1,
         }
+    }
+
+    /// A new server certificate for localhost (its own key) from the server
+    /// CA, as PEM; nothing is written.
+    pub fn server_pair(&self, cn: &str) -> ServerPair {
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.server_issuer).unwrap();
+        ServerPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// Replaces the client CA with a new one (a new key and name) and
+    /// returns its PEM; devices issued from now on chain to it. The file
+    /// `client_ca` is not touched.
+    pub fn new_client_ca(&mut self, cn: &str) -> String {
+        self.client_issuer =
+            CertifiedIssuer::self_signed(ca_params(cn), KeyPair::generate().unwrap()).unwrap();
+        self.client_issuer.pem()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -772,4 +807,312 @@ impl Fixture {
     pub fn device_client(&self) -> Arc<rustls::ClientConfig> {
         client_config(&self.pki, Some(&self.device), &[])
     }
+}
+
+// ---------------------------------------------------------------------------
+// Certificate rotation, as real tools write files
+// ---------------------------------------------------------------------------
+
+/// How a tool replaces a certificate file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStyle {
+    /// Truncate and rewrite the file where it is (`cp`, `cat >`, many
+    /// scripts). Through a symlink, this rewrites the target.
+    InPlace,
+    /// Write a temp file beside it, then rename it over the old one
+    /// (certbot, editors, `install`).
+    Rename,
+    /// The Kubernetes secret-volume layout: `tls.crt -> ..data/tls.crt`,
+    /// `..data -> ..<generation>`; an update writes a new generation
+    /// directory and swaps the `..data` symlink.
+    K8sSymlink,
+}
+
+pub const WRITE_STYLES: [WriteStyle; 3] = [
+    WriteStyle::InPlace,
+    WriteStyle::Rename,
+    WriteStyle::K8sSymlink,
+];
+
+/// A directory holding `tls.crt` and `tls.key`, rewritten in any style.
+pub struct CertSlot {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    generation: u32,
+}
+
+impl CertSlot {
+    pub fn new(parent: &Path, pair: &ServerPair) -> CertSlot {
+        let dir = parent.join("secret");
+        std::fs::create_dir_all(&dir).unwrap();
+        let slot = CertSlot {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            dir,
+            generation: 0,
+        };
+        std::fs::write(&slot.cert, &pair.cert_pem).unwrap();
+        std::fs::write(&slot.key, &pair.key_pem).unwrap();
+        slot
+    }
+
+    /// Replaces cert and key in `style`.
+    pub fn write(&mut self, style: WriteStyle, pair: &ServerPair) {
+        match style {
+            WriteStyle::InPlace => {
+                std::fs::write(&self.cert, &pair.cert_pem).unwrap();
+                std::fs::write(&self.key, &pair.key_pem).unwrap();
+            }
+            WriteStyle::Rename => {
+                for (path, text) in [(&self.cert, &pair.cert_pem), (&self.key, &pair.key_pem)] {
+                    let tmp = self.dir.join(format!(
+                        ".{}.tmp",
+                        path.file_name().unwrap().to_string_lossy()
+                    ));
+                    std::fs::write(&tmp, text).unwrap();
+                    std::fs::rename(&tmp, path).unwrap();
+                }
+            }
+            WriteStyle::K8sSymlink => {
+                self.generation += 1;
+                let gen_name = format!("..gen_{}", self.generation);
+                let gen_dir = self.dir.join(&gen_name);
+                std::fs::create_dir_all(&gen_dir).unwrap();
+                std::fs::write(gen_dir.join("tls.crt"), &pair.cert_pem).unwrap();
+                std::fs::write(gen_dir.join("tls.key"), &pair.key_pem).unwrap();
+                let tmp = self.dir.join("..data_tmp");
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&gen_name, &tmp).unwrap();
+                std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+                for name in ["tls.crt", "tls.key"] {
+                    let path = self.dir.join(name);
+                    let is_link = std::fs::symlink_metadata(&path)
+                        .map(|m| m.file_type().is_symlink())
+                        .unwrap_or(false);
+                    if !is_link {
+                        let tmp = self.dir.join(format!(".{name}.link"));
+                        let _ = std::fs::remove_file(&tmp);
+                        std::os::unix::fs::symlink(format!("..data/{name}"), &tmp).unwrap();
+                        std::fs::rename(&tmp, &path).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The leaf certificate a new handshake is given.
+pub async fn presented_cert(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<CertificateDer<'static>, BoxError> {
+    let tls = tls_connect(addr, cfg).await?;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or("no server cert")?;
+    Ok(certs[0].clone().into_owned())
+}
+
+/// Polls with new handshakes until one presents `want`; how long it took,
+/// or `None` after `limit`.
+pub async fn wait_for_cert(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    want: &CertificateDer<'static>,
+    since: std::time::Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    while since.elapsed() < limit {
+        if let Ok(c) = presented_cert(addr, cfg.clone()).await
+            && c == *want
+        {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// Waits (bounded) until `cond` holds; whether it did.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// `cfg` without session resumption: every handshake is full and shows the
+/// certificate the server serves now.
+pub fn no_resumption(cfg: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut c = (**cfg).clone();
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
+// ---------------------------------------------------------------------------
+// Continuous load
+// ---------------------------------------------------------------------------
+
+/// Background load on one gateway address: keep-alive clients that each
+/// keep one connection and send requests back to back, plus a client that
+/// opens a new mTLS connection every few milliseconds.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    pub ok: Arc<std::sync::atomic::AtomicU64>,
+    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
+    pub failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the load. With `reconnect`, a keep-alive client whose
+    /// connection the server closed (between requests, as a draining server
+    /// does) opens a new one and retries its GET once, as device agents and
+    /// curl do; without it, any closed connection is a failure.
+    pub async fn start(
+        addr: SocketAddr,
+        cfg: Arc<rustls::ClientConfig>,
+        keepalive: usize,
+        new_conn_every: Duration,
+        reconnect: bool,
+    ) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for i in 0..keepalive {
+            let (stop, ok, reconnects, failures, cfg) = (
+                stop.clone(),
+                ok.clone(),
+                reconnects.clone(),
+                failures.clone(),
+                cfg.clone(),
+            );
+            let mut sender = h1_sender(addr, cfg.clone()).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 1_000_000 {
+                    n += 1;
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        if reconnect && (sender.is_closed() || sender.ready().await.is_err()) {
+                            reconnects.fetch_add(1, Ordering::Relaxed);
+                            match h1_sender(addr, cfg.clone()).await {
+                                Ok(s) => sender = s,
+                                Err(e) => {
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("client {i}: reconnect: {e}"));
+                                    return;
+                                }
+                            }
+                        }
+                        let req = Request::get(format!("/ka/{i}/{n}"))
+                            .header("host", "localhost")
+                            .body(empty())
+                            .unwrap();
+                        let r = tokio::time::timeout(Duration::from_secs(20), async {
+                            let resp = sender.send_request(req).await?;
+                            let status = resp.status();
+                            let body = resp.into_body().collect().await?.to_bytes();
+                            Ok::<_, BoxError>((status, body))
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok((s, b))) if s == 200 && &b[..] == b"ok" => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(Err(e))
+                                if reconnect && attempts == 1 && closed_before_response(&e) =>
+                            {
+                                continue;
+                            }
+                            other => {
+                                let what = match other {
+                                    Ok(Ok((s, _))) => format!("status {s}"),
+                                    Ok(Err(e)) => format!("error {e}"),
+                                    Err(_) => "timed out".into(),
+                                };
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("keep-alive client {i}, request {n}: {what}"));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        let (stop2, ok2, failures2) = (stop.clone(), ok.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) && n < 1_000_000 {
+                n += 1;
+                match tokio::time::timeout(
+                    Duration::from_secs(20),
+                    get(addr, cfg.clone(), &format!("/new/{n}"), &[]),
+                )
+                .await
+                {
+                    Ok(Ok((s, _))) if s == 200 => {
+                        ok2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        let what = match other {
+                            Ok(Ok((s, _))) => format!("status {s}"),
+                            Ok(Err(e)) => format!("error {e}"),
+                            Err(_) => "timed out".into(),
+                        };
+                        failures2
+                            .lock()
+                            .unwrap()
+                            .push(format!("new connection {n}: {what}"));
+                    }
+                }
+                tokio::time::sleep(new_conn_every).await;
+            }
+        }));
+        Load {
+            stop,
+            ok,
+            reconnects,
+            failures,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the load and returns (successful requests, failures).
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        let f = self.failures.lock().unwrap().clone();
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), f)
+    }
+}
+
+/// True when a request failed because the server had closed the
+/// connection before answering (the keep-alive race every HTTP/1 client
+/// handles by retrying an idempotent request on a new connection).
+fn closed_before_response(e: &BoxError) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed())
 }
