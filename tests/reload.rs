@@ -407,7 +407,12 @@ async fn config_reload_adds_and_removes_listeners_and_switches_the_upstream() {
     let (status, _) = get(new, client.clone(), "/on-new", &[]).await.unwrap();
     assert_eq!(status, 200);
     assert!(
-        backend2.seen.lock().unwrap().iter().any(|s| s.path == "/on-new"),
+        backend2
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.path == "/on-new"),
         "the new listener forwards to the new upstream"
     );
     // Keep-alive connections on "agents" now reach the new upstream.

@@ -33,6 +33,10 @@ use headers::ClientFacts;
 use service::{Activity, ConnContext};
 use upstream::Upstream;
 
+/// How long a connection accepted just before its listener stopped may
+/// take to send its first request.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
+
 /// One listener's complete runtime state: built whole from the config,
 /// then only read. A reload builds a new one and swaps it in.
 pub struct ListenerState {
@@ -370,16 +374,30 @@ async fn connection(
     tokio::pin!(revoked);
 
     let idle_timeout = state.limits.idle_timeout;
+    let now = tokio::time::Instant::now;
+    // When the listener stops, a connection that has not sent its first
+    // request yet gets a moment to send it: it was accepted, so its client
+    // has a request on the way, and closing it unanswered would fail that
+    // request (HTTP/1 has no way to say "go elsewhere" before a request).
+    let first_request_wait = |accepted: tokio::time::Instant| accepted + FIRST_REQUEST_WAIT;
+    let accepted = now();
+    let mut close_at: Option<tokio::time::Instant> = None;
     let mut closing: Option<tokio::time::Instant> = None;
     if *stop.borrow() {
-        closing = Some(tokio::time::Instant::now() + state.grace);
-        conn.as_mut().graceful_shutdown();
+        close_at = Some(first_request_wait(accepted));
     }
     loop {
         let idle_deadline = activity
             .idle_since()
             .map(|t| t + idle_timeout)
-            .unwrap_or_else(|| tokio::time::Instant::now().into_std() + idle_timeout);
+            .unwrap_or_else(|| now().into_std() + idle_timeout);
+        if closing.is_none()
+            && let Some(at) = close_at
+            && (activity.requests() > 0 || now() >= at)
+        {
+            closing = Some(now() + state.grace);
+            conn.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -393,11 +411,12 @@ async fn connection(
                     "client no longer admitted after reload (client CA, CRL or policy changed); connection closed");
                 return;
             }
-            _ = stopped(&mut stop), if closing.is_none() => {
-                closing = Some(tokio::time::Instant::now() + state.grace);
-                conn.as_mut().graceful_shutdown();
+            _ = stopped(&mut stop), if close_at.is_none() => {
+                close_at = Some(if activity.requests() == 0 { first_request_wait(accepted) } else { now() });
             }
-            _ = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
+            // Re-check for a first request now and then while waiting for it.
+            _ = tokio::time::sleep(Duration::from_millis(20)), if closing.is_none() && close_at.is_some() => {}
+            _ = tokio::time::sleep_until(closing.unwrap_or_else(now)), if closing.is_some() => {
                 info!(listener = %name, %peer, grace = ?state.grace,
                     "connection still busy when the grace period ended; closed");
                 return;
@@ -405,7 +424,7 @@ async fn connection(
             _ = tokio::time::sleep_until(idle_deadline.into()), if closing.is_none() => {
                 if activity.idle_since().is_some_and(|t| t.elapsed() >= idle_timeout) {
                     debug!(listener = %name, %peer, "idle timeout; closing");
-                    closing = Some(tokio::time::Instant::now() + state.grace);
+                    closing = Some(now() + state.grace);
                     conn.as_mut().graceful_shutdown();
                 }
             }

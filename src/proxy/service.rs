@@ -55,6 +55,7 @@ pub struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Default for Activity {
@@ -63,6 +64,7 @@ impl Default for Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 }
@@ -73,8 +75,14 @@ impl Activity {
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
+    }
+
+    /// Requests started on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Acquire)
     }
 
     /// When the connection became idle, or `None` while a request is in

@@ -715,6 +715,32 @@ impl Proc {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// The value of `key=` on the first log line containing `needle`.
+    pub fn log_value(&self, needle: &str, key: &str) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split(&format!("{key}=")).nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .map(|v| v.trim_matches('"').to_string())
+    }
+
+    /// The admin listener's address, from the log.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(a) = self
+                .log_value("admin listening", "addr")
+                .and_then(|a| a.parse().ok())
+            {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let log = self.log.lock().unwrap().clone();
+        panic!("no admin address in log:\n{log}")
+    }
+
     /// Waits (bounded) for the process to exit; its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + limit;
@@ -731,10 +757,16 @@ impl Proc {
 /// Starts `certgate run --config FILE` and waits (bounded) until it logs the
 /// address of its listener "agents".
 pub fn spawn_certgate(config: &Path) -> Proc {
+    spawn_certgate_with(config, &[])
+}
+
+/// [`spawn_certgate`] with extra `run` arguments.
+pub fn spawn_certgate_with(config: &Path, extra: &[&str]) -> Proc {
     use std::io::BufRead;
     let mut child = std::process::Command::new(certgate_bin())
         .args(["run", "--config"])
         .arg(config)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -1115,4 +1147,34 @@ impl Load {
 fn closed_before_response(e: &BoxError) -> bool {
     e.downcast_ref::<hyper::Error>()
         .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+}
+
+/// One plain-HTTP request (admin API); status and body.
+pub async fn http_plain(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<(StatusCode, String), BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .body(empty())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of a metric line scraped from a running process's admin API.
+pub async fn scraped(admin: SocketAddr, line_prefix: &str) -> f64 {
+    let (_, text) = http_plain(admin, "GET", "/metrics").await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
