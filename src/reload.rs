@@ -31,7 +31,7 @@ use crate::tls::ListenerTls;
 
 /// How long the files must be quiet before a change is loaded: tools write
 /// a cert and its key, or truncate then write, in quick succession.
-const QUIET: Duration = Duration::from_millis(100);
+pub const QUIET: Duration = Duration::from_millis(100);
 /// A file that keeps changing is still loaded this long after the first
 /// change.
 const MAX_DELAY: Duration = Duration::from_secs(1);

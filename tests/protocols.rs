@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_tungstenite::tungstenite::Message;
@@ -30,23 +27,9 @@ async fn websocket_echo_through_the_gateway() {
         .unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..20 {
-        let text = format!("hello {i}");
-        ws.send(Message::text(text.clone())).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, Message::text(text));
+        ws_echo(&mut ws, Message::text(format!("hello {i}"))).await;
     }
-    let big = vec![7u8; 1 << 20];
-    ws.send(Message::binary(big.clone())).await.unwrap();
-    let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(back.into_data().as_ref(), &big[..]);
+    ws_echo(&mut ws, Message::binary(vec![7u8; 1 << 20])).await;
     ws.close(None).await.unwrap();
 
     // The backend saw the upgrade handshake with the device identity.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http_body_util::BodyExt;
+use tokio_tungstenite::tungstenite::Message;
 
 const FAILURES: &str = "certgate_reloads_total{result=\"failure\"}";
 const SUCCESSES: &str = "certgate_reloads_total{result=\"success\"}";
@@ -60,18 +61,15 @@ fn slow_download(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_cert_rotates_50_times_under_load_without_a_failed_request() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let pairs = [pki.server_pair("rotation A"), pki.server_pair("rotation B")];
-    let mut slot = CertSlot::new(pki.dir.path(), &pairs[0]);
-    let mut cb = ConfigBuilder::new(&pki, backend.addr);
-    cb.cert = slot.cert.clone();
-    cb.key = slot.key.clone();
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
-    let addr = gw.addr("agents").unwrap();
-    let client = client_config(&pki, Some(&device), &[]);
-    let probe = no_resumption(&client);
+    let Rotation {
+        pairs,
+        mut slot,
+        gw,
+        addr,
+        client,
+        probe,
+        ..
+    } = Rotation::start().await;
     assert_eq!(
         presented_cert(addr, probe.clone()).await.unwrap(),
         pairs[0].der
@@ -80,32 +78,34 @@ async fn server_cert_rotates_50_times_under_load_without_a_failed_request() {
     let load = Load::start(addr, client.clone(), 16, Duration::from_millis(5), false).await;
     let fast = Arc::new(AtomicBool::new(false));
     let download = slow_download(addr, client.clone(), fast.clone());
+    // A WebSocket opened before the first rotation, used across all of them.
+    let tls = tls_connect(addr, client.clone()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut latencies = Vec::new();
     for i in 0..50 {
         let style = WRITE_STYLES[i % 3];
         let pair = &pairs[(i + 1) % 2];
-        let written = Instant::now();
-        slot.write(style, pair);
-        let took = wait_for_cert(
-            addr,
-            probe.clone(),
-            &pair.der,
-            written,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "rotation {i} ({style:?}): new cert not served within 2 s; metrics:\n{}",
-                gw.metrics.encode()
-            )
-        });
+        let took = rotate(&mut slot, style, pair, addr, &probe, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "rotation {i} ({style:?}): new cert not served within 2 s; metrics:\n{}",
+                    gw.metrics.encode()
+                )
+            });
         latencies.push((style, took));
-        // Let the load run on the new cert for a moment.
+        // Let the load run on the new cert for a moment; the WebSocket
+        // opened under the first cert keeps echoing.
         tokio::time::sleep(Duration::from_millis(30)).await;
+        if i % 10 == 9 {
+            ws_echo(&mut ws, Message::text(format!("after rotation {i}"))).await;
+        }
     }
+    ws.close(None).await.unwrap();
     let download_running = !download.is_finished();
     fast.store(true, Ordering::Relaxed);
     let requests_during = load.ok();
@@ -143,17 +143,15 @@ async fn server_cert_rotates_50_times_under_load_without_a_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_cert_or_key_keeps_the_old_cert_and_the_next_good_write_wins() {
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let good = [pki.server_pair("good A"), pki.server_pair("good B")];
-    let mut slot = CertSlot::new(pki.dir.path(), &good[0]);
-    let mut cb = ConfigBuilder::new(&pki, backend.addr);
-    cb.cert = slot.cert.clone();
-    cb.key = slot.key.clone();
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
-    let addr = gw.addr("agents").unwrap();
-    let probe = no_resumption(&client_config(&pki, Some(&device), &[]));
+    let Rotation {
+        pki,
+        pairs: good,
+        mut slot,
+        gw,
+        addr,
+        probe,
+        ..
+    } = Rotation::start().await;
     let other = pki.server_pair("someone else");
 
     let half = &good[1].cert_pem[..good[1].cert_pem.len() / 2];
@@ -215,13 +213,12 @@ async fn a_bad_cert_or_key_keeps_the_old_cert_and_the_next_good_write_wins() {
 
         // The next good write is picked up.
         serving = 1 - serving;
-        let written = Instant::now();
-        slot.write(style, &good[serving]);
-        wait_for_cert(
+        rotate(
+            &mut slot,
+            style,
+            &good[serving],
             addr,
-            probe.clone(),
-            &good[serving].der,
-            written,
+            &probe,
             Duration::from_secs(2),
         )
         .await

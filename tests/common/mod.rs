@@ -1178,3 +1178,79 @@ pub async fn scraped(admin: SocketAddr, line_prefix: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A gateway whose server cert and key live in a [`CertSlot`], with two
+/// server certificates to rotate between.
+pub struct Rotation {
+    pub pki: Pki,
+    pub device: ClientCert,
+    pub backend: Backend,
+    pub pairs: [ServerPair; 2],
+    pub slot: CertSlot,
+    pub gw: certgate::Gateway,
+    pub addr: SocketAddr,
+    /// Presents "device-a" (session resumption on).
+    pub client: Arc<rustls::ClientConfig>,
+    /// Presents "device-a", never resumes: sees the cert served now.
+    pub probe: Arc<rustls::ClientConfig>,
+}
+
+impl Rotation {
+    /// Starts the gateway serving `pairs[0]`.
+    pub async fn start() -> Rotation {
+        let mut pki = Pki::new();
+        let device = pki.client("device-a", Kind::Good);
+        let backend = Backend::start().await;
+        let pairs = [pki.server_pair("rotation A"), pki.server_pair("rotation B")];
+        let slot = CertSlot::new(pki.dir.path(), &pairs[0]);
+        let mut cb = ConfigBuilder::new(&pki, backend.addr);
+        cb.cert = slot.cert.clone();
+        cb.key = slot.key.clone();
+        let gw = start_gateway(&cb.write(pki.dir.path())).await;
+        let addr = gw.addr("agents").unwrap();
+        let client = client_config(&pki, Some(&device), &[]);
+        let probe = no_resumption(&client);
+        Rotation {
+            pki,
+            device,
+            backend,
+            pairs,
+            slot,
+            gw,
+            addr,
+            client,
+            probe,
+        }
+    }
+}
+
+/// Sends `msg` on a WebSocket and asserts it comes back (5 s).
+pub async fn ws_echo<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    msg: tokio_tungstenite::tungstenite::Message,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(msg.clone()).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Writes `pair` into `slot` in `style`, then polls with new handshakes
+/// until it is served; how long that took, or `None` after `limit`.
+pub async fn rotate(
+    slot: &mut CertSlot,
+    style: WriteStyle,
+    pair: &ServerPair,
+    addr: SocketAddr,
+    probe: &Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Option<Duration> {
+    let written = std::time::Instant::now();
+    slot.write(style, pair);
+    wait_for_cert(addr, probe.clone(), &pair.der, written, limit).await
+}
