@@ -47,14 +47,17 @@ fn main() {
 }
 
 async fn run() {
+    // Bind every field: `..` would drop the backend and the PKI directory.
     let Rotation {
+        pki: _pki,
+        backend: _backend,
+        device: _device,
         pairs,
         mut slot,
         gw,
         addr,
         client,
         probe,
-        ..
     } = Rotation::start().await;
     let load = Load::start(addr, client.clone(), 16, Duration::from_millis(5), false).await;
 

@@ -227,6 +227,8 @@ pub struct Controller {
     /// Digest of the last refused attempt: the same bytes are not retried
     /// until something changes.
     refused: Option<[u8; 32]>,
+    watcher: FileWatcher,
+    changed: Arc<Notify>,
 }
 
 impl Controller {
@@ -242,6 +244,11 @@ impl Controller {
     ) -> Result<Controller, RunError> {
         let built = Built::new(&settings, None)?;
         let digest = files_digest(&settings.files());
+        // Watch before anything is served, so that no change made after
+        // start returns can be missed.
+        let changed = Arc::new(Notify::new());
+        let mut watcher = FileWatcher::new(changed.clone());
+        watcher.update(&settings.files());
         let mut controller = Controller {
             settings: settings.clone(),
             listeners: Vec::new(),
@@ -253,6 +260,8 @@ impl Controller {
             handle,
             digest,
             refused: None,
+            watcher,
+            changed,
         };
         controller
             .apply(settings, built, &mut inherited, true)
@@ -277,9 +286,7 @@ impl Controller {
         mut shutdown: watch::Receiver<bool>,
         handover_socket: Option<UnixListener>,
     ) -> bool {
-        let changed = Arc::new(Notify::new());
-        let mut watcher = FileWatcher::new(changed.clone());
-        watcher.update(&self.settings.files());
+        let changed = self.changed.clone();
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.reset();
@@ -290,9 +297,6 @@ impl Controller {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload { cause, reply }) => {
                         let out = self.reload(cause, true).await;
-                        if out.is_ok() {
-                            watcher.update(&self.settings.files());
-                        }
                         let _ = reply.send(out);
                     }
                     None => break,
@@ -307,14 +311,10 @@ impl Controller {
                             _ = tokio::time::sleep_until(deadline) => break,
                         }
                     }
-                    if self.reload(Cause::Files, false).await.is_ok() {
-                        watcher.update(&self.settings.files());
-                    }
+                    let _ = self.reload(Cause::Files, false).await;
                 }
                 _ = poll.tick() => {
-                    if self.reload(Cause::Poll, false).await.is_ok() {
-                        watcher.update(&self.settings.files());
-                    }
+                    let _ = self.reload(Cause::Poll, false).await;
                 }
                 conn = accept_unix(handover_socket.as_ref()) => {
                     if self.hand_over(conn).await {
@@ -418,6 +418,9 @@ impl Controller {
             Ok((report, digest)) => {
                 self.digest = digest;
                 self.refused = None;
+                // The files may have moved (config change, new symlink
+                // targets): watch where they are now.
+                self.watcher.update(&self.settings.files());
                 self.metrics.reload(true, now_unix());
                 info!(
                     cause = cause.as_str(),

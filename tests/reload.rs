@@ -61,14 +61,17 @@ fn slow_download(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_cert_rotates_50_times_under_load_without_a_failed_request() {
+    // Bind every field: `..` would drop the backend and the PKI directory.
     let Rotation {
+        pki: _pki,
+        backend: _backend,
+        device: _device,
         pairs,
         mut slot,
         gw,
         addr,
         client,
         probe,
-        ..
     } = Rotation::start().await;
     assert_eq!(
         presented_cert(addr, probe.clone()).await.unwrap(),
@@ -145,12 +148,14 @@ async fn server_cert_rotates_50_times_under_load_without_a_failed_request() {
 async fn a_bad_cert_or_key_keeps_the_old_cert_and_the_next_good_write_wins() {
     let Rotation {
         pki,
+        backend: _backend,
+        device: _device,
         pairs: good,
         mut slot,
         gw,
         addr,
         probe,
-        ..
+        client: _client,
     } = Rotation::start().await;
     let other = pki.server_pair("someone else");
 
@@ -382,13 +387,11 @@ async fn config_reload_adds_and_removes_listeners_and_switches_the_upstream() {
     cb.servers = vec![backend2.addr.to_string()];
     cb.extra_upstream = listener("new");
     cb.write(pki.dir.path());
-    let report = gw.reload().await.unwrap();
-    println!("reload report: {:#?}", report.changes);
-    let text = report.changes.join("\n");
-    assert!(text.contains("listener \"new\" added"), "{text}");
-    assert!(text.contains("listener \"old\""), "{text}");
-    assert!(text.contains("upstream \"core\""), "{text}");
-
+    // The file watcher applies it (an explicit reload may find it done).
+    assert!(
+        eventually(Duration::from_secs(2), || gw.addr("new").is_some()).await,
+        "the config change was not applied"
+    );
     let new = gw.addr("new").expect("listener \"new\" is bound");
     assert!(gw.addr("old").is_none());
     let (status, body) = slow.await.unwrap().unwrap();
@@ -444,7 +447,10 @@ async fn a_reload_whose_address_cannot_be_bound_changes_nothing() {
         err.contains("second") && err.contains(&busy_addr.to_string()),
         "the error names the listener and address: {err}"
     );
-    assert_eq!(metric(&f.gw, FAILURES), 1.0);
+    // The file watcher may have tried the same file first: one or two
+    // refused attempts, never a success.
+    assert!(metric(&f.gw, FAILURES) >= 1.0);
+    assert_eq!(metric(&f.gw, SUCCESSES), 0.0);
     assert_eq!(metric(&f.gw, "certgate_config_last_reload_successful"), 0.0);
     assert!(f.gw.addr("second").is_none());
     // The upstream change in the same file was not applied either.
