@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command. Installs the system tools the tests drive (curl and
-# openssl, as real clients), then checks formatting and lints and runs the
-# whole suite once, in the dev profile, with cargo-nextest.
+# openssl as real clients, systemd-socket-activate for socket activation),
+# then checks formatting and lints and runs the whole suite once, in the dev
+# profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl openssl; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+for tool in curl:curl openssl:openssl systemd-socket-activate:systemd; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

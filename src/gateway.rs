@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::error::{ConfigError, RunError};
-use crate::handover::{self, Takeover};
+use crate::handover::{self, InheritedSocket, Takeover};
 use crate::metrics::Metrics;
 use crate::reload::{Built, Cause, Controller, ReloadHandle, ReloadOutcome, View};
 
@@ -50,15 +50,16 @@ impl Gateway {
     /// Validates and loads everything, binds every listener, and starts
     /// serving. Nothing is bound unless everything is valid.
     pub async fn start(settings: Settings) -> Result<Gateway, RunError> {
-        Gateway::start_with(settings, None).await
+        Gateway::start_with(settings, None, Vec::new()).await
     }
 
     /// Like [`Gateway::start`], serving the sockets of `takeover` (a running
-    /// predecessor's) where they match the config, then telling the
-    /// predecessor to stop accepting.
+    /// predecessor's) and `activated` (from systemd) where they match the
+    /// config, then telling the predecessor to stop accepting.
     pub async fn start_with(
         settings: Settings,
         takeover: Option<Takeover>,
+        activated: Vec<InheritedSocket>,
     ) -> Result<Gateway, RunError> {
         let handover_path = settings.handover_socket.clone();
         // Claim the handover socket first when starting fresh: a second
@@ -71,13 +72,14 @@ impl Gateway {
         let (drain_tx, drained) = mpsc::channel(1);
         let (commands, commands_rx) = mpsc::channel(16);
         let reload = ReloadHandle::new(commands);
-        let (takeover, inherited) = match takeover {
+        let (takeover, mut inherited) = match takeover {
             Some(mut t) => {
                 let sockets = std::mem::take(&mut t.sockets);
                 (Some(t), sockets)
             }
             None => (None, Vec::new()),
         };
+        inherited.extend(activated);
         let controller = Controller::start(
             settings.clone(),
             metrics.clone(),
@@ -209,7 +211,14 @@ pub async fn run(settings: Settings, takeover: bool) -> Result<(), RunError> {
             t
         }
     };
-    let mut gateway = Gateway::start_with(settings, predecessor).await?;
+    let activated = handover::systemd_sockets().map_err(RunError::handover)?;
+    if !activated.is_empty() {
+        info!(
+            sockets = activated.len(),
+            "socket activation: serving the listening sockets passed by the service manager"
+        );
+    }
+    let mut gateway = Gateway::start_with(settings, predecessor, activated).await?;
     let reload = gateway.reload_handle();
     let why = loop {
         tokio::select! {

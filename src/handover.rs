@@ -88,6 +88,34 @@ pub struct InheritedSocket {
     fd: OwnedFd,
 }
 
+/// Listening TCP sockets passed by systemd socket activation (`LISTEN_FDS`,
+/// checked against `LISTEN_PID`). Each serves the listener whose `listen`
+/// address equals the socket's address; the rest are closed.
+pub fn systemd_sockets() -> Result<Vec<InheritedSocket>, HandoverError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        let listener = fds
+            .take_tcp_listener(i)
+            .map_err(|source| HandoverError::Io {
+                path: format!("LISTEN_FDS socket #{i}"),
+                source,
+            })?;
+        let Some(listener) = listener else { continue };
+        let local = listener.local_addr().map_err(|source| HandoverError::Io {
+            path: format!("LISTEN_FDS socket #{i}"),
+            source,
+        })?;
+        out.push(InheritedSocket {
+            name: format!("systemd:{i}"),
+            configured: local,
+            local,
+            fd: OwnedFd::from(listener),
+        });
+    }
+    Ok(out)
+}
+
 impl InheritedSocket {
     /// Turns the inherited descriptor into a tokio listener.
     pub fn into_tokio(self) -> std::io::Result<TcpListener> {

@@ -181,3 +181,50 @@ async fn takeover_with_nobody_to_take_over_from_starts_fresh() {
     let gw = spawn_certgate_with(&config, &["--takeover"]);
     assert!(gw.log.lock().unwrap().contains("starting fresh"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activation_serves_the_passed_socket() {
+    require_tool("systemd-socket-activate");
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.listen = addr.to_string();
+    let config = cb.write(pki.dir.path());
+    // systemd-socket-activate binds the socket and starts certgate (same
+    // pid, LISTEN_FDS=1) when the first connection arrives; that connection
+    // waits in the backlog and must be served.
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(addr.to_string())
+        .arg(certgate_bin())
+        .args(["run", "--config"])
+        .arg(&config);
+    let (gw, _) = spawn_logged(cmd, addr);
+    let ready = Instant::now();
+    let mut served = None;
+    while ready.elapsed() < Duration::from_secs(5) && served.is_none() {
+        served = get(
+            addr,
+            client_config(&pki, Some(&device), &[]),
+            "/activated",
+            &[],
+        )
+        .await
+        .ok();
+        if served.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let log = gw.log.lock().unwrap().clone();
+    let (status, _) = served.unwrap_or_else(|| panic!("not served; log:\n{log}"));
+    assert_eq!(status, 200);
+    assert!(log.contains("socket activation"), "{log}");
+    assert!(log.contains("serving a socket inherited"), "{log}");
+}

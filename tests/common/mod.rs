@@ -762,11 +762,28 @@ pub fn spawn_certgate(config: &Path) -> Proc {
 
 /// [`spawn_certgate`] with extra `run` arguments.
 pub fn spawn_certgate_with(config: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = std::process::Command::new(certgate_bin());
+    cmd.args(["run", "--config"]).arg(config).args(extra);
+    let (mut proc, started) = spawn_logged(cmd, "0.0.0.0:0".parse().unwrap());
+    let addr = started
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let log = proc.log.lock().unwrap().clone();
+            panic!("certgate did not start; log:\n{log}")
+        });
+    proc.addr = addr.parse().unwrap();
+    proc
+}
+
+/// Spawns `cmd` (certgate, or a wrapper that execs it) with its stderr
+/// collected into `log`; the receiver gets the address of listener
+/// "agents" once it is logged.
+pub fn spawn_logged(
+    mut cmd: std::process::Command,
+    addr: SocketAddr,
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(certgate_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .args(extra)
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -788,18 +805,12 @@ pub fn spawn_certgate_with(config: &Path, extra: &[&str]) -> Proc {
             {
                 let _ = tx.send(a.to_string());
             }
-            log2.lock().unwrap().push_str(&line);
-            log2.lock().unwrap().push('\n');
+            let mut log = log2.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("certgate did not start; log:\n{}", log.lock().unwrap()));
-    Proc {
-        child,
-        addr: addr.parse().unwrap(),
-        log,
-    }
+    (Proc { child, addr, log }, rx)
 }
 
 /// The usual test setup: a PKI with one good device "device-a", a backend,
