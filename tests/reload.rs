@@ -490,3 +490,73 @@ async fn expiry_gauges_cover_served_certs_and_trusted_cas() {
     );
     assert_eq!(metric(&f.gw, "certgate_config_last_reload_successful"), 1.0);
 }
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_listen_address_rebinds_and_tightened_client_auth_closes_anonymous_connections() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let first = free_port();
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.listen = first.to_string();
+    cb.mode = "off";
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    assert_eq!(gw.addr("agents"), Some(first));
+    let anonymous = client_config(&pki, None, &[]);
+    let open = h1_sender(first, anonymous.clone()).await.unwrap();
+    let (status, _) = get(first, anonymous.clone(), "/anon", &[]).await.unwrap();
+    assert_eq!(status, 200);
+
+    // Same address, client certificates now required: the anonymous
+    // connection is closed, new anonymous handshakes are refused.
+    cb.mode = "required";
+    cb.write(pki.dir.path());
+    gw.reload().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || open.is_closed()).await,
+        "an open connection without a certificate must be closed once certificates are required"
+    );
+    assert!(get(first, anonymous.clone(), "/anon", &[]).await.is_err());
+    let with_cert = client_config(&pki, Some(&device), &[]);
+    let (status, _) = get(first, with_cert.clone(), "/cert", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metric(
+            &gw,
+            "certgate_connections_closed_by_policy_total{listener=\"agents\",reason=\"no_certificate\"}"
+        ) >= 1.0,
+        "{}",
+        gw.metrics.encode()
+    );
+
+    // A new listen address: bound, and the old one released.
+    let second = free_port();
+    cb.listen = second.to_string();
+    cb.write(pki.dir.path());
+    gw.reload().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || gw.addr("agents") == Some(second)).await,
+        "listener must move to {second}"
+    );
+    let (status, _) = get(second, with_cert.clone(), "/moved", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        eventually(Duration::from_secs(2), || std::net::TcpStream::connect(
+            first
+        )
+        .is_err())
+        .await,
+        "the old address must be released"
+    );
+    assert!(
+        std::net::TcpListener::bind(first).is_ok(),
+        "the old port is free for others"
+    );
+}
