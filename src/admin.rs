@@ -1,6 +1,8 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text format),
-//! `/healthz` and `POST /api/reload`. It is served on its own address,
-//! loopback by default, and never shares a port with device traffic.
+//! `/healthz`, `POST /api/reload` and the device API under
+//! `/api/devices`. It is served on its own address, loopback by default,
+//! and never shares a port with device traffic. With a token file, every
+//! `/api/` call needs `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +17,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::warn;
 
+use arc_swap::ArcSwap;
+use http_body_util::BodyExt as _;
+
+use crate::config::ConfigPath;
+use crate::error::ConfigError;
 use crate::metrics::Metrics;
+use crate::registry::{Change, Device, DeviceStatus, Query, Registry, RegistryError, parse_fingerprint};
 use crate::reload::{Cause, ReloadHandle};
 
 /// What the admin API works on.
@@ -25,6 +33,10 @@ pub struct AdminContext {
     pub metrics: Arc<Metrics>,
     /// Triggers reloads.
     pub reload: ReloadHandle,
+    /// The device registry, when configured.
+    pub registry: Option<Registry>,
+    /// Bearer tokens (swapped on reload).
+    pub tokens: Arc<ArcSwap<Tokens>>,
 }
 
 /// Serves the admin API until `shutdown` turns true.
@@ -55,7 +67,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(route(&ctx, &req).await) }
+                async move { Ok::<_, Infallible>(route(&ctx, req).await) }
             });
             let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
         });
@@ -72,20 +84,232 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-async fn route(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ctx.metrics.encode(),
-        ),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::POST, "/api/reload") => reload(ctx).await,
+async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/metrics") => {
+            return text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ctx.metrics.encode(),
+            );
+        }
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "text/plain", "ok\n".into()),
+        _ => {}
+    }
+    if !path.starts_with("/api/") {
+        return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+    }
+    let who = match ctx.tokens.load().authorize(req.headers()) {
+        Ok(who) => who,
+        Err(status) => {
+            let mut r = json(
+                status,
+                serde_json::json!({"error": "missing or wrong bearer token (Authorization: Bearer <token> from the admin token_file)"}),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    };
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/api/reload") => reload(ctx).await,
         (_, "/api/reload") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "use POST /api/reload\n".into(),
         ),
+        (method, p) if p == "/api/devices" || p.starts_with("/api/devices/") => {
+            let Some(registry) = &ctx.registry else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no device registry: add a [registry] table to the config"}),
+                );
+            };
+            let rest = p.trim_start_matches("/api/devices").trim_start_matches('/');
+            let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            devices(registry, method, &parts, req, &who).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    text(status, "application/json", format!("{body}\n"))
+}
+
+fn registry_error(e: RegistryError) -> Response<Full<Bytes>> {
+    let status = match &e {
+        RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+        RegistryError::BadFingerprint(_) => StatusCode::BAD_REQUEST,
+        RegistryError::Store(_) | RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        RegistryError::Audit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json(status, serde_json::json!({"error": e.to_string()}))
+}
+
+/// Reads a JSON request body (at most 4 MiB: an import of many
+/// fingerprints fits).
+async fn body_json(req: Request<Incoming>) -> Result<serde_json::Value, Response<Full<Bytes>>> {
+    let limited = http_body_util::Limited::new(req.into_body(), 4 << 20);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("cannot read the request body: {e}")}),
+            ));
+        }
+    };
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": format!("the body is not JSON: {e}")}),
+        )
+    })
+}
+
+fn query(req: &Request<Incoming>) -> Result<Query, String> {
+    let mut q = Query::default();
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "status" => {
+                q.status = Some(
+                    DeviceStatus::parse(&v)
+                        .ok_or_else(|| format!("status \"{v}\": use pending, approved or blocked"))?,
+                );
+            }
+            "q" => q.text = Some(v),
+            "expiring" => {
+                let d = crate::config::parse_duration(&v)
+                    .or_else(|_| crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d'))))
+                    .map_err(|e| format!("expiring \"{v}\": {e}"))?;
+                q.expiring_within = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            }
+            "offset" => q.offset = v.parse().map_err(|_| format!("offset \"{v}\" is not a number"))?,
+            "limit" => q.limit = Some(v.parse().map_err(|_| format!("limit \"{v}\" is not a number"))?),
+            other => return Err(format!("unknown query parameter \"{other}\"")),
+        }
+    }
+    Ok(q)
+}
+
+/// Decodes `%XX` and `+` in a query value. Hand-written: a URL crate for
+/// one query string of a loopback admin API is not worth a dependency.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn devices(
+    registry: &Registry,
+    method: Method,
+    parts: &[&str],
+    req: Request<Incoming>,
+    who: &str,
+) -> Response<Full<Bytes>> {
+    let action = |a: &str| match a {
+        "approve" => Some(Change::Approve),
+        "block" => Some(Change::Block),
+        "unblock" => Some(Change::Unblock),
+        _ => None,
+    };
+    let changed = |r: Result<Vec<Device>, RegistryError>| match r {
+        Ok(d) => json(StatusCode::OK, serde_json::json!({"devices": d})),
+        Err(e) => registry_error(e),
+    };
+    match (method, parts) {
+        (Method::GET, []) => match query(&req) {
+            Ok(q) => match registry.list(q).await {
+                Ok(page) => json(StatusCode::OK, serde_json::json!(page)),
+                Err(e) => registry_error(e),
+            },
+            Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
+        },
+        // Bulk: POST /api/devices/approve {"fingerprints": [...]}.
+        (Method::POST, [a]) if action(a).is_some() => {
+            let body = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(list) = body.get("fingerprints").and_then(|f| f.as_array()) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "expected {\"fingerprints\": [\"<sha256 hex>\", ...]}"}),
+                );
+            };
+            let fps = list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let Some(change) = action(a) else {
+                return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+            };
+            changed(registry.change(fps, change, who).await)
+        }
+        (Method::GET, [fp]) => {
+            let Some(fp) = parse_fingerprint(fp) else {
+                return registry_error(RegistryError::BadFingerprint(fp.to_string()));
+            };
+            match registry.get(&fp).await {
+                Ok(Some(d)) => json(StatusCode::OK, serde_json::json!(d)),
+                Ok(None) => registry_error(RegistryError::NotFound(fp)),
+                Err(e) => registry_error(e),
+            }
+        }
+        (Method::DELETE, [fp]) => {
+            changed(registry.change(vec![fp.to_string()], Change::Forget, who).await)
+        }
+        (Method::POST, [fp, a]) if action(a).is_some() => {
+            let Some(change) = action(a) else {
+                return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+            };
+            changed(registry.change(vec![fp.to_string()], change, who).await)
+        }
+        (Method::POST | Method::PUT, [fp, "label"]) => {
+            let body = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let label = match body.get("label") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(serde_json::Value::String(_)) | Some(serde_json::Value::Null) => None,
+                _ => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "expected {\"label\": \"text\"} (or null to clear)"}),
+                    );
+                }
+            };
+            changed(
+                registry
+                    .change(vec![fp.to_string()], Change::Label(label), who)
+                    .await,
+            )
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -109,5 +333,70 @@ async fn reload(ctx: &AdminContext) -> Response<Full<Bytes>> {
             )
         }
     };
-    text(status, "application/json", format!("{body}\n"))
+    json(status, body)
+}
+
+/// The admin API's bearer tokens, from `[admin] token_file`: lines of
+/// `name:token` (a line without `name:` is named `admin`); `#` comments.
+/// The name is what the audit log records as "who".
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    tokens: Vec<(String, String)>,
+}
+
+impl Tokens {
+    /// Reads and checks a token file.
+    pub fn load(path: &ConfigPath) -> Result<Tokens, ConfigError> {
+        let err = |message: String| ConfigError::File {
+            context: "admin.token_file".into(),
+            message: format!("{path}: {message}"),
+        };
+        let text = std::fs::read_to_string(&path.resolved)
+            .map_err(|e| err(format!("cannot be read ({e})")))?;
+        let mut tokens = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, token) = match line.split_once(':') {
+                Some((n, t)) => (n.trim().to_string(), t.trim().to_string()),
+                None => ("admin".to_string(), line.to_string()),
+            };
+            if token.len() < 16 {
+                return Err(err(format!(
+                    "line {}: the token for \"{name}\" is shorter than 16 characters; use e.g. `openssl rand -hex 32`",
+                    i + 1
+                )));
+            }
+            tokens.push((name, token));
+        }
+        if tokens.is_empty() {
+            return Err(err("contains no token; add a line name:token".into()));
+        }
+        Ok(Tokens { tokens })
+    }
+
+    /// The caller's name, or the status to answer. Without configured
+    /// tokens (only allowed on a loopback admin listener) everyone is
+    /// `local`.
+    fn authorize(&self, headers: &http::HeaderMap) -> Result<String, StatusCode> {
+        if self.tokens.is_empty() {
+            return Ok("local".into());
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        self.tokens
+            .iter()
+            .find(|(_, t)| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(t.as_bytes(), given.as_bytes())
+                    .is_ok()
+            })
+            .map(|(n, _)| n.clone())
+            .ok_or(StatusCode::UNAUTHORIZED)
+    }
 }

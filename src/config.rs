@@ -43,6 +43,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default capacity of the registry's update queue.
+pub const DEFAULT_UPDATE_QUEUE: usize = 65_536;
+/// File name of the audit log when `registry.audit_log` is not given.
+pub const AUDIT_LOG_NAME: &str = "audit.log";
 /// Default number of TLS 1.2 sessions kept for session-ID resumption.
 pub const DEFAULT_SESSION_CACHE: usize = 20_000;
 
@@ -61,6 +65,7 @@ struct RawConfig {
     handover_socket: Option<String>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
+    registry: Option<RawRegistry>,
     #[serde(default)]
     listener: Vec<RawListener>,
     #[serde(default)]
@@ -78,6 +83,16 @@ struct RawLog {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: String,
+    token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    path: String,
+    approval: Option<String>,
+    audit_log: Option<String>,
+    update_queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +135,14 @@ struct RawClientAuth {
     ca: Vec<String>,
     #[serde(default)]
     crl: Vec<String>,
+    #[serde(default)]
+    allow_cn: Vec<String>,
+    #[serde(default)]
+    allow_ou: Vec<String>,
+    #[serde(default)]
+    allow_dns: Vec<String>,
+    #[serde(default)]
+    allow_uri: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +170,9 @@ pub struct Settings {
     /// Unix socket on which this process hands its listening sockets to a
     /// successor (`certgate run --takeover`); none when not configured.
     pub handover_socket: Option<PathBuf>,
+    /// The device registry; none when not configured (then a valid
+    /// certificate is enough).
+    pub registry: Option<RegistrySettings>,
     /// Diagnostic log settings.
     pub log: LogSettings,
     /// The admin listener (metrics, health), if configured.
@@ -181,6 +207,54 @@ pub enum LogFormat {
 pub struct AdminSettings {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// File of `name:token` lines; mutating API calls need
+    /// `Authorization: Bearer <token>`. Required off loopback.
+    pub token_file: Option<ConfigPath>,
+}
+
+/// How a first-seen device with a valid certificate is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// Refused and recorded as pending until an administrator approves it.
+    Manual,
+    /// Admitted and recorded as approved.
+    Auto,
+}
+
+/// `[registry]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySettings {
+    /// The redb device store.
+    pub path: ConfigPath,
+    /// First-seen policy.
+    pub approval: Approval,
+    /// Append-only log of every admin change.
+    pub audit_log: ConfigPath,
+    /// Capacity of the queue of first/last-seen updates from handshakes;
+    /// beyond it updates are dropped (and counted), never handshakes.
+    pub update_queue: usize,
+}
+
+/// Static pre-approval rules of a listener: a certificate matching any of
+/// them (after CA validation) counts as approved. `*` matches any run of
+/// characters; matching is exact otherwise (case-insensitive for DNS).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AllowRules {
+    /// Subject common names.
+    pub cn: Vec<String>,
+    /// Subject organizational units.
+    pub ou: Vec<String>,
+    /// SAN DNS names.
+    pub dns: Vec<String>,
+    /// SAN URIs.
+    pub uri: Vec<String>,
+}
+
+impl AllowRules {
+    /// True when no rule is configured.
+    pub fn is_empty(&self) -> bool {
+        self.cn.is_empty() && self.ou.is_empty() && self.dns.is_empty() && self.uri.is_empty()
+    }
 }
 
 /// One validated `[[listener]]`.
@@ -292,6 +366,8 @@ pub struct ClientAuthSettings {
     pub ca: Vec<ConfigPath>,
     /// Certificate revocation lists (PEM or DER).
     pub crl: Vec<ConfigPath>,
+    /// Static pre-approval rules.
+    pub allow: AllowRules,
 }
 
 /// One validated `[[upstream]]`.
@@ -357,6 +433,9 @@ impl Settings {
             out.extend(l.tls.client_auth.ca.iter().map(|p| p.resolved.clone()));
             out.extend(l.tls.client_auth.crl.iter().map(|p| p.resolved.clone()));
         }
+        if let Some(t) = self.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+            out.push(t.resolved.clone());
+        }
         out.dedup();
         out
     }
@@ -402,11 +481,60 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
     };
 
     let admin = raw.admin.and_then(|a| match parse_addr(&a.listen) {
-        Ok(listen) => Some(AdminSettings { listen }),
+        Ok(listen) => {
+            let token_file = a.token_file.map(|t| resolve(base, t));
+            if token_file.is_none() && !listen.ip().is_loopback() {
+                errors.push(invalid(
+                    "admin.token_file",
+                    format!(
+                        "the admin listener {listen} is reachable from other hosts, so its \
+                         mutating API needs a token: add token_file = \"...\" (lines of \
+                         name:token), or listen on 127.0.0.1"
+                    ),
+                ));
+            }
+            Some(AdminSettings { listen, token_file })
+        }
         Err(m) => {
             errors.push(invalid("admin.listen", m));
             None
         }
+    });
+
+    let registry = raw.registry.and_then(|r| {
+        let approval = match r.approval.as_deref() {
+            None | Some("manual") => Approval::Manual,
+            Some("auto") => Approval::Auto,
+            Some(other) => {
+                errors.push(invalid(
+                    "registry.approval",
+                    format!("\"{other}\" is not an approval mode; use \"manual\" or \"auto\""),
+                ));
+                return None;
+            }
+        };
+        let update_queue = r.update_queue.unwrap_or(DEFAULT_UPDATE_QUEUE);
+        if update_queue == 0 {
+            errors.push(invalid("registry.update_queue", "must be at least 1"));
+        }
+        let path = resolve(base, r.path);
+        let audit_log = match r.audit_log {
+            Some(a) => resolve(base, a),
+            None => ConfigPath {
+                written: format!("{} (next to registry.path)", AUDIT_LOG_NAME),
+                resolved: path
+                    .resolved
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(AUDIT_LOG_NAME),
+            },
+        };
+        Some(RegistrySettings {
+            path,
+            approval,
+            audit_log,
+            update_queue,
+        })
     });
 
     let mut upstreams = Vec::new();
@@ -544,6 +672,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
         source: source.to_path_buf(),
         shutdown_grace,
         handover_socket,
+        registry,
         log,
         admin,
         listeners,
@@ -690,10 +819,23 @@ fn validate_tls(
                     "mode = \"off\" ignores ca and crl; remove them or set mode = \"required\"",
                 ));
             }
+            let allow = AllowRules {
+                cn: ca.allow_cn,
+                ou: ca.allow_ou,
+                dns: ca.allow_dns,
+                uri: ca.allow_uri,
+            };
+            if mode == Some(ClientAuthMode::Off) && !allow.is_empty() {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "allow_* rules need client certificates; set mode = \"required\"",
+                ));
+            }
             mode.map(|mode| ClientAuthSettings {
                 mode,
                 ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
                 crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
+                allow,
             })
         }
     };

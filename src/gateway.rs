@@ -16,13 +16,14 @@ use crate::config::Settings;
 use crate::error::{ConfigError, RunError};
 use crate::handover::{self, InheritedSocket, Takeover};
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::reload::{Built, Cause, Controller, ReloadHandle, ReloadOutcome, View};
 
 /// Loads every file the settings name and builds the listeners' TLS state,
 /// without binding anything. This is what `certgate check` runs, and what
 /// every reload runs before it changes anything.
 pub fn check(settings: &Settings) -> Result<Built, ConfigError> {
-    Built::new(settings, None)
+    Built::new(settings, None, None)
 }
 
 /// A running gateway. Dropping it signals shutdown.
@@ -80,9 +81,21 @@ impl Gateway {
             None => (None, Vec::new()),
         };
         inherited.extend(activated);
+        let registry = match &settings.registry {
+            Some(r) => Some(
+                Registry::open(r, metrics.registry()).map_err(|e| {
+                    RunError::Config(ConfigError::File {
+                        context: "registry.path".into(),
+                        message: e.to_string(),
+                    })
+                })?,
+            ),
+            None => None,
+        };
         let controller = Controller::start(
             settings.clone(),
             metrics.clone(),
+            registry.clone(),
             drain_tx,
             reload.clone(),
             inherited,

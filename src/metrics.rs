@@ -44,6 +44,17 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    listener: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -88,6 +99,10 @@ pub struct Metrics {
     last_reload_ok: Gauge,
     last_reload_success: Gauge,
     cert_not_after: Family<CertLabels, Gauge>,
+    devices: Family<StatusLabel, Gauge>,
+    decisions: Family<DecisionLabels, Counter>,
+    registry_dropped: Counter,
+    registry_write_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -166,6 +181,30 @@ impl Metrics {
             "Expiry of each served certificate and trusted client CA, seconds since the Unix epoch",
             cert_not_after.clone(),
         );
+        let devices = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "devices",
+            "Devices in the registry, by status",
+            devices.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "registry_decisions",
+            "Admission decisions on CA-valid client certificates: approved, auto, rule (admitted); unapproved, blocked, not_allowed (refused)",
+            decisions.clone(),
+        );
+        let registry_dropped = Counter::default();
+        registry.register(
+            "registry_updates_dropped",
+            "Handshake updates (first/last seen) dropped because the registry queue was full",
+            registry_dropped.clone(),
+        );
+        let registry_write_errors = Counter::default();
+        registry.register(
+            "registry_write_errors",
+            "Device store writes that failed",
+            registry_write_errors.clone(),
+        );
         for r in ["success", "failure"] {
             reloads
                 .get_or_create(&ResultLabel { result: r.into() })
@@ -188,6 +227,24 @@ impl Metrics {
             last_reload_ok,
             last_reload_success,
             cert_not_after,
+            devices,
+            decisions,
+            registry_dropped,
+            registry_write_errors,
+        }
+    }
+
+    /// Handles for the device registry.
+    pub fn registry(&self) -> crate::registry::RegistryMetrics {
+        let status = |s: &str| {
+            self.devices
+                .get_or_create(&StatusLabel { status: s.into() })
+                .clone()
+        };
+        crate::registry::RegistryMetrics {
+            devices: [status("pending"), status("approved"), status("blocked")],
+            dropped: self.registry_dropped.clone(),
+            write_errors: self.registry_write_errors.clone(),
         }
     }
 
@@ -257,6 +314,7 @@ impl Metrics {
             handshake_failures: self.handshake_failures.clone(),
             upstream_errors: self.upstream_errors.clone(),
             closed_by_policy: self.closed_by_policy.clone(),
+            decisions: self.decisions.clone(),
         }
     }
 
@@ -283,9 +341,20 @@ pub struct ListenerMetrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     closed_by_policy: Family<ReasonLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
 }
 
 impl ListenerMetrics {
+    /// Counts an admission decision on a CA-valid certificate.
+    pub fn decision(&self, decision: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                listener: self.listener.clone(),
+                decision: decision.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts an open connection closed because its client is no longer
     /// admitted.
     pub fn closed_by_policy(&self, reason: &'static str) {

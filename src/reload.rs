@@ -21,7 +21,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::admin;
-use crate::config::{ListenerSettings, Settings};
+use crate::config::{Approval, ListenerSettings, Settings};
+use crate::registry::{Policy, Registry};
 use crate::error::{ConfigError, RunError};
 use crate::handover;
 use crate::metrics::{CertExpiry, Metrics};
@@ -127,6 +128,7 @@ pub struct View {
 pub struct Built {
     listeners: Vec<(ListenerSettings, Arc<ListenerTls>, Arc<Upstream>)>,
     upstreams: Vec<Arc<Upstream>>,
+    tokens: admin::Tokens,
 }
 
 impl Built {
@@ -134,7 +136,11 @@ impl Built {
     /// `previous` (the controller being reloaded) lets unchanged upstreams
     /// keep their connection pools and unchanged trust settings keep their
     /// verifier and session cache. All problems are reported together.
-    pub fn new(settings: &Settings, previous: Option<&Controller>) -> Result<Built, ConfigError> {
+    pub fn new(
+        settings: &Settings,
+        previous: Option<&Controller>,
+        registry: Option<&Registry>,
+    ) -> Result<Built, ConfigError> {
         let mut errors = Vec::new();
         let mut upstreams = Vec::new();
         for u in &settings.upstreams {
@@ -151,6 +157,16 @@ impl Built {
                 },
             }
         }
+        let tokens = match settings.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+            Some(path) => match admin::Tokens::load(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e);
+                    admin::Tokens::default()
+                }
+            },
+            None => admin::Tokens::default(),
+        };
         let mut listeners = Vec::new();
         for l in &settings.listeners {
             let old = previous.and_then(|p| {
@@ -159,7 +175,15 @@ impl Built {
                     .find(|r| r.name == l.name)
                     .map(|r| r.shared.current().tls.clone())
             });
-            let tls = match ListenerTls::build(&l.name, &l.tls, old.as_deref()) {
+            let policy = Policy {
+                registry: registry.cloned(),
+                approval: settings
+                    .registry
+                    .as_ref()
+                    .map_or(Approval::Manual, |r| r.approval),
+                rules: l.tls.client_auth.allow.clone(),
+            };
+            let tls = match ListenerTls::build(&l.name, &l.tls, old.as_deref(), Some(policy)) {
                 Ok(t) => Arc::new(t),
                 Err(e) => {
                     errors.extend(e.into_list());
@@ -179,6 +203,7 @@ impl Built {
             None => Ok(Built {
                 listeners,
                 upstreams,
+                tokens,
             }),
         }
     }
@@ -219,9 +244,11 @@ pub struct Controller {
     admin: Option<RunningAdmin>,
     upstreams: Vec<Arc<Upstream>>,
     metrics: Arc<Metrics>,
+    registry: Option<Registry>,
     drain: mpsc::Sender<()>,
     view: Arc<ArcSwap<View>>,
     handle: ReloadHandle,
+    tokens: Arc<ArcSwap<admin::Tokens>>,
     /// Digest of the config text and every file it names, as in force.
     digest: [u8; 32],
     /// Digest of the last refused attempt: the same bytes are not retried
@@ -238,11 +265,12 @@ impl Controller {
     pub(crate) async fn start(
         settings: Settings,
         metrics: Arc<Metrics>,
+        registry: Option<Registry>,
         drain: mpsc::Sender<()>,
         handle: ReloadHandle,
         mut inherited: Inherited,
     ) -> Result<Controller, RunError> {
-        let built = Built::new(&settings, None)?;
+        let built = Built::new(&settings, None, registry.as_ref())?;
         let digest = files_digest(&settings.files());
         // Watch before anything is served, so that no change made after
         // start returns can be missed.
@@ -255,9 +283,11 @@ impl Controller {
             admin: None,
             upstreams: Vec::new(),
             metrics,
+            registry,
             drain,
             view: Arc::new(ArcSwap::from_pointee(View::default())),
             handle,
+            tokens: Arc::new(ArcSwap::from_pointee(admin::Tokens::default())),
             digest,
             refused: None,
             watcher,
@@ -397,7 +427,7 @@ impl Controller {
                     );
                     return Ok(ReloadReport::default());
                 }
-                match Built::new(&settings, Some(self)) {
+                match Built::new(&settings, Some(self), self.registry.as_ref()) {
                     Ok(built) => self
                         .apply(settings, built, &mut Vec::new(), false)
                         .await
@@ -619,6 +649,8 @@ impl Controller {
                     admin::AdminContext {
                         metrics: self.metrics.clone(),
                         reload: self.handle.clone(),
+                        registry: self.registry.clone(),
+                        tokens: self.tokens.clone(),
                     },
                     stop_rx,
                 ));
@@ -639,10 +671,17 @@ impl Controller {
                     .push(format!("upstream \"{}\": servers {:?}", u.name, u.servers));
             }
         }
+        if !initial {
+            crate::registry::warn_if_changed(
+                self.settings.registry.as_ref(),
+                settings.registry.as_ref(),
+            );
+        }
         if settings.log != self.settings.log {
             warn!("[log] changes take effect when certgate is restarted");
         }
         self.upstreams = built.upstreams;
+        self.tokens.store(Arc::new(built.tokens));
         self.metrics.set_certificates(&expiry);
         warn_expiring(&expiry);
         self.view.store(Arc::new(View {

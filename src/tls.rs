@@ -27,6 +27,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
+use crate::registry::{Policy, Verdict};
 
 /// The crypto policy in one place (after linkerd2-proxy's `crypto.rs`): the
 /// aws-lc-rs provider restricted to the configured versions. rustls has no
@@ -82,6 +83,9 @@ pub struct ListenerTls {
     /// replaces server certificates keeps the verifier and session cache:
     /// a certificate rotation then costs the fleet no full handshakes.
     pub trust_digest: [u8; 32],
+    /// Admission beyond CA validation (registry, allow rules); `None` when
+    /// a CA-valid certificate is enough.
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -116,8 +120,12 @@ impl ListenerTls {
         listener: &str,
         settings: &TlsSettings,
         previous: Option<&ListenerTls>,
+        policy: Option<Policy>,
     ) -> Result<ListenerTls, ConfigError> {
         let provider = Arc::new(crypto_provider(&settings.versions));
+        let policy = policy
+            .filter(|p| settings.client_auth.mode == ClientAuthMode::Required && !p.is_open())
+            .map(Arc::new);
         let mut errors = Vec::new();
 
         let mut keys = Vec::new();
@@ -132,7 +140,7 @@ impl ListenerTls {
             }
         }
 
-        let trust = match TrustFiles::read(listener, settings) {
+        let trust = match TrustFiles::read(listener, settings, policy.as_deref()) {
             Ok(t) => Some(t),
             Err(e) => {
                 errors.extend(e.into_list());
@@ -146,7 +154,16 @@ impl ListenerTls {
         let verified = match (&trust, reuse) {
             (_, Some(p)) => Some((p.verifier.clone(), p.trusted.clone())),
             (Some(t), None) => match t.verifier(listener, settings, provider.clone()) {
-                Ok(v) => Some(v),
+                Ok((v, trusted)) => {
+                    let v = match (v, &policy) {
+                        (Some(inner), Some(p)) => Some(Arc::new(PolicyVerifier {
+                            inner,
+                            policy: p.clone(),
+                        }) as Arc<dyn ClientCertVerifier>),
+                        (v, _) => v,
+                    };
+                    Some((v, trusted))
+                }
                 Err(e) => {
                     errors.extend(e.into_list());
                     None
@@ -186,7 +203,16 @@ impl ListenerTls {
         config.session_storage = match reuse {
             Some(p) => p.server_config.session_storage.clone(),
             None if settings.session_cache == 0 => Arc::new(NoServerSessionStorage {}),
-            None => ServerSessionMemoryCache::new(settings.session_cache),
+            None => {
+                let cache = ServerSessionMemoryCache::new(settings.session_cache);
+                match &policy {
+                    Some(p) => Arc::new(GuardedSessions {
+                        inner: cache,
+                        policy: p.clone(),
+                    }),
+                    None => cache,
+                }
+            }
         };
         if settings.session_cache == 0 {
             config.send_tls13_tickets = 0;
@@ -199,6 +225,7 @@ impl ListenerTls {
             served,
             trusted,
             trust_digest: trust.digest,
+            policy: reuse.map_or(policy, |p| p.policy.clone()),
         })
     }
 }
@@ -421,8 +448,23 @@ struct TrustFiles {
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertSummary>);
 
 impl TrustFiles {
-    fn read(listener: &str, settings: &TlsSettings) -> Result<TrustFiles, ConfigError> {
+    fn read(
+        listener: &str,
+        settings: &TlsSettings,
+        policy: Option<&Policy>,
+    ) -> Result<TrustFiles, ConfigError> {
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        if let Some(p) = policy {
+            digest.update(
+                format!(
+                    "policy:registry={};approval={:?};rules={:?};",
+                    p.registry.is_some(),
+                    p.approval,
+                    p.rules
+                )
+                .as_bytes(),
+            );
+        }
         for v in &settings.versions {
             digest.update(format!("{v:?};").as_bytes());
         }
@@ -609,6 +651,7 @@ pub fn failure_reason(err: &rustls::Error) -> &'static str {
             CertificateError::ExpiredRevocationList
             | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
             CertificateError::BadEncoding => "bad_certificate",
+            CertificateError::ApplicationVerificationFailure => "access_denied",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "invalid_purpose"
             }
@@ -639,6 +682,8 @@ pub fn failure_reason(err: &rustls::Error) -> &'static str {
 pub struct PeerIdentity {
     /// Lowercase hex SHA-256 of the certificate DER: the device key.
     pub fingerprint: String,
+    /// The same digest as bytes (the registry's key).
+    pub fingerprint_bytes: [u8; 32],
     /// Subject DN, RFC 4514, ASCII only (non-ASCII bytes are `\XX` escaped).
     pub subject: String,
     /// Serial number, uppercase hex without leading zero bytes.
@@ -665,7 +710,8 @@ impl PeerIdentity {
     /// if the DER does not parse, which the verifier would have refused.
     pub fn from_der(der: &[u8]) -> Option<PeerIdentity> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let fingerprint = sha256_hex(der);
+        let fingerprint_bytes = crate::registry::fingerprint(der);
+        let fingerprint = sha256_hex_of(&fingerprint_bytes);
         let subject = rfc4514_subject(&cert);
         let serial = serial_hex(cert.raw_serial());
         let client_cert = format!(
@@ -680,11 +726,17 @@ impl PeerIdentity {
         };
         Some(PeerIdentity {
             fingerprint,
+            fingerprint_bytes,
             subject,
             serial,
             headers,
         })
     }
+}
+
+/// Lowercase hex of a 32-byte digest.
+pub fn sha256_hex_of(digest: &[u8; 32]) -> String {
+    hex_lower(digest)
 }
 
 /// Lowercase hex SHA-256 of `der`: how a device is keyed.
@@ -701,7 +753,8 @@ fn hex_lower(bytes: &[u8]) -> String {
     s
 }
 
-fn serial_hex(raw: &[u8]) -> String {
+/// A serial number as uppercase hex without leading zeros.
+pub fn serial_hex(raw: &[u8]) -> String {
     // DER INTEGERs carry a leading 0x00 when the high bit is set; OpenSSL
     // (and so nginx's $ssl_client_serial) prints the number without it.
     let mut trimmed = raw;
@@ -797,5 +850,153 @@ mod tests {
             let name = format!("{:?}", s.suite());
             assert!(name.contains("ECDHE") && (name.contains("GCM") || name.contains("CHACHA20")));
         }
+    }
+}
+
+tokio::task_local! {
+    /// What the verifier learned during one handshake, for the connection
+    /// task that runs it: the accept future runs inside `HANDSHAKE.scope`.
+    /// rustls's verifier API has no per-connection context, and the peer
+    /// address (for logs and the registry) is only known to that task.
+    pub static HANDSHAKE: std::cell::RefCell<HandshakeNote>;
+}
+
+/// See [`HANDSHAKE`].
+#[derive(Debug, Default)]
+pub struct HandshakeNote {
+    /// Fingerprint of the client certificate the verifier saw.
+    pub fingerprint: Option<[u8; 32]>,
+    /// The policy verdict, when the certificate passed CA validation.
+    pub verdict: Option<Verdict>,
+    /// The certificate, kept when the registry may need to create a record.
+    pub der: Option<Vec<u8>>,
+}
+
+/// CA validation (the webpki verifier), then the admission policy: the
+/// registry's status of the device and the allow rules. Runs inside the
+/// handshake, so a refusal is a TLS alert (`access_denied`).
+#[derive(Debug)]
+struct PolicyVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    policy: Arc<Policy>,
+}
+
+impl ClientCertVerifier for PolicyVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let fp = crate::registry::fingerprint(end_entity);
+        let ca = self.inner.verify_client_cert(end_entity, intermediates, now);
+        let verdict = ca.as_ref().ok().map(|_| self.policy.decide(&fp, end_entity));
+        let keep_der = matches!(
+            verdict,
+            Some(Verdict::Admit { record: true, .. })
+                | Some(Verdict::Refuse {
+                    record_pending: true,
+                    ..
+                })
+        );
+        let _ = HANDSHAKE.try_with(|n| {
+            let mut n = n.borrow_mut();
+            n.fingerprint = Some(fp);
+            n.verdict = verdict;
+            n.der = keep_der.then(|| end_entity.to_vec());
+        });
+        match verdict {
+            Some(Verdict::Refuse { .. }) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => ca,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The session cache of a listener with an admission policy. Each stored
+/// session is tagged with its client's fingerprint, and a session whose
+/// device is no longer admitted (blocked, un-approved) is not found: the
+/// client falls back to a full handshake, which the verifier refuses with
+/// an alert. (Every resumed connection is also re-verified afterwards.)
+#[derive(Debug)]
+struct GuardedSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    policy: Arc<Policy>,
+}
+
+impl GuardedSessions {
+    fn unwrap(&self, v: Vec<u8>) -> Option<Vec<u8>> {
+        match v.split_first() {
+            Some((1, rest)) if rest.len() >= 32 => {
+                let mut fp = [0u8; 32];
+                fp.copy_from_slice(&rest[..32]);
+                self.policy.still_admits(&fp).then(|| rest[32..].to_vec())
+            }
+            Some((0, rest)) => Some(rest.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+impl rustls::server::StoresServerSessions for GuardedSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let fp = HANDSHAKE.try_with(|n| n.borrow().fingerprint).ok().flatten();
+        let mut tagged = Vec::with_capacity(value.len() + 33);
+        match fp {
+            Some(fp) => {
+                tagged.push(1);
+                tagged.extend_from_slice(&fp);
+            }
+            None => tagged.push(0),
+        }
+        tagged.extend_from_slice(&value);
+        self.inner.put(key, tagged)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.get(key).and_then(|v| self.unwrap(v))
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.take(key).and_then(|v| self.unwrap(v))
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
     }
 }

@@ -28,7 +28,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, ListenerLimits};
 use crate::metrics::ListenerMetrics;
-use crate::tls::{self, ListenerTls, PeerIdentity};
+use crate::registry::{DeviceStatus, Observation, Verdict};
+use crate::tls::{self, HandshakeNote, ListenerTls, PeerIdentity};
 use headers::ClientFacts;
 use service::{Activity, ConnContext};
 use upstream::Upstream;
@@ -149,6 +150,7 @@ impl ListenerShared {
 #[derive(Debug, Clone)]
 pub struct Admission {
     shared: Arc<ListenerShared>,
+    fingerprint: Option<[u8; 32]>,
     chain: Option<Arc<[CertificateDer<'static>]>>,
     digest: [u8; 32],
 }
@@ -159,6 +161,13 @@ impl Admission {
     pub async fn revoked(&self) -> &'static str {
         let mut changes = self.shared.subscribe();
         let mut digest = self.digest;
+        let mut registry = self
+            .shared
+            .current()
+            .tls
+            .policy
+            .as_ref()
+            .and_then(|p| p.registry.as_ref().map(|r| r.revocations()));
         loop {
             let state = self.shared.current();
             if state.tls.trust_digest != digest {
@@ -167,8 +176,28 @@ impl Admission {
                     return reason;
                 }
             }
-            if changes.changed().await.is_err() {
-                return std::future::pending().await;
+            // Blocked (or no longer approved) in the registry: a status
+            // lookup, no chain verification.
+            if let (Some(policy), Some(fp), Some(leaf)) = (
+                &state.tls.policy,
+                &self.fingerprint,
+                self.chain.as_deref().and_then(|c| c.first()),
+            ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+            {
+                return reason;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() {
+                    return std::future::pending().await;
+                },
+                r = async {
+                    match registry.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => if r.is_err() {
+                    registry = None;
+                },
             }
         }
     }
@@ -263,6 +292,70 @@ fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
     }
 }
 
+/// After a completed handshake: a resumed session is verified again
+/// (rustls restores its client chain without calling the verifier), with
+/// the listener state it was accepted under.
+fn check_session(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    state: &ListenerState,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, (&'static str, String)> {
+    let (_, conn) = stream.get_ref();
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && let (Some(v), Some(certs)) = (&state.tls.verifier, conn.peer_certificates())
+        && let Err(e) = tls::reverify(v.as_ref(), certs)
+    {
+        let noted = tls::HANDSHAKE
+            .try_with(|n| match n.borrow().verdict {
+                Some(Verdict::Refuse { reason, .. }) => Some(reason),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        let reason = noted.unwrap_or_else(|| tls::failure_reason(&e));
+        return Err((reason, e.to_string()));
+    }
+    Ok(stream)
+}
+
+fn policy_detail(reason: &str) -> &'static str {
+    match reason {
+        "blocked" => "device is blocked in the registry",
+        "unapproved" => "device is not approved yet; approve it with `certgate devices approve`",
+        "not_allowed" => "certificate matches no allow_* rule of this listener",
+        _ => "refused by policy",
+    }
+}
+
+/// Tells the registry about a refused handshake of a device it knows, or
+/// of a first-seen device to record as pending.
+fn observe(state: &ListenerState, note: &HandshakeNote, peer: SocketAddr, refused: Option<&'static str>) {
+    let Some(reg) = state.tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
+        return;
+    };
+    let Some(fp) = note.fingerprint else { return };
+    let record = match note.verdict {
+        Some(Verdict::Refuse {
+            record_pending: true,
+            ..
+        }) => Some(DeviceStatus::Pending),
+        _ => None,
+    };
+    // Refusals of certificates the registry has never seen and will not
+    // record (bad CA, expired, ...) are not sent: strangers cannot fill
+    // the queue with them.
+    if record.is_none() && reg.status(&fp).is_none() {
+        return;
+    }
+    reg.observe(Observation {
+        fingerprint: fp,
+        der: note.der.clone(),
+        peer,
+        at: crate::reload::now_unix(),
+        refused,
+        record,
+    });
+}
+
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -274,27 +367,58 @@ async fn connection(
     let _ = tcp.set_nodelay(true);
     let name = &state.name;
     let acceptor = TlsAcceptor::from(state.tls.server_config.clone());
-    let stream = match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp))
-        .await
-    {
-        Err(_) => {
+    // The handshake runs inside HANDSHAKE's scope so the verifier (and the
+    // session store) can tell this task what they decided.
+    let (accepted, note) = tls::HANDSHAKE
+        .scope(std::cell::RefCell::new(HandshakeNote::default()), async {
+            let r = tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await;
+            let r = match r {
+                Ok(Ok(stream)) => Ok(check_session(stream, &state)),
+                Ok(Err(e)) => Err(Some(e)),
+                Err(_) => Err(None),
+            };
+            let note = tls::HANDSHAKE.with(|n| std::mem::take(&mut *n.borrow_mut()));
+            (r, note)
+        })
+        .await;
+    let fp_hex = note.fingerprint.map(|f| tls::sha256_hex_of(&f));
+    let policy_refusal = match note.verdict {
+        Some(Verdict::Refuse { reason, .. }) => Some(reason),
+        _ => None,
+    };
+    let stream = match accepted {
+        Err(None) => {
             state.metrics.handshake_failure("timeout");
             info!(listener = %name, %peer, reason = "timeout",
                     "TLS handshake not completed within {:?}; closed", state.limits.handshake_timeout);
             return;
         }
-        Ok(Err(e)) => {
-            let (reason, detail) = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-            {
-                Some(te) => (tls::failure_reason(te), te.to_string()),
-                None => ("io", e.to_string()),
+        Err(Some(e)) => {
+            let (reason, detail) = match (policy_refusal, e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())) {
+                (Some(r), _) => (r, policy_detail(r).to_string()),
+                (None, Some(te)) => (tls::failure_reason(te), te.to_string()),
+                (None, None) => ("io", e.to_string()),
             };
             state.metrics.handshake_failure(reason);
-            info!(listener = %name, %peer, reason, error = %detail, "TLS handshake refused");
+            if let Some(r) = policy_refusal {
+                state.metrics.decision(r);
+            }
+            info!(listener = %name, %peer, reason, error = %detail,
+                fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
+            observe(&state, &note, peer, Some(reason));
+            return;
+        }
+        Ok(Err((reason, detail))) => {
+            state.metrics.handshake_failure(reason);
+            info!(listener = %name, %peer, reason, error = %detail,
+                "resumed TLS session refused on re-verification; closed");
             return;
         }
         Ok(Ok(s)) => s,
     };
+    if let Some(Verdict::Admit { why, .. }) = note.verdict {
+        state.metrics.decision(why);
+    }
 
     let (_, conn) = stream.get_ref();
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
@@ -310,16 +434,6 @@ async fn connection(
                 warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
                 return;
             };
-            if resumed
-                && let Some(v) = &state.tls.verifier
-                && let Err(e) = tls::reverify(v.as_ref(), certs)
-            {
-                let reason = tls::failure_reason(&e);
-                state.metrics.handshake_failure(reason);
-                info!(listener = %name, %peer, reason, error = %e,
-                    "resumed TLS session refused on re-verification; closed");
-                return;
-            }
             let Some(id) = certs.first().and_then(|c| PeerIdentity::from_der(c)) else {
                 state.metrics.handshake_failure("bad_certificate");
                 warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
@@ -334,6 +448,23 @@ async fn connection(
             Some(id)
         }
     };
+    if let (Some(reg), Some(id)) = (
+        state.tls.policy.as_ref().and_then(|p| p.registry.as_ref()),
+        identity.as_ref(),
+    ) {
+        let record = match note.verdict {
+            Some(Verdict::Admit { record: true, .. }) => Some(DeviceStatus::Approved),
+            _ => None,
+        };
+        reg.observe(Observation {
+            fingerprint: id.fingerprint_bytes,
+            der: note.der,
+            peer,
+            at: crate::reload::now_unix(),
+            refused: None,
+            record,
+        });
+    }
     state.metrics.handshake(version, resumed);
     debug!(listener = %name, %peer, version, resumed,
         fingerprint = identity.as_ref().map(|i| i.fingerprint.as_str()).unwrap_or("-"),
@@ -341,6 +472,7 @@ async fn connection(
 
     let admission = Admission {
         shared: shared.clone(),
+        fingerprint: identity.as_ref().map(|i| i.fingerprint_bytes),
         chain,
         digest: state.tls.trust_digest,
     };

@@ -1,0 +1,159 @@
+//! Where device records are kept. The [`DeviceStore`] trait is small so a
+//! shared database can back it later; [`RedbStore`] is the embedded
+//! default.
+//!
+//! Why redb: pure Rust (no C toolchain, no system library), ACID with
+//! fsync'd commits by default (an approval acknowledged by the API survives
+//! `kill -9` and power loss), one file, builds in seconds, and fast batched
+//! upserts. SQLite would add a C build and SQL we do not need; sled is
+//! unmaintained.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use thiserror::Error;
+
+use super::Device;
+
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+
+/// A store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("registry {path}: cannot open the device store: {message}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A read or write failed.
+    #[error("registry {path}: {message}")]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored record cannot be decoded.
+    #[error("registry {path}: record {key} is corrupt ({message}); it was skipped")]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// The record's key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Persistent device records, keyed by fingerprint.
+pub trait DeviceStore: Send + Sync + 'static {
+    /// Every record, plus the problems met with records that could not be
+    /// decoded (those are skipped, never fatal).
+    fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError>;
+    /// Inserts or replaces `devices` in one durable transaction.
+    fn put(&self, devices: &[Device]) -> Result<(), StoreError>;
+    /// Removes a record; whether it existed. Durable when it returns.
+    fn delete(&self, fingerprint: &str) -> Result<bool, StoreError>;
+}
+
+/// The embedded redb store: one table, fingerprint → JSON record.
+pub struct RedbStore {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`; its directory is created.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let db = redb::Database::create(path).map_err(|e| {
+            let hint = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "; another certgate process has it open".to_string()
+                }
+                _ => String::new(),
+            };
+            open_err(format!("{e}{hint}"))
+        })?;
+        let store = RedbStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create the table so that reads never meet a missing one.
+        store.put(&[])?;
+        Ok(store)
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl DeviceStore for RedbStore {
+    fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for item in table.iter().map_err(|e| self.io(e))? {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            match Device::decode(v.value()) {
+                Ok(d) => out.push(d),
+                Err(e) => problems.push(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    key: k.value().to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        Ok((out, problems))
+    }
+
+    fn put(&self, devices: &[Device]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+            for d in devices {
+                let bytes = d.encode();
+                table
+                    .insert(d.fingerprint.as_str(), bytes.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.io(e))
+    }
+
+    fn delete(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let existed = {
+            let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+            table.remove(fingerprint).map_err(|e| self.io(e))?.is_some()
+        };
+        tx.commit().map_err(|e| self.io(e))?;
+        Ok(existed)
+    }
+}
