@@ -23,7 +23,9 @@ use http_body_util::BodyExt as _;
 use crate::config::ConfigPath;
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
-use crate::registry::{Change, Device, DeviceStatus, Query, Registry, RegistryError, parse_fingerprint};
+use crate::registry::{
+    Change, Device, DeviceStatus, Query, Registry, RegistryError, parse_fingerprint,
+};
 use crate::reload::{Cause, ReloadHandle};
 
 /// What the admin API works on.
@@ -176,25 +178,42 @@ async fn body_json(req: Request<Incoming>) -> Result<serde_json::Value, Response
 
 fn query(req: &Request<Incoming>) -> Result<Query, String> {
     let mut q = Query::default();
-    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(v);
         match k {
             "status" => {
-                q.status = Some(
-                    DeviceStatus::parse(&v)
-                        .ok_or_else(|| format!("status \"{v}\": use pending, approved or blocked"))?,
-                );
+                q.status =
+                    Some(DeviceStatus::parse(&v).ok_or_else(|| {
+                        format!("status \"{v}\": use pending, approved or blocked")
+                    })?);
             }
             "q" => q.text = Some(v),
             "expiring" => {
                 let d = crate::config::parse_duration(&v)
-                    .or_else(|_| crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d'))))
+                    .or_else(|_| {
+                        crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d')))
+                    })
                     .map_err(|e| format!("expiring \"{v}\": {e}"))?;
                 q.expiring_within = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             }
-            "offset" => q.offset = v.parse().map_err(|_| format!("offset \"{v}\" is not a number"))?,
-            "limit" => q.limit = Some(v.parse().map_err(|_| format!("limit \"{v}\" is not a number"))?),
+            "offset" => {
+                q.offset = v
+                    .parse()
+                    .map_err(|_| format!("offset \"{v}\" is not a number"))?
+            }
+            "limit" => {
+                q.limit = Some(
+                    v.parse()
+                        .map_err(|_| format!("limit \"{v}\" is not a number"))?,
+                )
+            }
             other => return Err(format!("unknown query parameter \"{other}\"")),
         }
     }
@@ -280,9 +299,11 @@ async fn devices(
                 Err(e) => registry_error(e),
             }
         }
-        (Method::DELETE, [fp]) => {
-            changed(registry.change(vec![fp.to_string()], Change::Forget, who).await)
-        }
+        (Method::DELETE, [fp]) => changed(
+            registry
+                .change(vec![fp.to_string()], Change::Forget, who)
+                .await,
+        ),
         (Method::POST, [fp, a]) if action(a).is_some() => {
             let Some(change) = action(a) else {
                 return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());

@@ -82,14 +82,12 @@ impl Gateway {
         };
         inherited.extend(activated);
         let registry = match &settings.registry {
-            Some(r) => Some(
-                Registry::open(r, metrics.registry()).map_err(|e| {
-                    RunError::Config(ConfigError::File {
-                        context: "registry.path".into(),
-                        message: e.to_string(),
-                    })
-                })?,
-            ),
+            Some(r) => Some(Registry::open(r, metrics.registry()).map_err(|e| {
+                RunError::Config(ConfigError::File {
+                    context: "registry.path".into(),
+                    message: e.to_string(),
+                })
+            })?),
             None => None,
         };
         let controller = Controller::start(

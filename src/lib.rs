@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod devices;
 pub mod error;
 pub mod gateway;
 pub mod handover;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use certgate::config::{LogFormat, LogSettings, Settings};
-use certgate::{demo, gateway};
+use certgate::{demo, devices, gateway};
 use clap::{Parser, Subcommand};
 
 /// TLS-terminating gateway that admits only devices with approved client
@@ -42,6 +42,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage devices of a running gateway through its admin API.
+    Devices {
+        /// The gateway's config file: the admin address and token come from it.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Admin API address instead of --config (default 127.0.0.1:9900).
+        #[arg(long, global = true)]
+        admin: Option<SocketAddr>,
+        /// Token file (name:token lines) instead of the one in --config.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: DevicesCommand,
+    },
     /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
     Demo {
         /// Where the demo PKI and config are written.
@@ -54,6 +71,70 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// List devices (newest last).
+    List {
+        /// Only pending, approved or blocked devices.
+        #[arg(long)]
+        status: Option<String>,
+        /// Text to look for in fingerprint, subject, SANs, label, peer.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only certificates expiring within this time, e.g. 30d.
+        #[arg(long)]
+        expiring: Option<String>,
+        /// At most this many (max 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Skip this many.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
+    /// Show one device in full.
+    Show {
+        /// Fingerprint, or a unique prefix of at least 6 hex digits.
+        fingerprint: String,
+    },
+    /// Approve devices (admitted on their next handshake).
+    Approve {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Block devices (refused everywhere; open connections closed).
+    Block {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Unblock devices (back to pending).
+    Unblock {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Delete a device record.
+    Forget {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+    },
+    /// Set a device's label ("" clears it).
+    Label {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+        /// The label.
+        label: String,
+    },
+    /// Pre-approve devices from a file of fingerprints or PEM certificates.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print every device as JSON.
+    Export,
 }
 
 fn init_logging(log: &LogSettings) {
@@ -80,6 +161,13 @@ fn main() -> ExitCode {
             takeover,
         } => run(&config, threads, takeover),
         Command::Demo { dir, listen, admin } => run_demo(&dir, listen, admin),
+        Command::Devices {
+            config,
+            admin,
+            token_file,
+            json,
+            action,
+        } => run_devices(config, admin, token_file, json, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +221,54 @@ fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyhow::Result<
     init_logging(&settings.log);
     runtime(threads)?.block_on(gateway::run(settings, takeover))?;
     Ok(())
+}
+
+fn run_devices(
+    config: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    json: bool,
+    action: DevicesCommand,
+) -> anyhow::Result<()> {
+    let mut target = match (&config, admin) {
+        (Some(c), None) => devices::Target::from_config(c)?,
+        (None, a) => devices::Target {
+            addr: a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900))),
+            token: None,
+        },
+        (Some(_), Some(_)) => anyhow::bail!("give --config or --admin, not both"),
+    };
+    if let Some(t) = token_file {
+        target.token = Some(devices::first_token(&t)?);
+    }
+    let action = match action {
+        DevicesCommand::List {
+            status,
+            search,
+            expiring,
+            limit,
+            offset,
+        } => devices::Action::List {
+            status,
+            search,
+            expiring,
+            limit,
+            offset,
+        },
+        DevicesCommand::Show { fingerprint } => devices::Action::Show(fingerprint),
+        DevicesCommand::Approve { fingerprints } => devices::Action::Approve(fingerprints),
+        DevicesCommand::Block { fingerprints } => devices::Action::Block(fingerprints),
+        DevicesCommand::Unblock { fingerprints } => devices::Action::Unblock(fingerprints),
+        DevicesCommand::Forget { fingerprint } => devices::Action::Forget(fingerprint),
+        DevicesCommand::Label { fingerprint, label } => devices::Action::Label(fingerprint, label),
+        DevicesCommand::Import { file } => devices::Action::Import(file),
+        DevicesCommand::Export => devices::Action::Export,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(devices::run(&target, action, json))
 }
 
 fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

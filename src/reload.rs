@@ -22,12 +22,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::admin;
 use crate::config::{Approval, ListenerSettings, Settings};
-use crate::registry::{Policy, Registry};
 use crate::error::{ConfigError, RunError};
 use crate::handover;
 use crate::metrics::{CertExpiry, Metrics};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, ListenerShared, ListenerState};
+use crate::registry::{Policy, Registry};
 use crate::tls::ListenerTls;
 
 /// How long the files must be quiet before a change is loaded: tools write

@@ -159,7 +159,8 @@ impl ListenerTls {
                         (Some(inner), Some(p)) => Some(Arc::new(PolicyVerifier {
                             inner,
                             policy: p.clone(),
-                        }) as Arc<dyn ClientCertVerifier>),
+                        })
+                            as Arc<dyn ClientCertVerifier>),
                         (v, _) => v,
                     };
                     Some((v, trusted))
@@ -901,8 +902,13 @@ impl ClientCertVerifier for PolicyVerifier {
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let fp = crate::registry::fingerprint(end_entity);
-        let ca = self.inner.verify_client_cert(end_entity, intermediates, now);
-        let verdict = ca.as_ref().ok().map(|_| self.policy.decide(&fp, end_entity));
+        let ca = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        let verdict = ca
+            .as_ref()
+            .ok()
+            .map(|_| self.policy.decide(&fp, end_entity));
         let keep_der = matches!(
             verdict,
             Some(Verdict::Admit { record: true, .. })
@@ -975,7 +981,10 @@ impl GuardedSessions {
 
 impl rustls::server::StoresServerSessions for GuardedSessions {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        let fp = HANDSHAKE.try_with(|n| n.borrow().fingerprint).ok().flatten();
+        let fp = HANDSHAKE
+            .try_with(|n| n.borrow().fingerprint)
+            .ok()
+            .flatten();
         let mut tagged = Vec::with_capacity(value.len() + 33);
         match fp {
             Some(fp) => {

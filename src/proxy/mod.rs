@@ -328,7 +328,12 @@ fn policy_detail(reason: &str) -> &'static str {
 
 /// Tells the registry about a refused handshake of a device it knows, or
 /// of a first-seen device to record as pending.
-fn observe(state: &ListenerState, note: &HandshakeNote, peer: SocketAddr, refused: Option<&'static str>) {
+fn observe(
+    state: &ListenerState,
+    note: &HandshakeNote,
+    peer: SocketAddr,
+    refused: Option<&'static str>,
+) {
     let Some(reg) = state.tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
         return;
     };
@@ -371,7 +376,8 @@ async fn connection(
     // session store) can tell this task what they decided.
     let (accepted, note) = tls::HANDSHAKE
         .scope(std::cell::RefCell::new(HandshakeNote::default()), async {
-            let r = tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await;
+            let r =
+                tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await;
             let r = match r {
                 Ok(Ok(stream)) => Ok(check_session(stream, &state)),
                 Ok(Err(e)) => Err(Some(e)),
@@ -394,7 +400,10 @@ async fn connection(
             return;
         }
         Err(Some(e)) => {
-            let (reason, detail) = match (policy_refusal, e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())) {
+            let (reason, detail) = match (
+                policy_refusal,
+                e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+            ) {
                 (Some(r), _) => (r, policy_detail(r).to_string()),
                 (None, Some(te)) => (tls::failure_reason(te), te.to_string()),
                 (None, None) => ("io", e.to_string()),

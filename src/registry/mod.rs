@@ -546,7 +546,10 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// Opens the store, loads every record and starts the writer task.
-    pub fn open(settings: &RegistrySettings, metrics: RegistryMetrics) -> Result<Registry, StoreError> {
+    pub fn open(
+        settings: &RegistrySettings,
+        metrics: RegistryMetrics,
+    ) -> Result<Registry, StoreError> {
         let store = RedbStore::open(&settings.path.resolved)?;
         Registry::with_store(Arc::new(store), settings, metrics)
     }
@@ -864,7 +867,8 @@ impl Writer {
         let mut updated = Vec::new();
         let mut forget = Vec::new();
         for raw in &fingerprints {
-            let fp = parse_fingerprint(raw).ok_or_else(|| RegistryError::BadFingerprint(raw.clone()))?;
+            let fp =
+                parse_fingerprint(raw).ok_or_else(|| RegistryError::BadFingerprint(raw.clone()))?;
             let existing = self.records.get(&fp).cloned();
             let mut d = match (existing, &change) {
                 (Some(d), _) => d,
@@ -931,7 +935,13 @@ impl Writer {
         Ok(all)
     }
 
-    fn audit(&self, change: &Change, who: &str, at: i64, devices: &[Device]) -> Result<(), RegistryError> {
+    fn audit(
+        &self,
+        change: &Change,
+        who: &str,
+        at: i64,
+        devices: &[Device],
+    ) -> Result<(), RegistryError> {
         let err = |e: std::io::Error| {
             error!(path = %self.audit_path.display(), error = %e, "audit log write failed");
             RegistryError::Audit {
@@ -983,7 +993,9 @@ impl Writer {
                 text.as_ref().is_none_or(|t| {
                     d.fingerprint.contains(t.as_str())
                         || d.subject.to_ascii_lowercase().contains(t.as_str())
-                        || d.sans.iter().any(|s| s.to_ascii_lowercase().contains(t.as_str()))
+                        || d.sans
+                            .iter()
+                            .any(|s| s.to_ascii_lowercase().contains(t.as_str()))
                         || d.label
                             .as_ref()
                             .is_some_and(|l| l.to_ascii_lowercase().contains(t.as_str()))
@@ -1024,7 +1036,9 @@ pub fn warn_if_changed(old: Option<&RegistrySettings>, new: Option<&RegistrySett
     if old.map(|r| (&r.path, &r.audit_log, r.update_queue))
         != new.map(|r| (&r.path, &r.audit_log, r.update_queue))
     {
-        warn!("[registry] path, audit_log and update_queue changes take effect when certgate is restarted");
+        warn!(
+            "[registry] path, audit_log and update_queue changes take effect when certgate is restarted"
+        );
     }
 }
 
@@ -1055,7 +1069,8 @@ mod tests {
 
     #[test]
     fn records_decode_with_missing_fields() {
-        let d = Device::decode(br#"{"fingerprint":"ab","status":"blocked"}"#).unwrap_or_else(|_| Device::bare("x".into(), DeviceStatus::Pending));
+        let d = Device::decode(br#"{"fingerprint":"ab","status":"blocked"}"#)
+            .unwrap_or_else(|_| Device::bare("x".into(), DeviceStatus::Pending));
         assert_eq!(d.status, DeviceStatus::Blocked);
         assert!(Device::decode(b"garbage").is_err());
     }

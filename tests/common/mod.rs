@@ -209,6 +209,43 @@ impl Pki {
         }
     }
 
+    /// `n` distinct device certificates from the client CA (one shared key,
+    /// distinct names and serials), as client configs; nothing is written.
+    pub fn many_clients(&self, n: usize) -> Vec<Arc<rustls::ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.server_ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let roots = Arc::new(roots);
+        let key = KeyPair::generate().unwrap();
+        let key_der = key.serialize_der();
+        (0..n)
+            .map(|i| {
+                let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.distinguished_name = rcgen::DistinguishedName::new();
+                p.distinguished_name
+                    .push(DnType::CommonName, format!("burst-{i}"));
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p.serial_number = Some(SerialNumber::from((1u64 << 40) + i as u64));
+                p.not_before = now() - time::Duration::days(1);
+                p.not_after = now() + time::Duration::days(30);
+                let cert = p.signed_by(&key, &self.client_issuer).unwrap();
+                let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots.clone())
+                    .with_client_auth_cert(
+                        vec![cert.der().clone()],
+                        PrivateKeyDer::try_from(key_der.clone()).unwrap(),
+                    )
+                    .unwrap();
+                cfg.resumption = rustls::client::Resumption::disabled();
+                Arc::new(cfg)
+            })
+            .collect()
+    }
+
     /// Writes a CRL from the client CA revoking `revoked`; returns its path.
     pub fn crl(&self, name: &str, revoked: &[&ClientCert], pem: bool) -> PathBuf {
         let params = CertificateRevocationListParams {
@@ -463,6 +500,10 @@ pub struct ConfigBuilder {
     pub extra_listener: String,
     pub extra_upstream: String,
     pub extra_top: String,
+    /// Lines added to the [admin] table.
+    pub extra_admin: String,
+    /// Lines added to [listener.client_auth] (e.g. allow_cn = [...]).
+    pub extra_client_auth: String,
 }
 
 impl ConfigBuilder {
@@ -479,6 +520,8 @@ impl ConfigBuilder {
             extra_listener: String::new(),
             extra_upstream: String::new(),
             extra_top: String::new(),
+            extra_admin: String::new(),
+            extra_client_auth: String::new(),
         }
     }
 
@@ -507,6 +550,7 @@ impl ConfigBuilder {
             r#"{extra_top}
 [admin]
 listen = "127.0.0.1:0"
+{extra_admin}
 
 [[listener]]
 name = "agents"
@@ -520,13 +564,15 @@ cert = "{cert}"
 key = "{key}"
 
 [listener.client_auth]
-{client_auth}
+{client_auth}{extra_client_auth}
 [[upstream]]
 name = "core"
 servers = [{servers}]
 {extra_upstream}
 "#,
             extra_top = self.extra_top,
+            extra_admin = self.extra_admin,
+            extra_client_auth = self.extra_client_auth,
             listen = self.listen,
             extra_listener = self.extra_listener,
             cert = self.cert.display(),
@@ -1264,4 +1310,68 @@ pub async fn rotate(
     let written = std::time::Instant::now();
     slot.write(style, pair);
     wait_for_cert(addr, probe.clone(), &pair.der, written, limit).await
+}
+
+/// `[registry]` lines for a store in `dir`.
+pub fn registry_table(dir: &Path, approval: &str) -> String {
+    format!(
+        "[registry]\npath = \"{}\"\napproval = \"{approval}\"\n",
+        dir.join("devices.redb").display()
+    )
+}
+
+/// A JSON admin API call with an optional bearer token and body.
+pub async fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)).boxed()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&bytes)}));
+    (status, v)
+}
+
+/// Runs `certgate devices ...` against an admin address; (success, stdout, stderr).
+pub fn devices_cli(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(certgate_bin())
+        .arg("devices")
+        .arg("--admin")
+        .arg(admin.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The TLS alert a refused handshake ended with, if any.
+pub fn alert_of(e: &std::io::Error) -> Option<rustls::AlertDescription> {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => Some(*a),
+        _ => None,
+    }
 }

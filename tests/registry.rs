@@ -1,0 +1,474 @@
+//! The device registry: manual approval, blocking everywhere, durability,
+//! a first-seen burst, and the admin API's token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+/// A fixture with a registry kept in the fixture's PKI directory.
+async fn registry_gateway(approval: &str, adjust: impl FnOnce(&mut ConfigBuilder)) -> Fixture {
+    Fixture::with(move |cb| {
+        let dir = cb.cert.parent().unwrap().to_path_buf();
+        cb.extra_top = registry_table(&dir, approval);
+        adjust(cb);
+    })
+    .await
+}
+
+fn fp_of(c: &ClientCert) -> String {
+    sha256_hex(&c.der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_mode_refuses_a_new_device_lists_it_pending_and_admits_it_once_approved() {
+    let f = registry_gateway("manual", |_| {}).await;
+    let admin = f.gw.admin_addr().unwrap();
+    let client = no_resumption(&f.device_client());
+    let fp = fp_of(&f.device);
+
+    // Refused in the handshake with access_denied.
+    let status = get(f.addr, client.clone(), "/x", &[]).await;
+    assert!(status.is_err(), "an unapproved device must be refused");
+    let e = tls_handshake_error(f.addr, client.clone()).await;
+    assert_eq!(
+        alert_of(&e),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{e}"
+    );
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"unapproved\"}"
+        ) >= 1.0,
+        "{}",
+        f.gw.metrics.encode()
+    );
+
+    // Listed as pending, with the certificate's fields.
+    let mut listed = serde_json::Value::Null;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let (s, v) = admin_call(admin, "GET", "/api/devices?status=pending", None, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["total"] == 1 {
+            listed = v["devices"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed["fingerprint"], fp.as_str(), "{listed}");
+    assert_eq!(listed["status"], "pending");
+    assert_eq!(listed["subject"], "CN=device-a,O=Fleet");
+    assert_eq!(listed["issuer"], "CN=test client CA");
+    assert_eq!(listed["serial"], "1001");
+    assert_eq!(listed["last_peer"], "127.0.0.1");
+    assert!(listed["refusals"]["unapproved"].as_u64().unwrap() >= 1);
+    assert!(listed["first_seen"].as_i64().unwrap() > 0);
+    assert!(listed["not_after"].as_i64().unwrap() > listed["not_before"].as_i64().unwrap());
+    assert_eq!(listed["connections"], 0);
+
+    // The table shows it; approve by a unique prefix, as an admin would.
+    let (ok, out, err) = devices_cli(admin, &["list", "--status", "pending"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("pending") && out.contains(&fp[..16]) && out.contains("CN=device-a"),
+        "{out}"
+    );
+    let approved_at = Instant::now();
+    let (ok, out, err) = devices_cli(admin, &["approve", &fp[..12]]);
+    assert!(ok, "{err}");
+    assert!(out.contains("approved") && out.contains(&fp), "{out}");
+
+    // Admitted on the next handshake, within 1 s of the approval.
+    let mut admitted = None;
+    while approved_at.elapsed() < Duration::from_secs(1) {
+        if let Ok((s, _)) = get(f.addr, client.clone(), "/after-approval", &[]).await {
+            admitted = Some(s);
+            break;
+        }
+    }
+    assert_eq!(
+        admitted,
+        Some(StatusCode::OK),
+        "admitted within 1 s of the approval"
+    );
+    assert_eq!(
+        f.backend.last().headers["x-client-cert-fingerprint"],
+        fp.as_str()
+    );
+    let (ok, out, _) = devices_cli(admin, &["show", &fp, "--json"]);
+    assert!(ok);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["status"], "approved");
+    assert_eq!(shown["changed_by"], "local");
+}
+
+/// The error a full handshake ends with (the server's alert, read on the
+/// client's first read after a TLS 1.2 handshake).
+async fn tls_handshake_error(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Error {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    match tls_connect(addr, cfg).await {
+        Err(e) => e,
+        Ok(mut s) => {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Err(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshakes() {
+    let f = registry_gateway("auto", |_| {}).await;
+    let admin = f.gw.admin_addr().unwrap();
+    let fp = fp_of(&f.device);
+    let resuming = f.device_client();
+
+    // Admitted (auto approval), with a keep-alive connection open and a
+    // session cached for resumption.
+    let (s, _) = get(f.addr, resuming.clone(), "/first", &[]).await.unwrap();
+    assert_eq!(s, 200);
+    let open = h1_sender(f.addr, resuming.clone()).await.unwrap();
+    let (s, _) = get(f.addr, resuming.clone(), "/resumed", &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_tls_handshakes_total{listener=\"agents\",version=\"1.2\",resumed=\"true\"}"
+        ) >= 1.0,
+        "the client resumes its session: {}",
+        f.gw.metrics.encode()
+    );
+
+    let blocked_at = Instant::now();
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/block"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        eventually(Duration::from_secs(1), || open.is_closed()).await,
+        "the open connection must be closed within 1 s of the block"
+    );
+    println!(
+        "open connection closed {:?} after the block",
+        blocked_at.elapsed()
+    );
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_connections_closed_by_policy_total{listener=\"agents\",reason=\"blocked\"}"
+        ) >= 1.0
+    );
+
+    // Resumption attempt and full handshake: both refused with an alert.
+    let e = tls_handshake_error(f.addr, resuming.clone()).await;
+    assert_eq!(
+        alert_of(&e),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{e}"
+    );
+    let e = tls_handshake_error(f.addr, no_resumption(&resuming)).await;
+    assert_eq!(
+        alert_of(&e),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{e}"
+    );
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}"
+        ) >= 2.0,
+        "{}",
+        f.gw.metrics.encode()
+    );
+
+    // Unblock: back to pending; in auto mode admitted again.
+    let (s, _) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/unblock"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = get(f.addr, no_resumption(&resuming), "/back", &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_approvals_survive_kill_9() {
+    let mut pki = Pki::new();
+    let _device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_top = registry_table(pki.dir.path(), "manual");
+    let config = cb.write(pki.dir.path());
+    let mut gw = spawn_certgate(&config);
+    let admin = gw.admin_addr();
+
+    let fps: Vec<String> = (0..200u32)
+        .map(|i| sha256_hex(format!("device {i}").as_bytes()))
+        .collect();
+    // One bulk call and a series of single ones, each acknowledged.
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        "/api/devices/approve",
+        None,
+        Some(serde_json::json!({"fingerprints": &fps[..150]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for fp in &fps[150..] {
+        let (s, _) = admin_call(
+            admin,
+            "POST",
+            &format!("/api/devices/{fp}/approve"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, _) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{}/block", fps[0]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    gw.signal("KILL");
+    let _ = gw.wait_exit(Duration::from_secs(5));
+    drop(gw);
+
+    let gw = spawn_certgate(&config);
+    let admin = gw.admin_addr();
+    let (s, v) = admin_call(admin, "GET", "/api/devices?limit=1000", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["total"], 200, "{v}");
+    let (_, v) = admin_call(
+        admin,
+        "GET",
+        "/api/devices?status=approved&limit=1000",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["total"], 199);
+    let (_, v) = admin_call(
+        admin,
+        "GET",
+        &format!("/api/devices/{}", fps[0]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["status"], "blocked");
+    // The audit log has every change, with who and what.
+    let audit = std::fs::read_to_string(pki.path("audit.log")).unwrap();
+    assert_eq!(audit.lines().count(), 201, "{audit}");
+    assert!(audit.lines().all(|l| l.contains("\"who\":\"local\"")));
+    assert!(
+        audit
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"action\":\"block\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_10000_first_seen_devices_does_not_disturb_approved_ones() {
+    const BURST: usize = 10_000;
+    let f = registry_gateway("manual", |_| {}).await;
+    let admin = f.gw.admin_addr().unwrap();
+    let (s, _) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{}/approve", fp_of(&f.device)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // 10,000 distinct device certificates (one key, distinct serials and
+    // names: distinct fingerprints), made in memory.
+    let started = Instant::now();
+    let clients = f.pki.many_clients(BURST);
+    println!(
+        "made {BURST} device certificates in {:?}",
+        started.elapsed()
+    );
+
+    // The approved device keeps making requests on new connections.
+    let approved = no_resumption(&f.device_client());
+    let addr = f.addr;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
+                match get(addr, approved.clone(), "/steady", &[]).await {
+                    Ok((s, _)) if s == 200 => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for cfg in clients {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let r = get(addr, cfg, "/burst", &[]).await;
+            drop(permit);
+            r.is_err()
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            refused += 1;
+        }
+    }
+    let burst_time = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = steady.await.unwrap();
+    println!(
+        "{BURST} first-seen handshakes in {burst_time:?}; the approved device made {ok} requests meanwhile"
+    );
+    assert_eq!(refused, BURST, "every unapproved device is refused");
+    assert!(failed.is_empty(), "approved device failed: {failed:?}");
+    assert!(ok > 10, "the approved device kept being served ({ok})");
+
+    let dropped = metric(&f.gw, "certgate_registry_updates_dropped_total");
+    let mut pending = 0.0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        pending = metric(&f.gw, "certgate_devices{status=\"pending\"}");
+        if pending + dropped >= BURST as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("registry: {pending} pending, {dropped} updates dropped");
+    assert!(
+        pending + dropped >= BURST as f64,
+        "every first-seen device is recorded or counted as dropped: {pending} + {dropped}"
+    );
+    let (_, v) = admin_call(
+        admin,
+        "GET",
+        "/api/devices?status=pending&limit=1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["total"].as_f64().unwrap(), pending);
+}
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token_file() {
+    let pki = Pki::new();
+    let mut cb = ConfigBuilder::new(&pki, "127.0.0.1:9".parse().unwrap());
+    cb.extra_top = String::new();
+    let text = cb.render().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"192.0.2.10:9900\"",
+    );
+    let config = pki.path("exposed.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(certgate_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.token_file") && err.contains("192.0.2.10:9900"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_file_the_api_needs_the_token_and_audits_its_name() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let f = registry_gateway("manual", |cb| {
+        let token_file = cb.cert.parent().unwrap().join("admin.tokens");
+        std::fs::write(&token_file, format!("# admins\nalice:{token}\n")).unwrap();
+        cb.extra_admin = format!("token_file = \"{}\"\n", token_file.display());
+    })
+    .await;
+    let dir = f.pki.dir.path().to_path_buf();
+    let admin = f.gw.admin_addr().unwrap();
+    let fp = fp_of(&f.device);
+    let (s, _) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/approve"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/approve"),
+        Some("wrong-token-wrong-token"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = admin_call(admin, "GET", "/api/devices", Some("nope"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = admin_call(admin, "POST", "/api/reload", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Metrics stay open for Prometheus.
+    let (s, _) = admin_call(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/approve"),
+        Some(token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["devices"][0]["changed_by"], "alice");
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"who\":\"alice\"") && audit.contains(&fp),
+        "{audit}"
+    );
+}
