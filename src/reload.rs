@@ -398,6 +398,13 @@ impl Controller {
             sockets = sockets.len(),
             "a successor asked for the listening sockets; handing them over"
         );
+        // The device store is a single-writer file: close it so the
+        // successor can open it. Handshakes go on from the snapshot.
+        if let Some(r) = &self.registry
+            && let Err(e) = r.release().await
+        {
+            warn!(error = %e, "could not flush the device store before the handover");
+        }
         match handover::offer(conn, sockets, || self.stop_all()).await {
             Ok(()) => {
                 info!("successor is serving; this process stops accepting and drains");
@@ -407,6 +414,11 @@ impl Controller {
                 // stop_all runs only after the successor said it is ready, so
                 // on any failure before that we are still serving.
                 warn!(error = %e, "handover failed; this process keeps serving");
+                if let Some(r) = &self.registry
+                    && let Err(e) = r.reopen().await
+                {
+                    error!(error = %e, "cannot reopen the device store; registry changes fail until restart");
+                }
                 false
             }
         }

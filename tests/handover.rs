@@ -17,7 +17,13 @@ fn config_with_handover(
 ) -> (ConfigBuilder, std::path::PathBuf) {
     let sock = pki.path("handover.sock");
     let mut cb = ConfigBuilder::new(pki, backend);
-    cb.extra_top = format!("handover_socket = \"{}\"\n", sock.display());
+    // With a device registry: its store is single-writer and must move to
+    // the successor too.
+    cb.extra_top = format!(
+        "handover_socket = \"{}\"\n{}",
+        sock.display(),
+        registry_table(pki.dir.path(), "auto")
+    );
     (cb, sock)
 }
 
@@ -134,6 +140,37 @@ async fn a_new_binary_takes_over_the_sockets_under_load_without_a_failed_request
         "{new_log}"
     );
     assert!(sock.exists(), "the successor owns the handover socket now");
+    // The successor owns the device store: the device is recorded and an
+    // administrator change is saved.
+    let new_admin = new.admin_addr();
+    let fp = sha256_hex(&device.der);
+    let (s, v) = admin_call(
+        new_admin,
+        "POST",
+        &format!("/api/devices/{fp}/block"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = admin_call(
+        new_admin,
+        "POST",
+        &format!("/api/devices/{fp}/unblock"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = admin_call(
+        new_admin,
+        "POST",
+        &format!("/api/devices/{fp}/approve"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
 
     // And it can hand over again: a third process takes over from the second.
     let mut second = new;

@@ -507,6 +507,12 @@ enum Command {
     Flush {
         reply: oneshot::Sender<Result<(), RegistryError>>,
     },
+    Release {
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+    Reopen {
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
 }
 
 /// Registry metrics.
@@ -546,12 +552,46 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// Opens the store, loads every record and starts the writer task.
+    /// A store still held by a predecessor that is handing over is
+    /// retried for a few seconds.
     pub fn open(
         settings: &RegistrySettings,
         metrics: RegistryMetrics,
     ) -> Result<Registry, StoreError> {
-        let store = RedbStore::open(&settings.path.resolved)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let store = loop {
+            match RedbStore::open(&settings.path.resolved) {
+                Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         Registry::with_store(Arc::new(store), settings, metrics)
+    }
+
+    /// Flushes and closes the store so a successor process can open it
+    /// (binary hand-over). Handshakes keep using the snapshot; changes fail
+    /// until [`Registry::reopen`].
+    pub async fn release(&self) -> Result<(), RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Release { reply })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        rx.await.map_err(|_| RegistryError::Closed)?
+    }
+
+    /// Opens the store again after a hand-over that did not happen.
+    pub async fn reopen(&self) -> Result<(), RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Reopen { reply })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        rx.await.map_err(|_| RegistryError::Closed)?
     }
 
     /// Like [`Registry::open`] with any store.
@@ -590,6 +630,7 @@ impl Registry {
             shared: Arc::downgrade(&shared),
             metrics: shared.metrics.clone(),
             audit_path: settings.audit_log.resolved.clone(),
+            store_path: settings.path.resolved.clone(),
             failing: false,
         };
         writer.count();
@@ -692,7 +733,33 @@ struct Writer {
     shared: std::sync::Weak<Shared>,
     metrics: RegistryMetrics,
     audit_path: PathBuf,
+    store_path: PathBuf,
     failing: bool,
+}
+
+/// The store of a process that handed its registry to a successor.
+struct Released(PathBuf);
+
+impl DeviceStore for Released {
+    fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError> {
+        Err(self.err())
+    }
+    fn put(&self, _: &[Device]) -> Result<(), StoreError> {
+        Err(self.err())
+    }
+    fn delete(&self, _: &str) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+}
+
+impl Released {
+    fn err(&self) -> StoreError {
+        StoreError::Io {
+            path: self.0.clone(),
+            message: "this process handed the device store to its successor; make changes there"
+                .into(),
+        }
+    }
 }
 
 impl Writer {
@@ -845,6 +912,31 @@ impl Writer {
             }
             Command::Flush { reply } => {
                 let _ = reply.send(self.flush().await);
+            }
+            Command::Release { reply } => {
+                let r = self.flush().await;
+                self.store = Arc::new(Released(self.store_path.clone()));
+                info!("device store closed for the successor process");
+                let _ = reply.send(r);
+            }
+            Command::Reopen { reply } => {
+                let path = self.store_path.clone();
+                let r = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Io {
+                            path: PathBuf::new(),
+                            message: format!("writer task failed: {e}"),
+                        })
+                    });
+                let _ = reply.send(match r {
+                    Ok(s) => {
+                        self.store = Arc::new(s);
+                        info!("device store reopened");
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                });
             }
             Command::Change {
                 fingerprints,

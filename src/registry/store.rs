@@ -48,6 +48,13 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when another process holds the store open.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Open { message, .. } if message.contains("another certgate process"))
+    }
+}
+
 /// Persistent device records, keyed by fingerprint.
 pub trait DeviceStore: Send + Sync + 'static {
     /// Every record, plus the problems met with records that could not be
