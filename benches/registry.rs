@@ -1,0 +1,107 @@
+//! What the device registry adds to a handshake: the fingerprint of the
+//! client certificate and a policy decision against a snapshot of 10,000
+//! devices. Run: `cargo bench --bench registry`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+
+use certgate::config::{AllowRules, Approval, ConfigPath, RegistrySettings};
+use certgate::registry::{
+    Device, DeviceStatus, DeviceStore, Policy, Registry, RegistryMetrics, StoreError, fingerprint,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// An in-memory store: the bench measures the handshake path, which never
+/// touches the store anyway.
+#[derive(Default)]
+struct Memory(Mutex<Vec<Device>>);
+
+impl DeviceStore for Memory {
+    fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError> {
+        Ok((self.0.lock().unwrap().clone(), Vec::new()))
+    }
+    fn put(&self, devices: &[Device]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().extend_from_slice(devices);
+        Ok(())
+    }
+    fn delete(&self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+fn device_cert(cn: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.self_signed(&key).unwrap().der().to_vec()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let approved = device_cert("agent-approved");
+    let unknown = device_cert("agent-new");
+    let store = Memory::default();
+    let mut devices: Vec<Device> = (0..10_000u32)
+        .map(|i| {
+            Device::bare(
+                certgate::tls::sha256_hex(format!("device {i}").as_bytes()),
+                DeviceStatus::Approved,
+            )
+        })
+        .collect();
+    devices.push(Device::bare(
+        certgate::tls::sha256_hex(&approved),
+        DeviceStatus::Approved,
+    ));
+    store.put(&devices).unwrap();
+    let dir = std::env::temp_dir();
+    let path = |n: &str| ConfigPath {
+        written: n.into(),
+        resolved: dir.join(n),
+    };
+    let settings = RegistrySettings {
+        path: path("unused.redb"),
+        approval: Approval::Manual,
+        audit_log: path("unused-audit.log"),
+        update_queue: 1024,
+    };
+    let registry =
+        Registry::with_store(Arc::new(store), &settings, RegistryMetrics::default()).unwrap();
+    let policy = Policy {
+        registry: Some(registry),
+        approval: Approval::Manual,
+        rules: AllowRules::default(),
+    };
+    let with_rules = Policy {
+        rules: AllowRules {
+            cn: vec!["agent-*".into()],
+            ..AllowRules::default()
+        },
+        ..policy.clone()
+    };
+    let fp_approved = fingerprint(&approved);
+    let fp_unknown = fingerprint(&unknown);
+
+    let mut g = c.benchmark_group("registry check per handshake (10,000 devices)");
+    g.bench_function("fingerprint + decide, approved device", |b| {
+        b.iter(|| {
+            let fp = fingerprint(black_box(&approved));
+            black_box(policy.decide(&fp, &approved))
+        })
+    });
+    g.bench_function("decide only, approved device", |b| {
+        b.iter(|| black_box(policy.decide(black_box(&fp_approved), &approved)))
+    });
+    g.bench_function("decide only, first-seen device (refused, pending)", |b| {
+        b.iter(|| black_box(policy.decide(black_box(&fp_unknown), &unknown)))
+    });
+    g.bench_function("decide, first-seen device matching an allow_cn rule", |b| {
+        b.iter(|| black_box(with_rules.decide(black_box(&fp_unknown), &unknown)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
