@@ -472,3 +472,148 @@ async fn with_a_token_file_the_api_needs_the_token_and_audits_its_name() {
         "{audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_rules_pre_approve_matching_devices_and_without_a_registry_restrict() {
+    // With a registry in manual mode: a CN rule pre-approves.
+    let mut f = registry_gateway("manual", |cb| {
+        cb.extra_client_auth = "allow_cn = [\"agent-*\"]\n".into();
+    })
+    .await;
+    let agent = f.pki.client("agent-17", Kind::Good);
+    let (s, _) = get(
+        f.addr,
+        client_config(&f.pki, Some(&agent), &[]),
+        "/rule",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s, 200,
+        "a device matching allow_cn is admitted without approval"
+    );
+    assert!(
+        get(f.addr, no_resumption(&f.device_client()), "/other", &[])
+            .await
+            .is_err(),
+        "device-a matches no rule and is not approved"
+    );
+    let admin = f.gw.admin_addr().unwrap();
+    let fp = sha256_hex(&agent.der);
+    assert!(
+        eventually_approved(admin, &fp).await,
+        "the rule-admitted device is recorded as approved"
+    );
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_registry_decisions_total{listener=\"agents\",decision=\"rule\"}"
+        ) >= 1.0
+    );
+
+    // Without a registry the rules are an allow-list (like ghostunnel).
+    let mut g =
+        Fixture::with(|cb| cb.extra_client_auth = "allow_cn = [\"agent-*\"]\n".into()).await;
+    let agent = g.pki.client("agent-18", Kind::Good);
+    let (s, _) = get(
+        g.addr,
+        client_config(&g.pki, Some(&agent), &[]),
+        "/rule",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let e = get(g.addr, no_resumption(&g.device_client()), "/other", &[]).await;
+    assert!(e.is_err(), "device-a matches no rule");
+    assert!(
+        metric(
+            &g.gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"not_allowed\"}"
+        ) >= 1.0,
+        "{}",
+        g.gw.metrics.encode()
+    );
+}
+
+async fn eventually_approved(admin: std::net::SocketAddr, fp: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let (s, v) = admin_call(admin, "GET", &format!("/api/devices/{fp}"), None, None).await;
+        if s == StatusCode::OK && v["status"] == "approved" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_pre_approves_and_export_lists_every_device() {
+    let mut f = registry_gateway("manual", |_| {}).await;
+    let admin = f.gw.admin_addr().unwrap();
+    let a = f.pki.client("imported-a", Kind::Good);
+    let b = f.pki.client("imported-b", Kind::Good);
+    // A file as exported from an old server: PEM certificates.
+    let pem = f.pki.path("old-server-export.pem");
+    std::fs::write(
+        &pem,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&a.cert).unwrap(),
+            std::fs::read_to_string(&b.cert).unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = devices_cli(admin, &["import", pem.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("approved")).count(),
+        2,
+        "{out}"
+    );
+    // And a list of fingerprints, colon-separated as openssl prints them.
+    let c = f.pki.client("imported-c", Kind::Good);
+    let colons: Vec<String> = sha256_hex(&c.der)
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8_lossy(p).to_uppercase())
+        .collect();
+    let list = f.pki.path("fingerprints.txt");
+    std::fs::write(
+        &list,
+        format!("# from the old console\n{}  imported-c\n", colons.join(":")),
+    )
+    .unwrap();
+    let (ok, _, err) = devices_cli(admin, &["import", list.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let bad = f.pki.path("bad.txt");
+    std::fs::write(&bad, "not-a-fingerprint\n").unwrap();
+    let (ok, _, err) = devices_cli(admin, &["import", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 1"), "{err}");
+
+    // Imported devices are admitted on their first connection.
+    for dev in [&a, &b, &c] {
+        let (s, _) = get(
+            f.addr,
+            client_config(&f.pki, Some(dev), &[]),
+            "/imported",
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 200);
+    }
+    let (ok, _, _) = devices_cli(admin, &["label", &sha256_hex(&a.der), "lobby kiosk"]);
+    assert!(ok);
+    let (ok, out, err) = devices_cli(admin, &["export"]);
+    assert!(ok, "{err}");
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let (ok, out, _) = devices_cli(admin, &["list", "--search", "kiosk"]);
+    assert!(
+        ok && out.contains("lobby kiosk") && out.contains("1 of 1"),
+        "{out}"
+    );
+}
