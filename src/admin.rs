@@ -23,6 +23,7 @@ use http_body_util::BodyExt as _;
 use crate::config::ConfigPath;
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::registry::{
     Change, Device, DeviceStatus, Query, Registry, RegistryError, parse_fingerprint,
 };
@@ -37,6 +38,8 @@ pub struct AdminContext {
     pub reload: ReloadHandle,
     /// The device registry, when configured.
     pub registry: Option<Registry>,
+    /// Connection classifications.
+    pub readiness: Option<Readiness>,
     /// Bearer tokens (swapped on reload).
     pub tokens: Arc<ArcSwap<Tokens>>,
 }
@@ -123,6 +126,7 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Byte
             "text/plain",
             "use POST /api/reload\n".into(),
         ),
+        (Method::GET, "/api/readiness") => readiness(ctx, &req).await,
         (method, p) if p == "/api/devices" || p.starts_with("/api/devices/") => {
             let Some(registry) = &ctx.registry else {
                 return json(
@@ -332,6 +336,68 @@ async fn devices(
             )
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// `GET /api/readiness?listener=NAME&window=24h`: how the listener's
+/// clients authenticate and who enforcement would refuse.
+async fn readiness(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut listener = None;
+    let mut window = 24 * 3600;
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "listener" => listener = Some(v),
+            "window" => match crate::config::parse_duration(&v) {
+                Ok(d) => window = i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(60),
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("window \"{v}\": {e}")}),
+                    );
+                }
+            },
+            other => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("unknown query parameter \"{other}\"")}),
+                );
+            }
+        }
+    }
+    let Some(listener) = listener else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "give ?listener=NAME"}),
+        );
+    };
+    let Some(r) = &ctx.readiness else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "readiness tracking is off"}),
+        );
+    };
+    match r.report(&listener, window).await {
+        Some(report) => json(StatusCode::OK, serde_json::json!(report)),
+        None => json(
+            StatusCode::OK,
+            serde_json::json!(crate::readiness::Report {
+                listener,
+                window_seconds: window,
+                total: 0,
+                by_status: Vec::new(),
+                failed_reasons: Vec::new(),
+                would_refuse: Vec::new(),
+                legacy_sources: Vec::new(),
+            }),
+        ),
     }
 }
 

@@ -109,6 +109,7 @@ struct RawListener {
     max_connections: Option<usize>,
     tls: Option<RawTls>,
     client_auth: Option<RawClientAuth>,
+    allow_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,8 +267,10 @@ pub struct ListenerSettings {
     pub listen: SocketAddr,
     /// Name of the `[[upstream]]` requests are forwarded to.
     pub upstream: String,
-    /// TLS policy for this listener.
-    pub tls: TlsSettings,
+    /// TLS policy for this listener; `None` for a plain-HTTP listener.
+    pub tls: Option<TlsSettings>,
+    /// Sources a plain-HTTP listener admits (others get 403).
+    pub allow_from: Vec<ipnet::IpNet>,
     /// Timeouts and size limits.
     pub limits: ListenerLimits,
 }
@@ -355,6 +358,9 @@ pub enum ClientAuthMode {
     Required,
     /// No client certificate is requested.
     Off,
+    /// A client certificate is requested but not required: every client is
+    /// admitted and classified (readiness report, `X-Client-Verify`).
+    Observe,
 }
 
 /// `[listener.client_auth]`, validated.
@@ -425,13 +431,13 @@ impl Settings {
     /// watches these.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = vec![self.source.clone()];
-        for l in &self.listeners {
-            for c in &l.tls.certificates {
+        for tls in self.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+            for c in &tls.certificates {
                 out.push(c.cert.resolved.clone());
                 out.push(c.key.resolved.clone());
             }
-            out.extend(l.tls.client_auth.ca.iter().map(|p| p.resolved.clone()));
-            out.extend(l.tls.client_auth.crl.iter().map(|p| p.resolved.clone()));
+            out.extend(tls.client_auth.ca.iter().map(|p| p.resolved.clone()));
+            out.extend(tls.client_auth.crl.iter().map(|p| p.resolved.clone()));
         }
         if let Some(t) = self.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
             out.push(t.resolved.clone());
@@ -645,15 +651,46 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
             ));
         }
         let limits = listener_limits(&l, &ctx, errors);
+        let mut allow_from = Vec::new();
+        for (j, c) in l.allow_from.iter().flatten().enumerate() {
+            match parse_cidr(c) {
+                Some(n) => allow_from.push(n),
+                None => errors.push(invalid(
+                    format!("{ctx}: allow_from[{j}]"),
+                    format!("\"{c}\" is not an address or CIDR block (e.g. \"10.20.0.0/16\")"),
+                )),
+            }
+        }
         let tls = match l.tls {
-            Some(t) => validate_tls(t, l.client_auth, &ctx, base, errors),
+            Some(t) => {
+                if l.allow_from.is_some() {
+                    errors.push(invalid(
+                        format!("{ctx}: allow_from"),
+                        "allow_from is for plain-HTTP listeners (no [listener.tls]); TLS \
+                         listeners admit devices by certificate",
+                    ));
+                }
+                validate_tls(t, l.client_auth, &ctx, base, errors).map(Some)
+            }
             None => {
-                errors.push(invalid(
-                    format!("{ctx}: tls"),
-                    "missing [listener.tls]; plain-HTTP listeners are not supported by this \
-                     version, add a [listener.tls] table with at least one certificate",
-                ));
-                None
+                if l.client_auth.is_some() {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth"),
+                        "a plain-HTTP listener (no [listener.tls]) cannot check client \
+                         certificates; remove [listener.client_auth] or add [listener.tls]",
+                    ));
+                }
+                if l.allow_from.as_ref().is_none_or(|a| a.is_empty()) {
+                    errors.push(invalid(
+                        format!("{ctx}: allow_from"),
+                        "a listener without [listener.tls] is a plain-HTTP listener for legacy \
+                         devices and must list the sources it admits: allow_from = \
+                         [\"10.20.0.0/16\", ...]; or add a [listener.tls] table",
+                    ));
+                    None
+                } else {
+                    Some(None)
+                }
             }
         };
         if let (Some(listen), Some(tls)) = (listen, tls) {
@@ -662,6 +699,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                 listen,
                 upstream: l.upstream,
                 tls,
+                allow_from,
                 limits,
             });
         }
@@ -792,25 +830,28 @@ fn validate_tls(
             let mode = match ca.mode.as_str() {
                 "required" => Some(ClientAuthMode::Required),
                 "off" => Some(ClientAuthMode::Off),
-                "observe" => {
-                    errors.push(invalid(
-                        format!("{ctx}: client_auth.mode"),
-                        "\"observe\" is not supported by this version; use \"required\" or \"off\"",
-                    ));
-                    None
-                }
+                "observe" => Some(ClientAuthMode::Observe),
                 other => {
                     errors.push(invalid(
                         format!("{ctx}: client_auth.mode"),
-                        format!("\"{other}\" is not a mode; use \"required\" or \"off\""),
+                        format!(
+                            "\"{other}\" is not a mode; use \"required\", \"observe\" or \"off\""
+                        ),
                     ));
                     None
                 }
             };
-            if mode == Some(ClientAuthMode::Required) && ca.ca.is_empty() {
+            if matches!(
+                mode,
+                Some(ClientAuthMode::Required | ClientAuthMode::Observe)
+            ) && ca.ca.is_empty()
+            {
                 errors.push(invalid(
                     format!("{ctx}: client_auth.ca"),
-                    "mode = \"required\" needs at least one CA bundle in ca = [...]",
+                    format!(
+                        "mode = \"{}\" needs at least one CA bundle in ca = [...]",
+                        ca.mode
+                    ),
                 ));
             }
             if mode == Some(ClientAuthMode::Off) && (!ca.ca.is_empty() || !ca.crl.is_empty()) {
@@ -849,6 +890,15 @@ fn validate_tls(
         session_cache: t.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
         client_auth: client_auth?,
     })
+}
+
+/// An address or CIDR block; a bare address is a /32 (/128).
+fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
 }
 
 fn resolve(base: &Path, written: String) -> ConfigPath {
@@ -926,6 +976,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -955,12 +1006,15 @@ mod tests {
     fn minimal_config_gets_safe_defaults() -> Result<(), ConfigError> {
         let s = parse(MINIMAL)?;
         let l = &s.listeners[0];
-        assert_eq!(l.tls.versions, vec![TlsVersion::V1_2]);
+        assert_eq!(l.tls.as_ref().unwrap().versions, vec![TlsVersion::V1_2]);
         assert_eq!(l.limits.handshake_timeout, Duration::from_secs(10));
         assert_eq!(l.limits.max_request_header_bytes, 64 * 1024);
-        assert_eq!(l.tls.client_auth.mode, ClientAuthMode::Required);
         assert_eq!(
-            l.tls.certificates[0].key.resolved,
+            l.tls.as_ref().unwrap().client_auth.mode,
+            ClientAuthMode::Required
+        );
+        assert_eq!(
+            l.tls.as_ref().unwrap().certificates[0].key.resolved,
             PathBuf::from("/etc/certgate/certs/server.key")
         );
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
@@ -1005,7 +1059,10 @@ mod tests {
         let text = include_str!("../config/certgate.toml");
         let s = Settings::parse(text, Path::new("config/certgate.toml"), Path::new("config"))?;
         assert_eq!(s.listeners.len(), 1);
-        assert_eq!(s.listeners[0].tls.client_auth.crl.len(), 1);
+        assert_eq!(
+            s.listeners[0].tls.as_ref().unwrap().client_auth.crl.len(),
+            1
+        );
         assert!(s.admin.is_some());
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod handover;
 pub mod metrics;
 pub mod proxy;
+pub mod readiness;
 pub mod registry;
 pub mod reload;
 pub mod tls;

@@ -59,6 +59,28 @@ enum Command {
         #[command(subcommand)]
         action: DevicesCommand,
     },
+    /// How a listener's clients authenticate, and who enforcing client
+    /// certificates would refuse (from a running gateway).
+    Readiness {
+        /// The listener.
+        #[arg(long, short)]
+        listener: String,
+        /// Look back this far, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// The gateway's config file (admin address and token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Admin API address instead of --config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Token file instead of the one in --config.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
     Demo {
         /// Where the demo PKI and config are written.
@@ -168,6 +190,16 @@ fn main() -> ExitCode {
             json,
             action,
         } => run_devices(config, admin, token_file, json, action),
+        Command::Readiness {
+            listener,
+            window,
+            config,
+            admin,
+            token_file,
+            json,
+        } => target(config, admin, token_file).and_then(|t| {
+            current_thread()?.block_on(devices::readiness(&t, &listener, &window, json))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,17 +262,7 @@ fn run_devices(
     json: bool,
     action: DevicesCommand,
 ) -> anyhow::Result<()> {
-    let mut target = match (&config, admin) {
-        (Some(c), None) => devices::Target::from_config(c)?,
-        (None, a) => devices::Target {
-            addr: a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900))),
-            token: None,
-        },
-        (Some(_), Some(_)) => anyhow::bail!("give --config or --admin, not both"),
-    };
-    if let Some(t) = token_file {
-        target.token = Some(devices::first_token(&t)?);
-    }
+    let target = target(config, admin, token_file)?;
     let action = match action {
         DevicesCommand::List {
             status,
@@ -264,11 +286,35 @@ fn run_devices(
         DevicesCommand::Import { file } => devices::Action::Import(file),
         DevicesCommand::Export => devices::Action::Export,
     };
+    current_thread()?.block_on(devices::run(&target, action, json))
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(devices::run(&target, action, json))
+        .context("cannot start the async runtime")
+}
+
+/// The admin API to talk to: from --config, or --admin (default
+/// 127.0.0.1:9900), with --token-file overriding the config's token.
+fn target(
+    config: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<devices::Target> {
+    let mut target = match (&config, admin) {
+        (Some(c), None) => devices::Target::from_config(c)?,
+        (None, a) => devices::Target {
+            addr: a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900))),
+            token: None,
+        },
+        (Some(_), Some(_)) => anyhow::bail!("give --config or --admin, not both"),
+    };
+    if let Some(t) = token_file {
+        target.token = Some(devices::first_token(&t)?);
+    }
+    Ok(target)
 }
 
 fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

@@ -55,6 +55,13 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientAuthLabels {
+    listener: String,
+    status: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -103,6 +110,9 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     registry_dropped: Counter,
     registry_write_errors: Counter,
+    client_auth: Family<ClientAuthLabels, Counter>,
+    sources_refused: Family<ListenerLabel, Counter>,
+    readiness_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -205,6 +215,24 @@ impl Metrics {
             "Device store writes that failed",
             registry_write_errors.clone(),
         );
+        let client_auth = Family::<ClientAuthLabels, Counter>::default();
+        registry.register(
+            "client_auth",
+            "Client authentication outcomes: status authenticated, unapproved, blocked, no_credentials or failed, with the reason",
+            client_auth.clone(),
+        );
+        let sources_refused = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "plain_http_sources_refused",
+            "Connections to a plain-HTTP listener from a source outside its allow_from (answered 403)",
+            sources_refused.clone(),
+        );
+        let readiness_dropped = Counter::default();
+        registry.register(
+            "readiness_events_dropped",
+            "Connection classifications not counted in the readiness report because its queue was full",
+            readiness_dropped.clone(),
+        );
         for r in ["success", "failure"] {
             reloads
                 .get_or_create(&ResultLabel { result: r.into() })
@@ -231,7 +259,15 @@ impl Metrics {
             decisions,
             registry_dropped,
             registry_write_errors,
+            client_auth,
+            sources_refused,
+            readiness_dropped,
         }
+    }
+
+    /// The counter of dropped readiness events.
+    pub fn readiness_dropped(&self) -> Counter {
+        self.readiness_dropped.clone()
     }
 
     /// Handles for the device registry.
@@ -315,6 +351,8 @@ impl Metrics {
             upstream_errors: self.upstream_errors.clone(),
             closed_by_policy: self.closed_by_policy.clone(),
             decisions: self.decisions.clone(),
+            client_auth: self.client_auth.clone(),
+            sources_refused: self.sources_refused.get_or_create(&l).clone(),
         }
     }
 
@@ -342,9 +380,27 @@ pub struct ListenerMetrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     closed_by_policy: Family<ReasonLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    client_auth: Family<ClientAuthLabels, Counter>,
+    sources_refused: Counter,
 }
 
 impl ListenerMetrics {
+    /// Counts a client authentication outcome.
+    pub fn client_auth(&self, status: &'static str, reason: &'static str) {
+        self.client_auth
+            .get_or_create(&ClientAuthLabels {
+                listener: self.listener.clone(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a plain-HTTP connection from a source not allowed.
+    pub fn source_refused(&self) {
+        self.sources_refused.inc();
+    }
+
     /// Counts an admission decision on a CA-valid certificate.
     pub fn decision(&self, decision: &'static str) {
         self.decisions

@@ -27,6 +27,7 @@ use crate::handover;
 use crate::metrics::{CertExpiry, Metrics};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, ListenerShared, ListenerState};
+use crate::readiness::Readiness;
 use crate::registry::{Policy, Registry};
 use crate::tls::ListenerTls;
 
@@ -126,7 +127,7 @@ pub struct View {
 /// The listener and upstream state built from one [`Settings`], nothing
 /// bound yet.
 pub struct Built {
-    listeners: Vec<(ListenerSettings, Arc<ListenerTls>, Arc<Upstream>)>,
+    listeners: Vec<(ListenerSettings, Option<Arc<ListenerTls>>, Arc<Upstream>)>,
     upstreams: Vec<Arc<Upstream>>,
     tokens: admin::Tokens,
 }
@@ -173,21 +174,26 @@ impl Built {
                 p.listeners
                     .iter()
                     .find(|r| r.name == l.name)
-                    .map(|r| r.shared.current().tls.clone())
+                    .and_then(|r| r.shared.current().tls.clone())
             });
-            let policy = Policy {
-                registry: registry.cloned(),
-                approval: settings
-                    .registry
-                    .as_ref()
-                    .map_or(Approval::Manual, |r| r.approval),
-                rules: l.tls.client_auth.allow.clone(),
-            };
-            let tls = match ListenerTls::build(&l.name, &l.tls, old.as_deref(), Some(policy)) {
-                Ok(t) => Arc::new(t),
-                Err(e) => {
-                    errors.extend(e.into_list());
-                    continue;
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => {
+                    let policy = Policy {
+                        registry: registry.cloned(),
+                        approval: settings
+                            .registry
+                            .as_ref()
+                            .map_or(Approval::Manual, |r| r.approval),
+                        rules: t.client_auth.allow.clone(),
+                    };
+                    match ListenerTls::build(&l.name, t, old.as_deref(), Some(policy)) {
+                        Ok(t) => Some(Arc::new(t)),
+                        Err(e) => {
+                            errors.extend(e.into_list());
+                            continue;
+                        }
+                    }
                 }
             };
             match upstreams.iter().find(|u| u.settings.name == l.upstream) {
@@ -212,7 +218,7 @@ impl Built {
     pub fn tls(&self) -> impl Iterator<Item = (&str, &ListenerTls)> {
         self.listeners
             .iter()
-            .map(|(l, t, _)| (l.name.as_str(), t.as_ref()))
+            .filter_map(|(l, t, _)| t.as_deref().map(|t| (l.name.as_str(), t)))
     }
 }
 
@@ -245,6 +251,7 @@ pub struct Controller {
     upstreams: Vec<Arc<Upstream>>,
     metrics: Arc<Metrics>,
     registry: Option<Registry>,
+    readiness: Option<Readiness>,
     drain: mpsc::Sender<()>,
     view: Arc<ArcSwap<View>>,
     handle: ReloadHandle,
@@ -282,6 +289,7 @@ impl Controller {
             listeners: Vec::new(),
             admin: None,
             upstreams: Vec::new(),
+            readiness: Some(Readiness::start(metrics.readiness_dropped())),
             metrics,
             registry,
             drain,
@@ -578,10 +586,14 @@ impl Controller {
         let mut running = Vec::new();
         let mut expiry = Vec::new();
         for ((k, socket), (l, tls, upstream)) in keep.into_iter().zip(fresh).zip(built.listeners) {
-            expiry.extend(expiries(&l.name, &tls));
+            if let Some(t) = &tls {
+                expiry.extend(expiries(&l.name, t));
+            }
             let state = ListenerState::new(
                 &l.name,
                 tls.clone(),
+                l.allow_from.clone(),
+                self.readiness.clone(),
                 upstream,
                 l.limits.clone(),
                 self.metrics.listener(&l.name, &l.upstream),
@@ -662,6 +674,7 @@ impl Controller {
                         metrics: self.metrics.clone(),
                         reload: self.handle.clone(),
                         registry: self.registry.clone(),
+                        readiness: self.readiness.clone(),
                         tokens: self.tokens.clone(),
                     },
                     stop_rx,
@@ -713,7 +726,7 @@ fn describe_change(
     report: &mut ReloadReport,
     l: &ListenerSettings,
     before: &ListenerState,
-    tls: &ListenerTls,
+    tls: &Option<Arc<ListenerTls>>,
     old_name: &str,
 ) {
     if old_name != l.name {
@@ -727,17 +740,26 @@ fn describe_change(
             .map(|c| c.fingerprint.clone())
             .collect::<Vec<_>>()
     };
-    if served(&before.tls) != served(tls) {
-        report.changes.push(format!(
-            "listener \"{}\": server certificate(s) replaced",
+    match (&before.tls, tls) {
+        (Some(a), Some(b)) => {
+            if served(a) != served(b) {
+                report.changes.push(format!(
+                    "listener \"{}\": server certificate(s) replaced",
+                    l.name
+                ));
+            }
+            if a.trust_digest != b.trust_digest {
+                report.changes.push(format!(
+                    "listener \"{}\": client CA / CRL / TLS policy changed (open connections re-checked)",
+                    l.name
+                ));
+            }
+        }
+        (None, None) => {}
+        _ => report.changes.push(format!(
+            "listener \"{}\": switched between TLS and plain HTTP",
             l.name
-        ));
-    }
-    if before.tls.trust_digest != tls.trust_digest {
-        report.changes.push(format!(
-            "listener \"{}\": client CA / CRL / TLS policy changed (open connections re-checked)",
-            l.name
-        ));
+        )),
     }
     if before.upstream.settings.name != l.upstream {
         report.changes.push(format!(

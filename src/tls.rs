@@ -25,6 +25,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, RootCertStore, ServerConfig, SupportedCipherSuite};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+pub mod hello;
+
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
 use crate::registry::{Policy, Verdict};
@@ -123,8 +125,9 @@ impl ListenerTls {
         policy: Option<Policy>,
     ) -> Result<ListenerTls, ConfigError> {
         let provider = Arc::new(crypto_provider(&settings.versions));
+        let mode = settings.client_auth.mode;
         let policy = policy
-            .filter(|p| settings.client_auth.mode == ClientAuthMode::Required && !p.is_open())
+            .filter(|p| mode != ClientAuthMode::Off && !p.is_open())
             .map(Arc::new);
         let mut errors = Vec::new();
 
@@ -155,13 +158,17 @@ impl ListenerTls {
             (_, Some(p)) => Some((p.verifier.clone(), p.trusted.clone())),
             (Some(t), None) => match t.verifier(listener, settings, provider.clone()) {
                 Ok((v, trusted)) => {
-                    let v = match (v, &policy) {
-                        (Some(inner), Some(p)) => Some(Arc::new(PolicyVerifier {
-                            inner,
-                            policy: p.clone(),
-                        })
-                            as Arc<dyn ClientCertVerifier>),
-                        (v, _) => v,
+                    let observe = mode == ClientAuthMode::Observe;
+                    let v = match v {
+                        Some(inner) if policy.is_some() || observe => {
+                            Some(Arc::new(PolicyVerifier {
+                                inner,
+                                policy: policy.clone(),
+                                observe,
+                            })
+                                as Arc<dyn ClientCertVerifier>)
+                        }
+                        v => v,
                     };
                     Some((v, trusted))
                 }
@@ -553,6 +560,10 @@ impl TrustFiles {
         }
 
         let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if settings.client_auth.mode == ClientAuthMode::Observe {
+            // Ask for a certificate, admit without one.
+            builder = builder.allow_unauthenticated();
+        }
         if !self.crls.is_empty() {
             // Only the device certificate is checked against the CRLs: a
             // two-level client PKI then needs the issuing CA's CRL only. An
@@ -871,15 +882,21 @@ pub struct HandshakeNote {
     pub verdict: Option<Verdict>,
     /// The certificate, kept when the registry may need to create a record.
     pub der: Option<Vec<u8>>,
+    /// Why CA validation (chain, validity, CRL) failed, if it did.
+    pub ca_failure: Option<&'static str>,
 }
 
 /// CA validation (the webpki verifier), then the admission policy: the
 /// registry's status of the device and the allow rules. Runs inside the
 /// handshake, so a refusal is a TLS alert (`access_denied`).
+///
+/// In `observe` mode nothing is refused: the verdict is only noted, so the
+/// connection is admitted and classified.
 #[derive(Debug)]
 struct PolicyVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    policy: Arc<Policy>,
+    policy: Option<Arc<Policy>>,
+    observe: bool,
 }
 
 impl ClientCertVerifier for PolicyVerifier {
@@ -905,10 +922,15 @@ impl ClientCertVerifier for PolicyVerifier {
         let ca = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
-        let verdict = ca
-            .as_ref()
-            .ok()
-            .map(|_| self.policy.decide(&fp, end_entity));
+        let verdict = match (&ca, &self.policy) {
+            (Ok(_), Some(p)) => Some(p.decide(&fp, end_entity)),
+            (Ok(_), None) => Some(Verdict::Admit {
+                why: "ca",
+                record: false,
+            }),
+            (Err(_), _) => None,
+        };
+        let ca_failure = ca.as_ref().err().map(failure_reason);
         let keep_der = matches!(
             verdict,
             Some(Verdict::Admit { record: true, .. })
@@ -922,7 +944,11 @@ impl ClientCertVerifier for PolicyVerifier {
             n.fingerprint = Some(fp);
             n.verdict = verdict;
             n.der = keep_der.then(|| end_entity.to_vec());
+            n.ca_failure = ca_failure;
         });
+        if self.observe {
+            return Ok(rustls::server::danger::ClientCertVerified::assertion());
+        }
         match verdict {
             Some(Verdict::Refuse { .. }) => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

@@ -28,7 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, ListenerLimits};
 use crate::metrics::ListenerMetrics;
+use crate::readiness::{Event as ReadinessEvent, Readiness, Status};
 use crate::registry::{DeviceStatus, Observation, Verdict};
+use crate::tls::hello::{self, Offered, Recorded};
 use crate::tls::{self, HandshakeNote, ListenerTls, PeerIdentity};
 use headers::ClientFacts;
 use service::{Activity, ConnContext};
@@ -43,8 +45,13 @@ const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 pub struct ListenerState {
     /// Listener name.
     pub name: Arc<str>,
-    /// TLS state: certificates, verifier, session cache.
-    pub tls: Arc<ListenerTls>,
+    /// TLS state: certificates, verifier, session cache; `None` for a
+    /// plain-HTTP listener.
+    pub tls: Option<Arc<ListenerTls>>,
+    /// Sources a plain-HTTP listener admits.
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// Where connection classifications go (readiness report).
+    pub readiness: Option<Readiness>,
     /// Where requests go.
     pub upstream: Arc<Upstream>,
     /// Timeouts and limits.
@@ -59,9 +66,12 @@ pub struct ListenerState {
 
 impl ListenerState {
     /// Assembles a listener's state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
-        tls: Arc<ListenerTls>,
+        tls: Option<Arc<ListenerTls>>,
+        allow_from: Vec<ipnet::IpNet>,
+        readiness: Option<Readiness>,
         upstream: Arc<Upstream>,
         limits: ListenerLimits,
         metrics: ListenerMetrics,
@@ -84,6 +94,8 @@ impl ListenerState {
         ListenerState {
             name: name.into(),
             tls,
+            allow_from,
+            readiness,
             upstream,
             limits,
             metrics,
@@ -165,24 +177,30 @@ impl Admission {
             .shared
             .current()
             .tls
-            .policy
             .as_ref()
+            .and_then(|t| t.policy.as_ref())
             .and_then(|p| p.registry.as_ref().map(|r| r.revocations()));
         loop {
             let state = self.shared.current();
-            if state.tls.trust_digest != digest {
-                digest = state.tls.trust_digest;
-                if let Err(reason) = admits(&state.tls, self.chain.as_deref()) {
+            let Some(tls) = &state.tls else {
+                // Plain HTTP: nothing to re-check.
+                return std::future::pending().await;
+            };
+            if tls.trust_digest != digest {
+                digest = tls.trust_digest;
+                if let Err(reason) = admits(tls, self.chain.as_deref()) {
                     return reason;
                 }
             }
             // Blocked (or no longer approved) in the registry: a status
             // lookup, no chain verification.
-            if let (Some(policy), Some(fp), Some(leaf)) = (
-                &state.tls.policy,
-                &self.fingerprint,
-                self.chain.as_deref().and_then(|c| c.first()),
-            ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+            if tls.mode == ClientAuthMode::Required
+                && let (Some(policy), Some(fp), Some(leaf)) = (
+                    &tls.policy,
+                    &self.fingerprint,
+                    self.chain.as_deref().and_then(|c| c.first()),
+                )
+                && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
             {
                 return reason;
             }
@@ -208,6 +226,16 @@ impl Admission {
     pub fn count_closed(&self, reason: &'static str) {
         self.shared.current().metrics.closed_by_policy(reason);
     }
+
+    /// An admission for a connection without TLS.
+    fn plain(shared: Arc<ListenerShared>) -> Admission {
+        Admission {
+            shared,
+            fingerprint: None,
+            chain: None,
+            digest: [0; 32],
+        }
+    }
 }
 
 fn admits(
@@ -215,7 +243,7 @@ fn admits(
     chain: Option<&[CertificateDer<'static>]>,
 ) -> Result<(), &'static str> {
     match (tls.mode, &tls.verifier, chain) {
-        (ClientAuthMode::Off, _, _) => Ok(()),
+        (ClientAuthMode::Off | ClientAuthMode::Observe, _, _) => Ok(()),
         (ClientAuthMode::Required, _, None) | (ClientAuthMode::Required, None, _) => {
             Err("no_certificate")
         }
@@ -292,16 +320,15 @@ fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
     }
 }
 
+type Tls = tokio_rustls::server::TlsStream<Recorded<TcpStream>>;
+
 /// After a completed handshake: a resumed session is verified again
 /// (rustls restores its client chain without calling the verifier), with
 /// the listener state it was accepted under.
-fn check_session(
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    state: &ListenerState,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, (&'static str, String)> {
+fn check_session(stream: Tls, tls: &ListenerTls) -> Result<Tls, (&'static str, String)> {
     let (_, conn) = stream.get_ref();
     if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-        && let (Some(v), Some(certs)) = (&state.tls.verifier, conn.peer_certificates())
+        && let (Some(v), Some(certs)) = (&tls.verifier, conn.peer_certificates())
         && let Err(e) = tls::reverify(v.as_ref(), certs)
     {
         let noted = tls::HANDSHAKE
@@ -326,15 +353,16 @@ fn policy_detail(reason: &str) -> &'static str {
     }
 }
 
-/// Tells the registry about a refused handshake of a device it knows, or
-/// of a first-seen device to record as pending.
+/// Tells the registry about a handshake of a device it knows, or of a
+/// first-seen device it is to record.
 fn observe(
-    state: &ListenerState,
+    tls: &ListenerTls,
     note: &HandshakeNote,
     peer: SocketAddr,
     refused: Option<&'static str>,
+    admitted_record: bool,
 ) {
-    let Some(reg) = state.tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
+    let Some(reg) = tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
         return;
     };
     let Some(fp) = note.fingerprint else { return };
@@ -343,6 +371,9 @@ fn observe(
             record_pending: true,
             ..
         }) => Some(DeviceStatus::Pending),
+        Some(Verdict::Admit { record: true, .. }) if admitted_record => {
+            Some(DeviceStatus::Approved)
+        }
         _ => None,
     };
     // Refusals of certificates the registry has never seen and will not
@@ -361,35 +392,99 @@ fn observe(
     });
 }
 
+/// How a client authenticated, from what the verifier noted.
+fn classify(note: &HandshakeNote, failure: Option<&'static str>) -> (Status, &'static str) {
+    if let Some(r) = failure {
+        return match r {
+            "unapproved" | "not_allowed" => (Status::Unapproved, r),
+            "blocked" => (Status::Blocked, r),
+            "no_certificate" => (Status::NoCredentials, "none"),
+            _ => (Status::Failed, r),
+        };
+    }
+    if note.fingerprint.is_none() {
+        return (Status::NoCredentials, "none");
+    }
+    if let Some(r) = note.ca_failure {
+        return (Status::Failed, r);
+    }
+    match note.verdict {
+        Some(Verdict::Refuse {
+            reason: "blocked", ..
+        }) => (Status::Blocked, "blocked"),
+        Some(Verdict::Refuse { reason, .. }) => (Status::Unapproved, reason),
+        _ => (Status::Authenticated, "none"),
+    }
+}
+
+fn record(
+    state: &ListenerState,
+    peer: SocketAddr,
+    (status, reason): (Status, &'static str),
+    note: &HandshakeNote,
+    subject: Option<String>,
+    legacy: Option<String>,
+) {
+    state.metrics.client_auth(status.as_str(), reason);
+    if let Some(r) = &state.readiness {
+        r.record(ReadinessEvent {
+            listener: state.name.clone(),
+            status,
+            reason,
+            peer: peer.ip().to_canonical(),
+            fingerprint: note.fingerprint.map(|f| tls::sha256_hex_of(&f)),
+            subject,
+            legacy_version: legacy,
+            at: crate::reload::now_unix(),
+        });
+    }
+}
+
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<ListenerShared>,
     state: Arc<ListenerState>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Some(tls_state) = state.tls.clone() else {
+        return plain(tcp, peer, shared, state, stop, drain).await;
+    };
     let name = &state.name;
-    let acceptor = TlsAcceptor::from(state.tls.server_config.clone());
+    let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
     // The handshake runs inside HANDSHAKE's scope so the verifier (and the
-    // session store) can tell this task what they decided.
-    let (accepted, note) = tls::HANDSHAKE
+    // session store) can tell this task what they decided. The stream
+    // keeps a copy of the ClientHello until then, to explain a refusal.
+    let (accepted, note, offered) = tls::HANDSHAKE
         .scope(std::cell::RefCell::new(HandshakeNote::default()), async {
-            let r =
-                tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await;
+            let mut offered = Offered::Incomplete;
+            let r = tokio::time::timeout(
+                state.limits.handshake_timeout,
+                acceptor.accept(Recorded::new(tcp)).into_fallible(),
+            )
+            .await;
             let r = match r {
-                Ok(Ok(stream)) => Ok(check_session(stream, &state)),
-                Ok(Err(e)) => Err(Some(e)),
+                Ok(Ok(mut stream)) => {
+                    stream.get_mut().0.forget();
+                    Ok(check_session(stream, &tls_state))
+                }
+                Ok(Err((e, io))) => {
+                    offered = io.offered();
+                    Err(Some(e))
+                }
                 Err(_) => Err(None),
             };
             let note = tls::HANDSHAKE.with(|n| std::mem::take(&mut *n.borrow_mut()));
-            (r, note)
+            (r, note, offered)
         })
         .await;
     let fp_hex = note.fingerprint.map(|f| tls::sha256_hex_of(&f));
     let policy_refusal = match note.verdict {
-        Some(Verdict::Refuse { reason, .. }) => Some(reason),
+        Some(Verdict::Refuse { reason, .. }) if tls_state.mode == ClientAuthMode::Required => {
+            Some(reason)
+        }
         _ => None,
     };
     let stream = match accepted {
@@ -400,7 +495,7 @@ async fn connection(
             return;
         }
         Err(Some(e)) => {
-            let (reason, detail) = match (
+            let (mut reason, mut detail) = match (
                 policy_refusal,
                 e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
             ) {
@@ -408,41 +503,72 @@ async fn connection(
                 (None, Some(te)) => (tls::failure_reason(te), te.to_string()),
                 (None, None) => ("io", e.to_string()),
             };
+            let mut legacy = None;
+            if offered.is_legacy()
+                && let Some(v) = offered.version()
+            {
+                let version = hello::version_name(v);
+                reason = "legacy_protocol";
+                detail = format!("offered at most {version}; this listener needs TLS 1.2 or newer");
+                legacy = Some(version);
+            }
             state.metrics.handshake_failure(reason);
             if let Some(r) = policy_refusal {
                 state.metrics.decision(r);
             }
             info!(listener = %name, %peer, reason, error = %detail,
                 fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
-            observe(&state, &note, peer, Some(reason));
+            if tls_state.mode != ClientAuthMode::Off {
+                let class = classify(&note, Some(reason));
+                record(&state, peer, class, &note, None, legacy);
+            }
+            observe(&tls_state, &note, peer, Some(reason), false);
             return;
         }
         Ok(Err((reason, detail))) => {
             state.metrics.handshake_failure(reason);
             info!(listener = %name, %peer, reason, error = %detail,
                 "resumed TLS session refused on re-verification; closed");
+            if tls_state.mode != ClientAuthMode::Off {
+                record(
+                    &state,
+                    peer,
+                    classify(&note, Some(reason)),
+                    &note,
+                    None,
+                    None,
+                );
+            }
             return;
         }
         Ok(Ok(s)) => s,
     };
-    if let Some(Verdict::Admit { why, .. }) = note.verdict {
-        state.metrics.decision(why);
-    }
 
     let (_, conn) = stream.get_ref();
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let version = version_label(conn.protocol_version());
+    let certs = conn.peer_certificates();
+    let class = match (tls_state.mode, certs) {
+        (ClientAuthMode::Off, _) => None,
+        // Admitted under `required`: the verifier (and re-verification of
+        // a resumed session) accepted the certificate.
+        (ClientAuthMode::Required, _) => Some((Status::Authenticated, "none")),
+        (ClientAuthMode::Observe, None) => Some((Status::NoCredentials, "none")),
+        (ClientAuthMode::Observe, Some(_)) => Some(classify(&note, None)),
+    };
+    if tls_state.mode == ClientAuthMode::Required && certs.is_none() {
+        // The verifier requires a certificate; this cannot happen unless
+        // rustls changes, and then we refuse rather than admit.
+        state.metrics.handshake_failure("no_certificate");
+        warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
+        return;
+    }
+    // Identity headers only for a certificate that passed CA validation:
+    // the fields of any other certificate are the client's own claims.
+    let ca_valid = class.is_some_and(|(s, _)| s != Status::Failed && s != Status::NoCredentials);
     let mut chain = None;
-    let identity = match state.tls.mode {
-        ClientAuthMode::Off => None,
-        ClientAuthMode::Required => {
-            let Some(certs) = conn.peer_certificates() else {
-                // The verifier requires a certificate; this cannot happen
-                // unless rustls changes, and then we refuse rather than admit.
-                state.metrics.handshake_failure("no_certificate");
-                warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
-                return;
-            };
+    let identity = match certs {
+        Some(certs) if ca_valid => {
             let Some(id) = certs.first().and_then(|c| PeerIdentity::from_der(c)) else {
                 state.metrics.handshake_failure("bad_certificate");
                 warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
@@ -456,23 +582,27 @@ async fn connection(
             ));
             Some(id)
         }
+        _ => None,
     };
-    if let (Some(reg), Some(id)) = (
-        state.tls.policy.as_ref().and_then(|p| p.registry.as_ref()),
-        identity.as_ref(),
-    ) {
-        let record = match note.verdict {
-            Some(Verdict::Admit { record: true, .. }) => Some(DeviceStatus::Approved),
-            _ => None,
-        };
-        reg.observe(Observation {
-            fingerprint: id.fingerprint_bytes,
-            der: note.der,
+    if let Some(Verdict::Admit { why, .. }) = note.verdict {
+        state.metrics.decision(why);
+    }
+    if let Some(c) = class {
+        record(
+            &state,
             peer,
-            at: crate::reload::now_unix(),
-            refused: None,
-            record,
-        });
+            c,
+            &note,
+            identity.as_ref().map(|i| i.subject.clone()),
+            None,
+        );
+    }
+    match (&identity, class) {
+        (Some(_), Some((Status::Authenticated, _))) => observe(&tls_state, &note, peer, None, true),
+        (_, Some((_, reason))) if note.fingerprint.is_some() => {
+            observe(&tls_state, &note, peer, Some(reason), false)
+        }
+        _ => {}
     }
     state.metrics.handshake(version, resumed);
     debug!(listener = %name, %peer, version, resumed,
@@ -483,24 +613,96 @@ async fn connection(
         shared: shared.clone(),
         fingerprint: identity.as_ref().map(|i| i.fingerprint_bytes),
         chain,
-        digest: state.tls.trust_digest,
+        digest: tls_state.trust_digest,
     };
-    let verify = if identity.is_some() {
-        "SUCCESS"
-    } else {
-        "NONE"
+    let verify = match class {
+        None | Some((Status::NoCredentials, _)) => HeaderValue::from_static("NONE"),
+        Some((Status::Authenticated, _)) => HeaderValue::from_static("SUCCESS"),
+        Some((_, reason)) => HeaderValue::from_str(&format!("FAILED:{reason}"))
+            .unwrap_or(HeaderValue::from_static("FAILED")),
     };
+    let facts = ClientFacts {
+        forwarded_for: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        proto: HeaderValue::from_static("https"),
+        verify,
+        identity,
+    };
+    serve_http(stream, peer, shared, state, facts, admission, stop, drain).await;
+}
+
+/// A plain-HTTP listener (legacy devices): sources in `allow_from` are
+/// forwarded like TLS clients without a certificate; others get 403.
+async fn plain(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ListenerShared>,
+    state: Arc<ListenerState>,
+    stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let ip = peer.ip().to_canonical();
+    if !state.allow_from.iter().any(|n| n.contains(&ip)) {
+        state.metrics.source_refused();
+        info!(listener = %state.name, %peer,
+            "source not in allow_from of this plain-HTTP listener; answering 403");
+        let svc = hyper::service::service_fn(|_req| async {
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"forbidden: this source may not use the plain-HTTP port\n",
+            )));
+            *r.status_mut() = http::StatusCode::FORBIDDEN;
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.limits.request_header_timeout)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(tcp), svc);
+        let _ = tokio::time::timeout(state.limits.request_header_timeout, conn).await;
+        return;
+    }
+    record(
+        &state,
+        peer,
+        (Status::NoCredentials, "none"),
+        &HandshakeNote::default(),
+        None,
+        None,
+    );
+    let facts = ClientFacts {
+        forwarded_for: HeaderValue::from_str(&ip.to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        proto: HeaderValue::from_static("http"),
+        verify: HeaderValue::from_static("NONE"),
+        identity: None,
+    };
+    let admission = Admission::plain(shared.clone());
+    serve_http(tcp, peer, shared, state, facts, admission, stop, drain).await;
+}
+
+/// Serves HTTP on an accepted (and, for TLS, admitted) connection until it
+/// ends, idles out, is drained, or its client stops being admitted.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<IO>(
+    io: IO,
+    peer: SocketAddr,
+    shared: Arc<ListenerShared>,
+    state: Arc<ListenerState>,
+    facts: ClientFacts,
+    admission: Admission,
+    mut stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let name = &state.name;
     let activity = Arc::new(Activity::default());
     let ctx = Arc::new(ConnContext {
         shared: shared.clone(),
         peer,
-        facts: ClientFacts {
-            forwarded_for: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            proto: HeaderValue::from_static("https"),
-            verify: HeaderValue::from_static(verify),
-            identity,
-        },
+        facts,
         activity: activity.clone(),
         admission: admission.clone(),
         stop: stop.clone(),
@@ -509,7 +711,7 @@ async fn connection(
     let svc = hyper::service::service_fn(move |req| service::handle(ctx.clone(), req));
     let conn = state
         .http
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let revoked = admission.revoked();
     tokio::pin!(revoked);

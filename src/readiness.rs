@@ -1,0 +1,345 @@
+//! The readiness report: how each listener's clients authenticate, per
+//! status and reason over a chosen window, which devices and sources would
+//! be refused if client certificates were enforced, and which clients
+//! still speak TLS 1.0/1.1.
+//!
+//! Handshakes send events through a bounded queue to one task (they never
+//! wait; a full queue drops the event and counts it); the task keeps
+//! per-minute counts for a week and the latest state of each client.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// How a client authenticated (or failed to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A valid, approved certificate.
+    Authenticated,
+    /// A CA-valid certificate of a device not approved (manual approval).
+    Unapproved,
+    /// A CA-valid certificate of a blocked device.
+    Blocked,
+    /// No certificate.
+    NoCredentials,
+    /// A certificate that failed validation, or a failed handshake.
+    Failed,
+}
+
+impl Status {
+    /// All statuses, in report order.
+    pub const ALL: [Status; 5] = [
+        Status::Authenticated,
+        Status::Unapproved,
+        Status::Blocked,
+        Status::NoCredentials,
+        Status::Failed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Authenticated => "authenticated",
+            Status::Unapproved => "unapproved",
+            Status::Blocked => "blocked",
+            Status::NoCredentials => "no_credentials",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One classified connection attempt.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Classification.
+    pub status: Status,
+    /// Reason label (`none` for authenticated / no credentials).
+    pub reason: &'static str,
+    /// Source address.
+    pub peer: IpAddr,
+    /// Certificate fingerprint, when a certificate was presented.
+    pub fingerprint: Option<String>,
+    /// Certificate subject, when known.
+    pub subject: Option<String>,
+    /// Highest version offered by a legacy (TLS 1.0/1.1) client.
+    pub legacy_version: Option<String>,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A client as last seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Client {
+    /// Certificate fingerprint, when a certificate was presented.
+    pub fingerprint: Option<String>,
+    /// Certificate subject.
+    pub subject: Option<String>,
+    /// Latest source address.
+    pub peer: String,
+    /// Latest classification.
+    pub status: Status,
+    /// Latest reason.
+    pub reason: &'static str,
+    /// Connection attempts seen.
+    pub attempts: u64,
+    /// Unix seconds.
+    pub last_seen: i64,
+}
+
+/// A source that offered only TLS 1.0/1.1 (or SSL).
+#[derive(Debug, Clone, Serialize)]
+pub struct LegacySource {
+    /// Source address.
+    pub peer: String,
+    /// Highest version it offered, e.g. `TLS 1.0`.
+    pub version: String,
+    /// Attempts seen.
+    pub attempts: u64,
+    /// Unix seconds.
+    pub last_seen: i64,
+}
+
+/// Count and share of one status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Share {
+    /// Status.
+    pub status: Status,
+    /// Connection attempts in the window.
+    pub count: u64,
+    /// Percentage of all attempts in the window.
+    pub percent: f64,
+}
+
+/// The readiness report of one listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Listener.
+    pub listener: String,
+    /// Window, seconds.
+    pub window_seconds: i64,
+    /// Connection attempts in the window.
+    pub total: u64,
+    /// Per status.
+    pub by_status: Vec<Share>,
+    /// Failed attempts by reason.
+    pub failed_reasons: Vec<(String, u64)>,
+    /// Clients (devices by fingerprint, or sources without a certificate)
+    /// that `mode = "required"` with the current approval setting would
+    /// refuse, by their latest attempt in the window.
+    pub would_refuse: Vec<Client>,
+    /// Sources that offered nothing newer than TLS 1.1.
+    pub legacy_sources: Vec<LegacySource>,
+}
+
+const MINUTES_KEPT: usize = 7 * 24 * 60;
+const MAX_CLIENTS: usize = 100_000;
+
+#[derive(Default)]
+struct ListenerData {
+    /// (minute, counts per status, failed reasons)
+    minutes: VecDeque<(i64, [u64; 5], HashMap<&'static str, u64>)>,
+    clients: HashMap<String, Client>,
+    legacy: HashMap<IpAddr, LegacySource>,
+}
+
+enum Command {
+    Report {
+        listener: String,
+        window: i64,
+        reply: oneshot::Sender<Option<Report>>,
+    },
+}
+
+/// Handle to the readiness tracker; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    events: mpsc::Sender<Event>,
+    commands: mpsc::Sender<Command>,
+    dropped: Counter,
+}
+
+impl Readiness {
+    /// Starts the tracker task.
+    pub fn start(dropped: Counter) -> Readiness {
+        let (events, mut events_rx) = mpsc::channel::<Event>(16_384);
+        let (commands, mut commands_rx) = mpsc::channel::<Command>(16);
+        tokio::spawn(async move {
+            let mut data: HashMap<Arc<str>, ListenerData> = HashMap::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    c = commands_rx.recv() => match c {
+                        Some(Command::Report { listener, window, reply }) => {
+                            let r = data
+                                .iter()
+                                .find(|(k, _)| k.as_ref() == listener)
+                                .map(|(_, d)| report(&listener, d, window));
+                            let _ = reply.send(r);
+                        }
+                        None => return,
+                    },
+                    e = events_rx.recv() => match e {
+                        Some(e) => add(data.entry(e.listener.clone()).or_default(), e),
+                        None => return,
+                    },
+                }
+            }
+        });
+        Readiness {
+            events,
+            commands,
+            dropped,
+        }
+    }
+
+    /// Records an event; never waits (a full queue drops it, counted).
+    pub fn record(&self, e: Event) {
+        if self.events.try_send(e).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// The report of `listener` over the last `window` seconds; `None` when
+    /// the listener has seen no client.
+    pub async fn report(&self, listener: &str, window: i64) -> Option<Report> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Report {
+                listener: listener.to_string(),
+                window,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
+fn add(d: &mut ListenerData, e: Event) {
+    let minute = e.at.div_euclid(60);
+    if d.minutes.back().is_none_or(|(m, _, _)| *m != minute) {
+        d.minutes.push_back((minute, [0; 5], HashMap::new()));
+        while d.minutes.len() > MINUTES_KEPT {
+            d.minutes.pop_front();
+        }
+    }
+    if let Some((_, counts, reasons)) = d.minutes.back_mut() {
+        counts[e.status.index()] += 1;
+        if e.status == Status::Failed {
+            *reasons.entry(e.reason).or_default() += 1;
+        }
+    }
+    if let Some(v) = &e.legacy_version {
+        let l = d.legacy.entry(e.peer).or_insert_with(|| LegacySource {
+            peer: e.peer.to_string(),
+            version: v.clone(),
+            attempts: 0,
+            last_seen: e.at,
+        });
+        l.version = v.clone();
+        l.attempts += 1;
+        l.last_seen = e.at;
+    }
+    // A device is one client whatever address it comes from; without a
+    // certificate the source address is all we have.
+    let key = e
+        .fingerprint
+        .clone()
+        .unwrap_or_else(|| format!("addr:{}", e.peer));
+    let c = d.clients.entry(key).or_insert_with(|| Client {
+        fingerprint: e.fingerprint.clone(),
+        subject: None,
+        peer: String::new(),
+        status: e.status,
+        reason: e.reason,
+        attempts: 0,
+        last_seen: e.at,
+    });
+    c.peer = e.peer.to_string();
+    c.status = e.status;
+    c.reason = e.reason;
+    if e.subject.is_some() {
+        c.subject = e.subject;
+    }
+    c.attempts += 1;
+    c.last_seen = e.at;
+    if d.clients.len() > MAX_CLIENTS {
+        // Forget the tenth seen longest ago.
+        let mut seen: Vec<i64> = d.clients.values().map(|c| c.last_seen).collect();
+        seen.sort_unstable();
+        let cut = seen[MAX_CLIENTS / 10];
+        d.clients.retain(|_, c| c.last_seen > cut);
+        d.legacy.retain(|_, l| l.last_seen > cut);
+    }
+}
+
+fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
+    let now = crate::reload::now_unix();
+    let since = now - window;
+    let first_minute = since.div_euclid(60);
+    let mut counts = [0u64; 5];
+    let mut reasons: HashMap<&'static str, u64> = HashMap::new();
+    for (m, c, r) in d.minutes.iter().filter(|(m, _, _)| *m >= first_minute) {
+        let _ = m;
+        for (i, v) in c.iter().enumerate() {
+            counts[i] += v;
+        }
+        for (k, v) in r {
+            *reasons.entry(k).or_default() += v;
+        }
+    }
+    let total: u64 = counts.iter().sum();
+    let by_status = Status::ALL
+        .iter()
+        .map(|s| Share {
+            status: *s,
+            count: counts[s.index()],
+            percent: if total == 0 {
+                0.0
+            } else {
+                (counts[s.index()] as f64 * 1000.0 / total as f64).round() / 10.0
+            },
+        })
+        .collect();
+    let mut failed_reasons: Vec<(String, u64)> = reasons
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    failed_reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut would_refuse: Vec<Client> = d
+        .clients
+        .values()
+        .filter(|c| c.last_seen >= since && c.status != Status::Authenticated)
+        .cloned()
+        .collect();
+    would_refuse.sort_by(|a, b| {
+        (a.status as u8, &a.peer, &a.fingerprint).cmp(&(b.status as u8, &b.peer, &b.fingerprint))
+    });
+    let mut legacy_sources: Vec<LegacySource> = d
+        .legacy
+        .values()
+        .filter(|l| l.last_seen >= since)
+        .cloned()
+        .collect();
+    legacy_sources.sort_by(|a, b| a.peer.cmp(&b.peer));
+    Report {
+        listener: listener.to_string(),
+        window_seconds: window,
+        total,
+        by_status,
+        failed_reasons,
+        would_refuse,
+        legacy_sources,
+    }
+}
