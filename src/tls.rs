@@ -746,6 +746,13 @@ impl PeerIdentity {
     }
 }
 
+/// The RFC 4514 subject of a certificate, if it parses.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    X509Certificate::from_der(der)
+        .ok()
+        .map(|(_, c)| rfc4514_subject(&c))
+}
+
 /// Lowercase hex of a 32-byte digest.
 pub fn sha256_hex_of(digest: &[u8; 32]) -> String {
     hex_lower(digest)

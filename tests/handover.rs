@@ -191,13 +191,7 @@ async fn a_second_certgate_without_takeover_refuses_to_start() {
     let (cb, _) = config_with_handover(&pki, backend.addr);
     let config = cb.write(pki.dir.path());
     let first = spawn_certgate(&config);
-    let out = std::process::Command::new(certgate_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = certgate_fails("run", &config);
     assert!(
         err.contains("another certgate is running") && err.contains("--takeover"),
         "{err}"

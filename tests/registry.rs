@@ -406,13 +406,7 @@ fn a_non_loopback_admin_listener_needs_a_token_file() {
     );
     let config = pki.path("exposed.toml");
     std::fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(certgate_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = certgate_fails("run", &config);
     assert!(
         err.contains("admin.token_file") && err.contains("192.0.2.10:9900"),
         "{err}"

@@ -588,14 +588,14 @@ async fn connection(
         state.metrics.decision(why);
     }
     if let Some(c) = class {
-        record(
-            &state,
-            peer,
-            c,
-            &note,
-            identity.as_ref().map(|i| i.subject.clone()),
-            None,
-        );
+        // The report may show the subject of a certificate that failed
+        // validation (it helps find the device); headers never do.
+        let subject = identity.as_ref().map(|i| i.subject.clone()).or_else(|| {
+            certs
+                .and_then(|c| c.first())
+                .and_then(|c| tls::subject_of(c))
+        });
+        record(&state, peer, c, &note, subject, None);
     }
     match (&identity, class) {
         (Some(_), Some((Status::Authenticated, _))) => observe(&tls_state, &note, peer, None, true),

@@ -1375,3 +1375,15 @@ pub fn alert_of(e: &std::io::Error) -> Option<rustls::AlertDescription> {
         _ => None,
     }
 }
+
+/// Runs `certgate SUBCOMMAND --config CONFIG`, asserts that it fails, and
+/// returns its stderr.
+pub fn certgate_fails(subcommand: &str, config: &Path) -> String {
+    let out = std::process::Command::new(certgate_bin())
+        .args([subcommand, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "certgate {subcommand} must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
