@@ -42,6 +42,8 @@ pub struct AdminContext {
     pub readiness: Option<Readiness>,
     /// Bearer tokens (swapped on reload).
     pub tokens: Arc<ArcSwap<Tokens>>,
+    /// Listeners and their upstreams as running now.
+    pub view: Arc<ArcSwap<crate::reload::View>>,
 }
 
 /// Serves the admin API until `shutdown` turns true.
@@ -100,6 +102,7 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Byte
             );
         }
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => return readyz(ctx).await,
         _ => {}
     }
     if !path.starts_with("/api/") {
@@ -337,6 +340,44 @@ async fn devices(
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// `GET /readyz`: 200 when every listener is bound and reaches at least
+/// one server of its upstream (a TCP connect, at most 1 s each), else 503;
+/// the body says which.
+async fn readyz(ctx: &AdminContext) -> Response<Full<Bytes>> {
+    let view = ctx.view.load_full();
+    let mut ready = !view.listeners.is_empty();
+    let mut listeners = Vec::new();
+    let mut probed: std::collections::HashMap<String, Vec<(std::net::SocketAddr, bool)>> =
+        std::collections::HashMap::new();
+    for (name, up) in &view.upstreams {
+        let servers = match probed.get(&up.settings.name) {
+            Some(s) => s.clone(),
+            None => {
+                let s = up.probe().await;
+                probed.insert(up.settings.name.clone(), s.clone());
+                s
+            }
+        };
+        let ok = servers.iter().any(|(_, up)| *up);
+        ready &= ok;
+        listeners.push(serde_json::json!({
+            "listener": name,
+            "addr": view.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| a.to_string()),
+            "upstream": up.settings.name,
+            "ready": ok,
+            "servers": servers.iter().map(|(s, up)| serde_json::json!({"server": s.to_string(), "up": up})).collect::<Vec<_>>(),
+        }));
+    }
+    json(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        serde_json::json!({"ready": ready, "listeners": listeners}),
+    )
 }
 
 /// `GET /api/readiness?listener=NAME&window=24h`: how the listener's

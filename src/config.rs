@@ -144,6 +144,7 @@ struct RawClientAuth {
     allow_dns: Vec<String>,
     #[serde(default)]
     allow_uri: Vec<String>,
+    crl_stale: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +364,15 @@ pub enum ClientAuthMode {
     Observe,
 }
 
+/// What a CRL past its `nextUpdate` does to its CA's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlStale {
+    /// Refuse them (a stale CRL may hide revocations).
+    FailClosed,
+    /// Admit them, checking the revocations the stale CRL lists.
+    FailOpen,
+}
+
 /// `[listener.client_auth]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuthSettings {
@@ -372,6 +382,8 @@ pub struct ClientAuthSettings {
     pub ca: Vec<ConfigPath>,
     /// Certificate revocation lists (PEM or DER).
     pub crl: Vec<ConfigPath>,
+    /// What a CRL past its `nextUpdate` does.
+    pub crl_stale: CrlStale,
     /// Static pre-approval rules.
     pub allow: AllowRules,
 }
@@ -860,6 +872,17 @@ fn validate_tls(
                     "mode = \"off\" ignores ca and crl; remove them or set mode = \"required\"",
                 ));
             }
+            let crl_stale = match ca.crl_stale.as_deref() {
+                None | Some("fail_closed") => CrlStale::FailClosed,
+                Some("fail_open") => CrlStale::FailOpen,
+                Some(other) => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.crl_stale"),
+                        format!("\"{other}\": use \"fail_closed\" or \"fail_open\""),
+                    ));
+                    CrlStale::FailClosed
+                }
+            };
             let allow = AllowRules {
                 cn: ca.allow_cn,
                 ou: ca.allow_ou,
@@ -876,6 +899,7 @@ fn validate_tls(
                 mode,
                 ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
                 crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
+                crl_stale,
                 allow,
             })
         }

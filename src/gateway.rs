@@ -23,7 +23,7 @@ use crate::reload::{Built, Cause, Controller, ReloadHandle, ReloadOutcome, View}
 /// without binding anything. This is what `certgate check` runs, and what
 /// every reload runs before it changes anything.
 pub fn check(settings: &Settings) -> Result<Built, ConfigError> {
-    Built::new(settings, None, None)
+    Built::new(settings, None, None, None)
 }
 
 /// A running gateway. Dropping it signals shutdown.
@@ -230,6 +230,10 @@ pub async fn run(settings: Settings, takeover: bool) -> Result<(), RunError> {
         );
     }
     let mut gateway = Gateway::start_with(settings, predecessor, activated).await?;
+    crate::notify::ready(&format!(
+        "serving {} listener(s)",
+        gateway.listeners().len()
+    ));
     let reload = gateway.reload_handle();
     let why = loop {
         tokio::select! {
@@ -246,6 +250,7 @@ pub async fn run(settings: Settings, takeover: bool) -> Result<(), RunError> {
         reason = why,
         "shutting down: no new connections, finishing in-flight requests"
     );
+    crate::notify::stopping(&format!("draining ({why})"));
     gateway.shutdown().await;
     info!("stopped");
     Ok(())

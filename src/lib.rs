@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod handover;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod readiness;
 pub mod registry;

@@ -62,6 +62,18 @@ struct ClientAuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    upstream: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlLabels {
+    listener: String,
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -113,6 +125,10 @@ pub struct Metrics {
     client_auth: Family<ClientAuthLabels, Counter>,
     sources_refused: Family<ListenerLabel, Counter>,
     readiness_dropped: Counter,
+    server_up: Family<ServerLabels, Gauge>,
+    crl_next_update: Family<CrlLabels, Gauge>,
+    crl_stale: Family<CrlLabels, Gauge>,
+    crl_state: std::sync::Mutex<Vec<(CrlLabels, Option<i64>)>>,
 }
 
 impl Default for Metrics {
@@ -233,6 +249,24 @@ impl Metrics {
             "Connection classifications not counted in the readiness report because its queue was full",
             readiness_dropped.clone(),
         );
+        let server_up = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_server_up",
+            "Whether the last connect to an upstream server succeeded (1) or failed (0)",
+            server_up.clone(),
+        );
+        let crl_next_update = Family::<CrlLabels, Gauge>::default();
+        registry.register(
+            "crl_next_update_timestamp_seconds",
+            "nextUpdate of each loaded CRL, seconds since the Unix epoch",
+            crl_next_update.clone(),
+        );
+        let crl_stale = Family::<CrlLabels, Gauge>::default();
+        registry.register(
+            "crl_stale",
+            "Whether a loaded CRL is past its nextUpdate (1) or current (0)",
+            crl_stale.clone(),
+        );
         for r in ["success", "failure"] {
             reloads
                 .get_or_create(&ResultLabel { result: r.into() })
@@ -262,7 +296,65 @@ impl Metrics {
             client_auth,
             sources_refused,
             readiness_dropped,
+            server_up,
+            crl_next_update,
+            crl_stale,
+            crl_state: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replaces the CRL series: (listener, issuer, nextUpdate).
+    pub fn set_crls(&self, crls: &[(String, String, Option<i64>)]) {
+        self.crl_next_update.clear();
+        self.crl_stale.clear();
+        let state: Vec<(CrlLabels, Option<i64>)> = crls
+            .iter()
+            .map(|(l, i, n)| {
+                (
+                    CrlLabels {
+                        listener: l.clone(),
+                        issuer: i.clone(),
+                    },
+                    *n,
+                )
+            })
+            .collect();
+        for (labels, next) in &state {
+            if let Some(n) = next {
+                self.crl_next_update.get_or_create(labels).set(*n);
+            }
+        }
+        if let Ok(mut s) = self.crl_state.lock() {
+            *s = state;
+        }
+        self.update_crl_staleness();
+    }
+
+    /// Staleness depends on the clock, not on a reload: computed at scrape.
+    fn update_crl_staleness(&self) {
+        let now = crate::reload::now_unix();
+        if let Ok(s) = self.crl_state.lock() {
+            for (labels, next) in s.iter() {
+                let stale = next.is_some_and(|n| n < now);
+                self.crl_stale.get_or_create(labels).set(i64::from(stale));
+            }
+        }
+    }
+
+    /// The up gauges of an upstream's servers, in order. Servers start as
+    /// up until a connect fails.
+    pub fn server_up(&self, upstream: &str, servers: &[std::net::SocketAddr]) -> Vec<Gauge> {
+        servers
+            .iter()
+            .map(|s| {
+                self.server_up
+                    .get_or_create(&ServerLabels {
+                        upstream: upstream.to_string(),
+                        server: s.to_string(),
+                    })
+                    .clone()
+            })
+            .collect()
     }
 
     /// The counter of dropped readiness events.
@@ -358,6 +450,7 @@ impl Metrics {
 
     /// The text exposition format (OpenMetrics) of every metric.
     pub fn encode(&self) -> String {
+        self.update_crl_staleness();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

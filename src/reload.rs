@@ -122,6 +122,8 @@ pub struct View {
     pub listeners: Vec<(String, SocketAddr)>,
     /// Bound address of the admin listener.
     pub admin: Option<SocketAddr>,
+    /// The upstream each listener forwards to.
+    pub upstreams: Vec<(String, Arc<Upstream>)>,
 }
 
 /// The listener and upstream state built from one [`Settings`], nothing
@@ -141,6 +143,7 @@ impl Built {
         settings: &Settings,
         previous: Option<&Controller>,
         registry: Option<&Registry>,
+        metrics: Option<&Metrics>,
     ) -> Result<Built, ConfigError> {
         let mut errors = Vec::new();
         let mut upstreams = Vec::new();
@@ -149,7 +152,10 @@ impl Built {
                 previous.and_then(|p| p.upstreams.iter().find(|old| old.settings == *u).cloned());
             match reused {
                 Some(up) => upstreams.push(up),
-                None => match Upstream::new(u) {
+                None => match Upstream::new(
+                    u,
+                    metrics.map_or_else(Vec::new, |m| m.server_up(&u.name, &u.servers)),
+                ) {
                     Ok(up) => upstreams.push(Arc::new(up)),
                     Err(e) => errors.push(ConfigError::Invalid {
                         context: format!("upstream \"{}\": name", u.name),
@@ -263,6 +269,8 @@ pub struct Controller {
     refused: Option<[u8; 32]>,
     watcher: FileWatcher,
     changed: Arc<Notify>,
+    /// CRLs already reported as stale: (listener, issuer).
+    stale_crls: HashSet<(String, String)>,
 }
 
 impl Controller {
@@ -277,7 +285,7 @@ impl Controller {
         handle: ReloadHandle,
         mut inherited: Inherited,
     ) -> Result<Controller, RunError> {
-        let built = Built::new(&settings, None, registry.as_ref())?;
+        let built = Built::new(&settings, None, registry.as_ref(), Some(&metrics))?;
         let digest = files_digest(&settings.files());
         // Watch before anything is served, so that no change made after
         // start returns can be missed.
@@ -300,6 +308,7 @@ impl Controller {
             refused: None,
             watcher,
             changed,
+            stale_crls: HashSet::new(),
         };
         controller
             .apply(settings, built, &mut inherited, true)
@@ -308,6 +317,7 @@ impl Controller {
             info!(name = %s.name, addr = %s.local, "inherited socket not in the config; closed");
         }
         controller.metrics.loaded(now_unix());
+        controller.check_crls();
         Ok(controller)
     }
 
@@ -353,6 +363,7 @@ impl Controller {
                 }
                 _ = poll.tick() => {
                     let _ = self.reload(Cause::Poll, false).await;
+                    self.check_crls();
                 }
                 conn = accept_unix(handover_socket.as_ref()) => {
                     if self.hand_over(conn).await {
@@ -364,6 +375,41 @@ impl Controller {
         }
         self.stop_all();
         handed_over
+    }
+
+    /// Logs a CRL going past its nextUpdate (once), with what that means
+    /// under the listener's `crl_stale` policy.
+    fn check_crls(&mut self) {
+        let now = now_unix();
+        for r in &self.listeners {
+            let state = r.shared.current();
+            let Some(tls) = &state.tls else { continue };
+            let policy = self
+                .settings
+                .listeners
+                .iter()
+                .find(|l| l.name == r.name)
+                .and_then(|l| l.tls.as_ref())
+                .map(|t| t.client_auth.crl_stale);
+            for c in &tls.crls {
+                let key = (r.name.clone(), c.issuer.clone());
+                let stale = c.next_update.is_some_and(|n| n < now);
+                if stale && self.stale_crls.insert(key) {
+                    match policy {
+                        Some(crate::config::CrlStale::FailOpen) => warn!(
+                            listener = %r.name, issuer = %c.issuer, next_update = c.next_update.unwrap_or(0),
+                            "CRL is past its nextUpdate; crl_stale = \"fail_open\": devices of this CA are still admitted on the stale CRL; publish a fresh CRL"
+                        ),
+                        _ => warn!(
+                            listener = %r.name, issuer = %c.issuer, next_update = c.next_update.unwrap_or(0),
+                            "CRL is past its nextUpdate; crl_stale = \"fail_closed\": devices of this CA are REFUSED (reason crl_expired) until a fresh CRL is loaded"
+                        ),
+                    }
+                } else if !stale {
+                    self.stale_crls.remove(&(r.name.clone(), c.issuer.clone()));
+                }
+            }
+        }
     }
 
     fn stop_all(&mut self) {
@@ -447,14 +493,26 @@ impl Controller {
                     );
                     return Ok(ReloadReport::default());
                 }
-                match Built::new(&settings, Some(self), self.registry.as_ref()) {
+                crate::notify::reloading();
+                let built = Built::new(
+                    &settings,
+                    Some(self),
+                    self.registry.as_ref(),
+                    Some(&self.metrics),
+                );
+                let result = match built {
                     Ok(built) => self
                         .apply(settings, built, &mut Vec::new(), false)
                         .await
                         .map(|r| (r, digest))
                         .map_err(|e| (e, Some(digest))),
                     Err(e) => Err((RunError::Config(e), Some(digest))),
-                }
+                };
+                crate::notify::ready(match &result {
+                    Ok(_) => "serving; last reload succeeded",
+                    Err(_) => "serving; last reload FAILED, previous configuration in force",
+                });
+                result
             }
             Err(e) => {
                 let digest = files_digest(std::slice::from_ref(&source));
@@ -466,6 +524,7 @@ impl Controller {
         };
         match result {
             Ok((report, digest)) => {
+                self.check_crls();
                 self.digest = digest;
                 self.refused = None;
                 // The files may have moved (config change, new symlink
@@ -676,6 +735,7 @@ impl Controller {
                         registry: self.registry.clone(),
                         readiness: self.readiness.clone(),
                         tokens: self.tokens.clone(),
+                        view: self.view.clone(),
                     },
                     stop_rx,
                 ));
@@ -708,6 +768,21 @@ impl Controller {
         self.upstreams = built.upstreams;
         self.tokens.store(Arc::new(built.tokens));
         self.metrics.set_certificates(&expiry);
+        let crls: Vec<(String, String, Option<i64>)> = self
+            .listeners
+            .iter()
+            .filter_map(|r| {
+                let st = r.shared.current();
+                st.tls.clone().map(|t| (r.name.clone(), t))
+            })
+            .flat_map(|(name, t)| {
+                t.crls
+                    .iter()
+                    .map(|c| (name.clone(), c.issuer.clone(), c.next_update))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.metrics.set_crls(&crls);
         warn_expiring(&expiry);
         self.view.store(Arc::new(View {
             listeners: self
@@ -716,6 +791,11 @@ impl Controller {
                 .map(|r| (r.name.clone(), r.addr))
                 .collect(),
             admin: self.admin.as_ref().map(|a| a.addr),
+            upstreams: self
+                .listeners
+                .iter()
+                .map(|r| (r.name.clone(), r.shared.current().upstream.clone()))
+                .collect(),
         }));
         self.settings = settings;
         Ok(report)

@@ -79,6 +79,8 @@ pub struct ListenerTls {
     pub served: Vec<CertSummary>,
     /// `not_after` of each trusted client CA, for expiry reporting.
     pub trusted: Vec<CertSummary>,
+    /// Each CRL's issuer and `nextUpdate`, for staleness reporting.
+    pub crls: Vec<CrlSummary>,
     /// Digest of everything the verifier and session store depend on
     /// (versions, cache size, mode, CA and CRL file bytes). Two states with
     /// the same digest verify clients identically, so a reload that only
@@ -97,6 +99,16 @@ impl std::fmt::Debug for ListenerTls {
             .field("served", &self.served)
             .finish_non_exhaustive()
     }
+}
+
+/// What we report about a loaded CRL.
+#[derive(Debug, Clone)]
+pub struct CrlSummary {
+    /// Issuer, RFC 4514.
+    pub issuer: String,
+    /// `nextUpdate`, seconds since the Unix epoch (none if the CRL has no
+    /// nextUpdate).
+    pub next_update: Option<i64>,
 }
 
 /// What we report about a loaded certificate.
@@ -232,6 +244,7 @@ impl ListenerTls {
             mode: settings.client_auth.mode,
             served,
             trusted,
+            crls: trust.summaries.clone(),
             trust_digest: trust.digest,
             policy: reuse.map_or(policy, |p| p.policy.clone()),
         })
@@ -450,6 +463,7 @@ impl ResolvesServerCert for SniResolver {
 struct TrustFiles {
     cas: Vec<(String, ConfigPath, Vec<CertificateDer<'static>>)>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    summaries: Vec<CrlSummary>,
     digest: [u8; 32],
 }
 
@@ -483,9 +497,11 @@ impl TrustFiles {
             )
             .as_bytes(),
         );
+        digest.update(format!("crl_stale={:?};", settings.client_auth.crl_stale).as_bytes());
         let mut files = TrustFiles {
             cas: Vec::new(),
             crls: Vec::new(),
+            summaries: Vec::new(),
             digest: [0; 32],
         };
         if settings.client_auth.mode == ClientAuthMode::Off {
@@ -513,6 +529,14 @@ impl TrustFiles {
                     digest.update(b"crl;");
                     for crl in &c {
                         digest.update(crl);
+                        if let Ok((_, parsed)) =
+                            x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+                        {
+                            files.summaries.push(CrlSummary {
+                                issuer: parsed.issuer().to_string(),
+                                next_update: parsed.next_update().map(|t| t.timestamp()),
+                            });
+                        }
                     }
                     files.crls.extend(c);
                 }
@@ -566,13 +590,15 @@ impl TrustFiles {
         }
         if !self.crls.is_empty() {
             // Only the device certificate is checked against the CRLs: a
-            // two-level client PKI then needs the issuing CA's CRL only. An
-            // expired CRL refuses devices (fail closed), as a stale CRL may
-            // hide revocations.
+            // two-level client PKI then needs the issuing CA's CRL only.
             builder = builder
                 .with_crls(self.crls.iter().cloned())
-                .only_check_end_entity_revocation()
-                .enforce_revocation_expiration();
+                .only_check_end_entity_revocation();
+            if settings.client_auth.crl_stale == crate::config::CrlStale::FailClosed {
+                // A CRL past nextUpdate refuses its CA's devices: a stale CRL
+                // may hide revocations.
+                builder = builder.enforce_revocation_expiration();
+            }
         }
         let verifier = builder.build().map_err(|e| ConfigError::Invalid {
             context: format!("listener \"{listener}\": client_auth"),

@@ -21,6 +21,8 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::UpstreamSettings;
 
 /// The backend server a response came from, attached to the response's
@@ -84,6 +86,9 @@ struct ConnectorInner {
     upstream: String,
     servers: Vec<SocketAddr>,
     connect_timeout: Duration,
+    /// `certgate_upstream_server_up` of each server: 1 after a successful
+    /// connect, 0 after a failed one.
+    up: Vec<Gauge>,
 }
 
 impl tower_service::Service<Uri> for FailoverConnector {
@@ -99,9 +104,12 @@ impl tower_service::Service<Uri> for FailoverConnector {
         let inner = self.inner.clone();
         Box::pin(async move {
             let mut attempts = Vec::new();
-            for &server in &inner.servers {
-                match tokio::time::timeout(inner.connect_timeout, TcpStream::connect(server)).await
-                {
+            for (i, &server) in inner.servers.iter().enumerate() {
+                let r = tokio::time::timeout(inner.connect_timeout, TcpStream::connect(server)).await;
+                if let Some(g) = inner.up.get(i) {
+                    g.set(i64::from(matches!(r, Ok(Ok(_)))));
+                }
+                match r {
                     Ok(Ok(stream)) => {
                         // Small request heads and responses must not wait for
                         // Nagle; hyper already coalesces its writes.
@@ -184,6 +192,7 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// The pooled HTTP/1.1 client.
     pub client: Client<FailoverConnector, Incoming>,
+    connector: Arc<ConnectorInner>,
 }
 
 impl fmt::Debug for Upstream {
@@ -198,14 +207,19 @@ impl fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the client for `settings`. Names were validated to be legal
     /// URI authorities.
-    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, http::uri::InvalidUri> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        up: Vec<Gauge>,
+    ) -> Result<Upstream, http::uri::InvalidUri> {
         let authority = http::uri::Authority::try_from(settings.name.as_str())?;
+        let inner = Arc::new(ConnectorInner {
+            upstream: settings.name.clone(),
+            servers: settings.servers.clone(),
+            connect_timeout: settings.connect_timeout,
+            up,
+        });
         let connector = FailoverConnector {
-            inner: Arc::new(ConnectorInner {
-                upstream: settings.name.clone(),
-                servers: settings.servers.clone(),
-                connect_timeout: settings.connect_timeout,
-            }),
+            inner: inner.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
@@ -219,7 +233,26 @@ impl Upstream {
             settings: settings.clone(),
             authority,
             client,
+            connector: inner,
         })
+    }
+
+    /// Tries a TCP connection to every server (at most 1 s each) and
+    /// records the result in the server gauges; which are up.
+    pub async fn probe(&self) -> Vec<(SocketAddr, bool)> {
+        let limit = self.settings.connect_timeout.min(Duration::from_secs(1));
+        let mut out = Vec::new();
+        for (i, &server) in self.settings.servers.iter().enumerate() {
+            let ok = matches!(
+                tokio::time::timeout(limit, TcpStream::connect(server)).await,
+                Ok(Ok(_))
+            );
+            if let Some(g) = self.connector.up.get(i) {
+                g.set(i64::from(ok));
+            }
+            out.push((server, ok));
+        }
+        out
     }
 
     /// The server a response would have come from when it cannot be known
