@@ -77,6 +77,8 @@ struct RawConfig {
 struct RawLog {
     format: Option<String>,
     level: Option<String>,
+    access: Option<String>,
+    access_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,9 +187,26 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
 }
 
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// Standard output (the default; diagnostics go to stderr).
+    Stdout,
+    /// Standard error, with the diagnostics.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+    /// No access log.
+    Off,
+}
+
 /// `[log]`: how diagnostics are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
+    /// Where access-log lines go.
+    pub access: AccessTarget,
+    /// `logfmt` (default) or `json`.
+    pub access_json: bool,
     /// Output format.
     pub format: LogFormat,
     /// A `tracing` filter directive such as `info` or `certgate=debug`.
@@ -478,6 +497,8 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
         None => LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
+            access: AccessTarget::Stdout,
+            access_json: false,
         },
         Some(l) => {
             let format = match l.format.as_deref() {
@@ -491,9 +512,30 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                     LogFormat::Text
                 }
             };
+            let access = match l.access.as_deref() {
+                None | Some("stdout") => AccessTarget::Stdout,
+                Some("stderr") => AccessTarget::Stderr,
+                Some("off") => AccessTarget::Off,
+                Some(path) => AccessTarget::File(base.join(path)),
+            };
+            let access_json = match l.access_format.as_deref() {
+                None | Some("logfmt") => false,
+                Some("json") => true,
+                Some(other) => {
+                    errors.push(invalid(
+                        "log.access_format",
+                        format!(
+                            "\"{other}\" is not an access-log format; use \"logfmt\" or \"json\""
+                        ),
+                    ));
+                    false
+                }
+            };
             LogSettings {
                 format,
                 level: l.level.unwrap_or_else(|| "info".into()),
+                access,
+                access_json,
             }
         }
     };

@@ -9,6 +9,7 @@
 //! [`reload`] rebuilds and swaps the state on file change, SIGHUP or admin
 //! call; [`handover`] passes listening sockets to a new binary.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod demo;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use certgate::config::{LogFormat, LogSettings, Settings};
+use certgate::config::{AccessTarget, LogFormat, LogSettings, Settings};
 use certgate::{demo, devices, gateway};
 use clap::{Parser, Subcommand};
 
@@ -159,18 +159,77 @@ enum DevicesCommand {
     Export,
 }
 
-fn init_logging(log: &LogSettings) {
+/// Diagnostics go to stderr (text or JSON, filtered by `[log] level` or
+/// `RUST_LOG`); access-log lines (target `certgate::access`) go to their
+/// own writer, unfiltered by level, as bare lines (logfmt or JSON).
+fn init_logging(log: &LogSettings) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let not_access = tracing_subscriber::filter::filter_fn(|m| m.target() != "certgate::access");
+    let diag = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let diag = match log.format {
+        LogFormat::Json => diag
+            .json()
+            .with_filter(filter)
+            .with_filter(not_access)
+            .boxed(),
+        LogFormat::Text => diag.with_filter(filter).with_filter(not_access).boxed(),
     };
+    certgate::access::set_format(if log.access_json {
+        certgate::access::Format::Json
+    } else {
+        certgate::access::Format::Logfmt
+    });
+    let only_access =
+        || tracing_subscriber::filter::filter_fn(|m| m.target() == "certgate::access");
+    let bare = || {
+        tracing_subscriber::fmt::layer()
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_ansi(false)
+    };
+    let access = match &log.access {
+        AccessTarget::Off => None,
+        AccessTarget::Stdout => Some(
+            bare()
+                .with_writer(std::io::stdout)
+                .with_filter(only_access())
+                .boxed(),
+        ),
+        AccessTarget::Stderr => Some(
+            bare()
+                .with_writer(std::io::stderr)
+                .with_filter(only_access())
+                .boxed(),
+        ),
+        AccessTarget::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| {
+                    format!("log.access: cannot open {} for appending", path.display())
+                })?;
+            Some(
+                bare()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_access())
+                    .boxed(),
+            )
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(diag)
+        .with(access)
+        .try_init();
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -250,7 +309,7 @@ fn check(config: &Path) -> ExitCode {
 
 fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    init_logging(&settings.log);
+    init_logging(&settings.log)?;
     runtime(threads)?.block_on(gateway::run(settings, takeover))?;
     Ok(())
 }
@@ -321,7 +380,9 @@ fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result
     init_logging(&LogSettings {
         format: LogFormat::Text,
         level: "info".into(),
-    });
+        access: AccessTarget::Stdout,
+        access_json: false,
+    })?;
     runtime(None)?.block_on(async {
         let pki = demo::write_pki(dir)?;
         let backend = demo::start_echo_backend().await?;

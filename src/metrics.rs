@@ -5,12 +5,17 @@
 //! fingerprint. Hot paths hold pre-resolved handles ([`ListenerMetrics`]) so
 //! a request does no label lookup.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
@@ -27,6 +32,7 @@ struct ReasonLabels {
 struct HandshakeLabels {
     listener: String,
     version: String,
+    cipher: String,
     resumed: String,
 }
 
@@ -129,6 +135,84 @@ pub struct Metrics {
     crl_next_update: Family<CrlLabels, Gauge>,
     crl_stale: Family<CrlLabels, Gauge>,
     crl_state: std::sync::Mutex<Vec<(CrlLabels, Option<i64>)>>,
+    handshake_seconds: Family<ListenerLabel, Histogram>,
+    request_seconds: Family<RequestTimeLabels, Histogram>,
+    bytes_in: Family<ListenerLabel, Counter>,
+    bytes_out: Family<ListenerLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestTimeLabels {
+    listener: String,
+    upstream: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s: handshakes are milliseconds, requests up to the
+    // response timeout.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Process metrics read from /proc at scrape time (prometheus-client has
+/// no process collector).
+#[derive(Debug)]
+struct ProcessCollector {
+    start: i64,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let rss_kib: i64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0) as i64;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // utime and stime are fields 14 and 15, after the ")" that ends the
+        // command name; the clock tick is 100 Hz on Linux.
+        let cpu = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+            .map(|f| {
+                let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                (t(11) + t(12)) / 100.0
+            })
+            .unwrap_or(0.0);
+        let rss = ConstGauge::new(rss_kib * 1024);
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory",
+            "Resident memory",
+            Some(&Unit::Bytes),
+            rss.metric_type(),
+        )?)?;
+        let open = ConstGauge::new(fds);
+        open.encode(encoder.encode_descriptor(
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            open.metric_type(),
+        )?)?;
+        let cpu = ConstCounter::new(cpu);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let start = ConstGauge::new(self.start);
+        start.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time, seconds since the Unix epoch",
+            Some(&Unit::Seconds),
+            start.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -267,6 +351,41 @@ impl Metrics {
             "Whether a loaded CRL is past its nextUpdate (1) or current (0)",
             crl_stale.clone(),
         );
+        let handshake_seconds = Family::<ListenerLabel, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "tls_handshake_duration",
+            "Time from accept to the end of an admitted TLS handshake",
+            Unit::Seconds,
+            handshake_seconds.clone(),
+        );
+        let request_seconds = Family::<RequestTimeLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request head to the end of the response body",
+            Unit::Seconds,
+            request_seconds.clone(),
+        );
+        let bytes_in = Family::<ListenerLabel, Counter>::default();
+        registry.register_with_unit(
+            "http_request_body",
+            "Request body bytes received from clients",
+            Unit::Bytes,
+            bytes_in.clone(),
+        );
+        let bytes_out = Family::<ListenerLabel, Counter>::default();
+        registry.register_with_unit(
+            "http_response_body",
+            "Response body bytes sent to clients",
+            Unit::Bytes,
+            bytes_out.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector {
+            start: crate::reload::now_unix(),
+        }));
         for r in ["success", "failure"] {
             reloads
                 .get_or_create(&ResultLabel { result: r.into() })
@@ -300,6 +419,10 @@ impl Metrics {
             crl_next_update,
             crl_stale,
             crl_state: std::sync::Mutex::new(Vec::new()),
+            handshake_seconds,
+            request_seconds,
+            bytes_in,
+            bytes_out,
         }
     }
 
@@ -445,6 +568,16 @@ impl Metrics {
             decisions: self.decisions.clone(),
             client_auth: self.client_auth.clone(),
             sources_refused: self.sources_refused.get_or_create(&l).clone(),
+            handshake_seconds: self.handshake_seconds.get_or_create(&l).clone(),
+            request_seconds: self
+                .request_seconds
+                .get_or_create(&RequestTimeLabels {
+                    listener: listener.to_string(),
+                    upstream: upstream.to_string(),
+                })
+                .clone(),
+            bytes_in: self.bytes_in.get_or_create(&l).clone(),
+            bytes_out: self.bytes_out.get_or_create(&l).clone(),
         }
     }
 
@@ -475,6 +608,14 @@ pub struct ListenerMetrics {
     decisions: Family<DecisionLabels, Counter>,
     client_auth: Family<ClientAuthLabels, Counter>,
     sources_refused: Counter,
+    /// Admitted handshake durations.
+    pub handshake_seconds: Histogram,
+    /// Request durations (head to end of response body).
+    pub request_seconds: Histogram,
+    /// Request body bytes.
+    pub bytes_in: Counter,
+    /// Response body bytes.
+    pub bytes_out: Counter,
 }
 
 impl ListenerMetrics {
@@ -522,11 +663,12 @@ impl ListenerMetrics {
     }
 
     /// Counts an admitted handshake.
-    pub fn handshake(&self, version: &'static str, resumed: bool) {
+    pub fn handshake(&self, version: &'static str, cipher: &'static str, resumed: bool) {
         self.handshakes
             .get_or_create(&HandshakeLabels {
                 listener: self.listener.clone(),
                 version: version.to_string(),
+                cipher: cipher.to_string(),
                 resumed: resumed.to_string(),
             })
             .inc();

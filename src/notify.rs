@@ -46,7 +46,10 @@ fn send(msg: &str) {
 
 /// Every listener is bound and serving.
 pub fn ready(status: &str) {
-    send(&format!("READY=1\nMAINPID={}\nSTATUS={status}", std::process::id()));
+    send(&format!(
+        "READY=1\nMAINPID={}\nSTATUS={status}",
+        std::process::id()
+    ));
 }
 
 /// A reload begins (systemd wants the monotonic time with it).

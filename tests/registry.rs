@@ -147,7 +147,7 @@ async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshake
     assert!(
         metric(
             &f.gw,
-            "certgate_tls_handshakes_total{listener=\"agents\",version=\"1.2\",resumed=\"true\"}"
+            "certgate_tls_handshakes_total{listener=\"agents\",version=\"1.2\",cipher=\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\",resumed=\"true\"}"
         ) >= 1.0,
         "the client resumes its session: {}",
         f.gw.metrics.encode()

@@ -453,6 +453,7 @@ async fn connection(
         return plain(tcp, peer, shared, state, stop, drain).await;
     };
     let name = &state.name;
+    let accepted_at = std::time::Instant::now();
     let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
     // The handshake runs inside HANDSHAKE's scope so the verifier (and the
     // session store) can tell this task what they decided. The stream
@@ -518,6 +519,7 @@ async fn connection(
             }
             info!(listener = %name, %peer, reason, error = %detail,
                 fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
+            crate::access::refused(name, peer, reason, fp_hex.as_deref());
             if tls_state.mode != ClientAuthMode::Off {
                 let class = classify(&note, Some(reason));
                 record(&state, peer, class, &note, None, legacy);
@@ -604,7 +606,21 @@ async fn connection(
         }
         _ => {}
     }
-    state.metrics.handshake(version, resumed);
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|c| c.suite().as_str())
+        .unwrap_or("unknown");
+    state.metrics.handshake(version, cipher, resumed);
+    let handshake_time = accepted_at.elapsed();
+    state
+        .metrics
+        .handshake_seconds
+        .observe(handshake_time.as_secs_f64());
+    let tls_info = service::TlsInfo {
+        version,
+        cipher,
+        handshake_ms: handshake_time.as_secs_f64() * 1000.0,
+    };
     debug!(listener = %name, %peer, version, resumed,
         fingerprint = identity.as_ref().map(|i| i.fingerprint.as_str()).unwrap_or("-"),
         "TLS handshake complete");
@@ -628,7 +644,17 @@ async fn connection(
         verify,
         identity,
     };
-    serve_http(stream, peer, shared, state, facts, admission, stop, drain).await;
+    serve_http(
+        stream,
+        peer,
+        (shared, state),
+        facts,
+        Some(tls_info),
+        admission,
+        stop,
+        drain,
+    )
+    .await;
 }
 
 /// A plain-HTTP listener (legacy devices): sources in `allow_from` are
@@ -679,7 +705,17 @@ async fn plain(
         identity: None,
     };
     let admission = Admission::plain(shared.clone());
-    serve_http(tcp, peer, shared, state, facts, admission, stop, drain).await;
+    serve_http(
+        tcp,
+        peer,
+        (shared, state),
+        facts,
+        None,
+        admission,
+        stop,
+        drain,
+    )
+    .await;
 }
 
 /// Serves HTTP on an accepted (and, for TLS, admitted) connection until it
@@ -688,9 +724,9 @@ async fn plain(
 async fn serve_http<IO>(
     io: IO,
     peer: SocketAddr,
-    shared: Arc<ListenerShared>,
-    state: Arc<ListenerState>,
+    (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
     facts: ClientFacts,
+    tls: Option<service::TlsInfo>,
     admission: Admission,
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
@@ -707,6 +743,7 @@ async fn serve_http<IO>(
         admission: admission.clone(),
         stop: stop.clone(),
         drain,
+        tls,
     });
     let svc = hyper::service::service_fn(move |req| service::handle(ctx.clone(), req));
     let conn = state

@@ -20,8 +20,9 @@ use tracing::{debug, info, warn};
 use tokio::sync::{mpsc, watch};
 
 use super::headers::{self, ClientFacts};
-use super::upstream::ConnectError;
+use super::upstream::{ConnectError, ServerAddr};
 use super::{Admission, ListenerShared, ListenerState};
+use crate::access;
 
 /// The body of every response certgate sends: the backend's, streamed, or a
 /// short one of its own.
@@ -46,6 +47,19 @@ pub struct ConnContext {
     pub stop: watch::Receiver<bool>,
     /// Held while the connection or a tunnel it opened is alive.
     pub drain: mpsc::Sender<()>,
+    /// The TLS session, for the access log; `None` on plain HTTP.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the access log says about a connection's TLS session.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsInfo {
+    /// `1.2` or `1.3`.
+    pub version: &'static str,
+    /// Cipher suite name.
+    pub cipher: &'static str,
+    /// Handshake duration, ms.
+    pub handshake_ms: f64,
 }
 
 /// Tracks whether a connection has requests in flight and since when it
@@ -112,13 +126,48 @@ impl Drop for InFlight {
 
 /// A response body that holds its request's [`InFlight`] mark until the
 /// body is finished or dropped.
+/// When it is dropped (body done or abandoned) the request is counted in
+/// the duration histogram and byte counters and, if enabled, access-logged.
 #[derive(Debug)]
 pub struct TrackedBody<B> {
     inner: B,
     _in_flight: Option<InFlight>,
+    finish: Option<Box<Finish>>,
 }
 
-impl<B: Body + Unpin> Body for TrackedBody<B> {
+/// What is recorded when a response is done.
+#[derive(Debug)]
+struct Finish {
+    state: Arc<ListenerState>,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    entry: Option<access::Entry>,
+}
+
+impl<B> Drop for TrackedBody<B> {
+    fn drop(&mut self) {
+        let Some(f) = self.finish.take() else { return };
+        let total = f.started.elapsed();
+        let bytes_in = f.bytes_in.load(Ordering::Relaxed);
+        let m = &f.state.metrics;
+        m.request_seconds.observe(total.as_secs_f64());
+        m.bytes_in.inc_by(bytes_in);
+        m.bytes_out.inc_by(f.bytes_out);
+        if let Some(mut e) = f.entry {
+            e.bytes_in = bytes_in;
+            e.bytes_out = f.bytes_out;
+            e.total_ms = total.as_secs_f64() * 1000.0;
+            e.emit();
+        }
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body + Unpin,
+    B::Data: bytes::Buf,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -126,7 +175,14 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r
+            && let Some(d) = frame.data_ref()
+            && let Some(f) = self.finish.as_mut()
+        {
+            f.bytes_out += bytes::Buf::remaining(d) as u64;
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -160,22 +216,103 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let in_flight = ctx.activity.begin();
     let state = ctx.shared.current();
-    let resp = forward(&ctx, &state, req).await;
-    state.metrics.request(resp.status().as_u16());
+    let started = Instant::now();
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut entry = access::enabled().then(|| access::Entry {
+        listener: state.name.to_string(),
+        peer: Some(ctx.peer),
+        fingerprint: ctx.facts.identity.as_ref().map(|i| i.fingerprint.clone()),
+        subject: ctx.facts.identity.as_ref().map(|i| i.subject.clone()),
+        tls_version: ctx.tls.map(|t| t.version),
+        cipher: ctx.tls.map(|t| t.cipher),
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
+        handshake_ms: ctx.tls.map(|t| t.handshake_ms),
+        ..access::Entry::default()
+    });
+    let (resp, upstream_ms) = forward(&ctx, &state, req, &bytes_in).await;
+    let status = resp.status().as_u16();
+    state.metrics.request(status);
+    if let Some(e) = entry.as_mut() {
+        e.status = status;
+        e.upstream_ms = upstream_ms;
+        e.upstream_server = resp.extensions().get::<ServerAddr>().map(|s| s.0);
+    }
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(
         parts,
         TrackedBody {
             inner: body,
             _in_flight: Some(in_flight),
+            finish: Some(Box::new(Finish {
+                state,
+                started,
+                bytes_in,
+                bytes_out: 0,
+                entry,
+            })),
         },
     ))
 }
 
+/// A request body that counts the bytes it passes on.
+#[derive(Debug)]
+pub struct CountedBody {
+    inner: Incoming,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r
+            && let Some(d) = frame.data_ref()
+        {
+            self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Forwards one request; the response and, when the upstream answered,
+/// how long its response head took (ms).
 async fn forward(
     ctx: &ConnContext,
     state: &ListenerState,
+    req: Request<Incoming>,
+    bytes_in: &Arc<AtomicU64>,
+) -> (Response<Either<Incoming, Full<Bytes>>>, Option<f64>) {
+    let started = Instant::now();
+    let resp = forward_inner(ctx, state, req, bytes_in).await;
+    let upstream_ms = resp
+        .extensions()
+        .get::<ServerAddr>()
+        .map(|_| started.elapsed().as_secs_f64() * 1000.0);
+    (resp, upstream_ms)
+}
+
+async fn forward_inner(
+    ctx: &ConnContext,
+    state: &ListenerState,
     mut req: Request<Incoming>,
+    bytes_in: &Arc<AtomicU64>,
 ) -> Response<Either<Incoming, Full<Bytes>>> {
     if req.method() == Method::CONNECT {
         return short_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -221,7 +358,13 @@ async fn forward(
     };
     parts.version = Version::HTTP_11;
     let started = Instant::now();
-    let out = Request::from_parts(parts, body);
+    let out = Request::from_parts(
+        parts,
+        CountedBody {
+            inner: body,
+            bytes: bytes_in.clone(),
+        },
+    );
 
     let upstream = &state.upstream;
     let settings = &upstream.settings;

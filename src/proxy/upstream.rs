@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -105,7 +104,8 @@ impl tower_service::Service<Uri> for FailoverConnector {
         Box::pin(async move {
             let mut attempts = Vec::new();
             for (i, &server) in inner.servers.iter().enumerate() {
-                let r = tokio::time::timeout(inner.connect_timeout, TcpStream::connect(server)).await;
+                let r =
+                    tokio::time::timeout(inner.connect_timeout, TcpStream::connect(server)).await;
                 if let Some(g) = inner.up.get(i) {
                     g.set(i64::from(matches!(r, Ok(Ok(_)))));
                 }
@@ -191,7 +191,7 @@ pub struct Upstream {
     /// keys the connection pool and is never sent as Host.
     pub authority: http::uri::Authority,
     /// The pooled HTTP/1.1 client.
-    pub client: Client<FailoverConnector, Incoming>,
+    pub client: Client<FailoverConnector, super::service::CountedBody>,
     connector: Arc<ConnectorInner>,
 }
 
