@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # The test command. Installs the system tools the tests drive (curl and
-# openssl as real clients, systemd-socket-activate for socket activation),
+# openssl as real clients, systemd-socket-activate for socket activation,
+# promtool and a Prometheus server from the prometheus package),
 # then checks formatting and lints and runs the whole suite once, in the dev
 # profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl systemd-socket-activate:systemd; do
+for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing: ${need[*]}" >&2
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"
+  # Packages such as prometheus would start their daemon on install; tests
+  # start their own, on loopback. policy-rc.d is Debian's way to say no.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    $sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    policy_added=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked

@@ -95,11 +95,26 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Byte
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            return text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ctx.metrics.encode(),
-            );
+            // OpenMetrics for scrapers that ask for it (Prometheus does), the
+            // classic text format for everything else.
+            let openmetrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            return if openmetrics {
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ctx.metrics.encode(),
+                )
+            } else {
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    ctx.metrics.encode_text(),
+                )
+            };
         }
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => return readyz(ctx).await,

@@ -14,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -391,10 +390,15 @@ impl Metrics {
                 .get_or_create(&ResultLabel { result: r.into() })
                 .inc_by(0);
         }
-        let info = Info::new(BuildLabels {
+        // A gauge at 1 rather than an OpenMetrics `info` metric: the
+        // Prometheus text parser (promtool, older scrapers) does not know
+        // the `info` type.
+        let info = Family::<BuildLabels, Gauge>::default();
+        info.get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION").to_string(),
-        });
-        registry.register("build", "certgate build information", info);
+        })
+        .set(1);
+        registry.register("build_info", "certgate build information", info);
         Metrics {
             registry,
             connections_accepted,
@@ -579,6 +583,39 @@ impl Metrics {
             bytes_in: self.bytes_in.get_or_create(&l).clone(),
             bytes_out: self.bytes_out.get_or_create(&l).clone(),
         }
+    }
+
+    /// The Prometheus text format (0.0.4) of every metric, for scrapers and
+    /// tools that do not ask for OpenMetrics (promtool, curl): counter
+    /// families are named with their `_total` suffix, and the OpenMetrics
+    /// `# UNIT` and `# EOF` lines are left out. Hand-written because
+    /// prometheus-client only speaks OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        let om = self.encode();
+        let counters: std::collections::HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len());
+        for line in om.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{p}{name}_total {tail}"))
+            });
+            match renamed {
+                Some(l) => out.push_str(&l),
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// The text exposition format (OpenMetrics) of every metric.

@@ -246,6 +246,22 @@ impl Pki {
             .collect()
     }
 
+    /// Writes a CRL from the client CA whose nextUpdate has passed.
+    pub fn stale_crl(&self, name: &str) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: now() - time::Duration::days(8),
+            next_update: now() - time::Duration::hours(1),
+            crl_number: SerialNumber::from(2u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.client_issuer).unwrap();
+        let path = self.path(name);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
     /// Writes a CRL from the client CA revoking `revoked`; returns its path.
     pub fn crl(&self, name: &str, revoked: &[&ClientCert], pem: bool) -> PathBuf {
         let params = CertificateRevocationListParams {
