@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The harness's EXTRA_CMD: writes a certgate config from the BENCH_*
 # variables and runs certgate in the foreground with one worker thread (the
-# peers run one worker each). No access log exists yet; diagnostics at warn.
+# peers run one worker each). Access log off, as nginx's and HAProxy's are in
+# the harness; diagnostics at warn.
 set -euo pipefail
 : "${CERTGATE_BIN:?}" "${BENCH_LISTEN:?}" "${BENCH_BACKEND:?}" "${BENCH_SERVER_CERT:?}"
 : "${BENCH_SERVER_KEY:?}" "${BENCH_CLIENT_CA:?}" "${BENCH_WORKDIR:?}"
@@ -9,6 +10,7 @@ cfg=$BENCH_WORKDIR/certgate-bench.toml
 cat > "$cfg" <<TOML
 [log]
 level = "warn"
+access = "off"
 
 [[listener]]
 name = "bench"
