@@ -27,6 +27,9 @@ key = "$BENCH_SERVER_KEY"
 [listener.client_auth]
 mode = "required"
 ca = ["$BENCH_CLIENT_CA"]
+# The peers let only CN=device-a through; certgate refuses others in the
+# handshake (not_allowed) rather than with a 403.
+allow_cn = ["device-a"]
 
 [[upstream]]
 name = "backend"
