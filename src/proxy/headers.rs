@@ -194,6 +194,32 @@ pub fn prepare_request(
     }
 }
 
+/// Why a request's message framing is ambiguous, if it is: two parsers (ours
+/// and the legacy backend's) could disagree on where the body ends, which is
+/// how requests are smuggled (RFC 9112 §6.3). Such a request is refused with
+/// 400 and the connection closed; it never reaches the backend.
+pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next();
+    if lengths > 1 {
+        return Some("several Content-Length headers");
+    }
+    match (lengths, first) {
+        (1, Some(_)) => Some("both Content-Length and Transfer-Encoding"),
+        (_, Some(te)) => {
+            if codings.next().is_some() {
+                return Some("several Transfer-Encoding headers");
+            }
+            let chunked_only = te
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            (!chunked_only).then_some("a transfer coding other than chunked")
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,7 @@ pub struct TrackedBody<B> {
 struct Finish {
     state: Arc<ListenerState>,
     started: Instant,
-    bytes_in: Arc<AtomicU64>,
+    bytes_in: Arc<BodyStats>,
     bytes_out: u64,
     entry: Option<access::Entry>,
 }
@@ -149,7 +149,7 @@ impl<B> Drop for TrackedBody<B> {
     fn drop(&mut self) {
         let Some(f) = self.finish.take() else { return };
         let total = f.started.elapsed();
-        let bytes_in = f.bytes_in.load(Ordering::Relaxed);
+        let bytes_in = f.bytes_in.bytes.load(Ordering::Relaxed);
         let m = &f.state.metrics;
         m.request_seconds.observe(total.as_secs_f64());
         m.bytes_in.inc_by(bytes_in);
@@ -217,7 +217,7 @@ pub async fn handle(
     let in_flight = ctx.activity.begin();
     let state = ctx.shared.current();
     let started = Instant::now();
-    let bytes_in = Arc::new(AtomicU64::new(0));
+    let bytes_in = Arc::new(BodyStats::default());
     let mut entry = access::enabled().then(|| access::Entry {
         listener: state.name.to_string(),
         peer: Some(ctx.peer),
@@ -258,11 +258,19 @@ pub async fn handle(
     ))
 }
 
+/// What a request body did on its way through.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    bytes: AtomicU64,
+    /// The client's body was malformed (e.g. a bad chunk size) or cut off.
+    failed: std::sync::atomic::AtomicBool,
+}
+
 /// A request body that counts the bytes it passes on.
 #[derive(Debug)]
 pub struct CountedBody {
     inner: Incoming,
-    bytes: Arc<AtomicU64>,
+    stats: Arc<BodyStats>,
 }
 
 impl Body for CountedBody {
@@ -274,10 +282,16 @@ impl Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &r
-            && let Some(d) = frame.data_ref()
-        {
-            self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.stats
+                        .bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.stats.failed.store(true, Ordering::Relaxed),
+            _ => {}
         }
         r
     }
@@ -297,7 +311,7 @@ async fn forward(
     ctx: &ConnContext,
     state: &ListenerState,
     req: Request<Incoming>,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &Arc<BodyStats>,
 ) -> (Response<Either<Incoming, Full<Bytes>>>, Option<f64>) {
     let started = Instant::now();
     let resp = forward_inner(ctx, state, req, bytes_in).await;
@@ -312,10 +326,21 @@ async fn forward_inner(
     ctx: &ConnContext,
     state: &ListenerState,
     mut req: Request<Incoming>,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &Arc<BodyStats>,
 ) -> Response<Either<Incoming, Full<Bytes>>> {
     if req.method() == Method::CONNECT {
         return short_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    if let Some(why) = headers::ambiguous_framing(req.headers()) {
+        info!(listener = %state.name, peer = %ctx.peer, problem = why,
+            "ambiguous request framing; answered 400 and closed the connection");
+        let mut resp = short_response(
+            StatusCode::BAD_REQUEST,
+            "bad request: ambiguous message framing\n",
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -362,7 +387,7 @@ async fn forward_inner(
         parts,
         CountedBody {
             inner: body,
-            bytes: bytes_in.clone(),
+            stats: bytes_in.clone(),
         },
     );
 
@@ -372,6 +397,16 @@ async fn forward_inner(
         tokio::time::timeout(settings.response_timeout, upstream.client.request(out)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
+        Ok(Err(_)) if bytes_in.failed.load(Ordering::Relaxed) => {
+            // The client's body was malformed or cut off: its fault, not
+            // the backend's; the backend connection was dropped mid-body.
+            info!(listener = %state.name, peer = %ctx.peer,
+                "malformed or incomplete request body; answered 400 and closed the connection");
+            let mut resp = short_response(StatusCode::BAD_REQUEST, "bad request body\n");
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         Ok(Err(e)) => return upstream_failure(ctx, state, &e, started),
         Err(_) => {
             state.metrics.upstream_error("response_timeout");

@@ -1,0 +1,111 @@
+//! HTTP strictness toward the legacy backend: a request whose framing two
+//! parsers could read differently never reaches it (request smuggling).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Sends raw bytes over a fresh mTLS connection; the status code of the
+/// answer (0 if the connection closed without one) and whether the
+/// connection was closed afterwards.
+async fn raw(f: &Fixture, request: &[u8]) -> (u16, bool) {
+    let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_requests_get_400_close_and_never_reach_the_backend() {
+    let f = Fixture::start().await;
+    let cases: [(&str, &[u8]); 6] = [
+        (
+            "several Transfer-Encoding headers",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "two different Content-Length",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "unknown transfer coding",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "obs-fold",
+            b"GET /a HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n b\r\n\r\n",
+        ),
+        (
+            "whitespace before the colon",
+            b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n",
+        ),
+        // The head is forwarded before the body is read (streaming); the
+        // backend connection is dropped at the bad chunk, so the backend
+        // never gets a complete request.
+        (
+            "invalid chunk size",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, request) in cases {
+        let before = f.backend.count();
+        let (status, closed) = raw(&f, request).await;
+        println!("{what}: {status}, closed={closed}");
+        assert_eq!(status, 400, "{what}");
+        assert!(closed, "{what}: the connection must be closed");
+        if what != "invalid chunk size" {
+            assert_eq!(f.backend.count(), before, "{what}: reached the backend");
+        }
+    }
+    // hyper itself resolves Content-Length + Transfer-Encoding (the coding
+    // wins, Content-Length is dropped, the connection closes after the
+    // answer) and folds identical duplicate Content-Length headers: the
+    // backend then sees one unambiguous framing, never both.
+    for (what, request) in [
+        (
+            "Content-Length and Transfer-Encoding",
+            &b"POST /cl-te HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "two identical Content-Length",
+            &b"POST /cl-cl HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"[..],
+        ),
+    ] {
+        let (status, closed) = raw(&f, request).await;
+        println!("{what}: {status}, closed={closed}");
+        let seen = f.backend.last();
+        let framing = seen.headers.get_all("content-length").iter().count()
+            + seen.headers.get_all("transfer-encoding").iter().count();
+        assert!(framing <= 1, "{what}: the backend got {framing} framing headers");
+    }
+    // A clean request on the same kind of connection still works.
+    let (status, _) = raw(
+        &f,
+        b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+}
