@@ -109,6 +109,7 @@ struct RawListener {
     max_request_header_bytes: Option<usize>,
     max_request_headers: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
     tls: Option<RawTls>,
     client_auth: Option<RawClientAuth>,
     allow_from: Option<Vec<String>>,
@@ -312,6 +313,9 @@ pub struct ListenerLimits {
     pub max_request_headers: usize,
     /// Concurrent connections; further clients wait in the kernel backlog.
     pub max_connections: usize,
+    /// Concurrent connections from one source address; `0` = no limit (the
+    /// default: whole sites of agents often share one NAT address).
+    pub max_connections_per_source: usize,
 }
 
 /// Protocol versions a TLS listener accepts.
@@ -818,6 +822,7 @@ fn listener_limits(l: &RawListener, ctx: &str, errors: &mut Vec<ConfigError>) ->
         max_request_header_bytes: max_request_header_bytes.max(MIN_HEADER_BYTES),
         max_request_headers: max_request_headers.max(1),
         max_connections: max_connections.max(1),
+        max_connections_per_source: l.max_connections_per_source.unwrap_or(0),
     }
 }
 

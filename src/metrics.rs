@@ -135,6 +135,7 @@ pub struct Metrics {
     crl_stale: Family<CrlLabels, Gauge>,
     crl_state: std::sync::Mutex<Vec<(CrlLabels, Option<i64>)>>,
     handshake_seconds: Family<ListenerLabel, Histogram>,
+    conn_refused: Family<ReasonLabels, Counter>,
     request_seconds: Family<RequestTimeLabels, Histogram>,
     bytes_in: Family<ListenerLabel, Counter>,
     bytes_out: Family<ListenerLabel, Counter>,
@@ -359,6 +360,12 @@ impl Metrics {
             Unit::Seconds,
             handshake_seconds.clone(),
         );
+        let conn_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, before TLS, by reason (per_source_limit)",
+            conn_refused.clone(),
+        );
         let request_seconds = Family::<RequestTimeLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -424,6 +431,7 @@ impl Metrics {
             crl_stale,
             crl_state: std::sync::Mutex::new(Vec::new()),
             handshake_seconds,
+            conn_refused,
             request_seconds,
             bytes_in,
             bytes_out,
@@ -573,6 +581,7 @@ impl Metrics {
             client_auth: self.client_auth.clone(),
             sources_refused: self.sources_refused.get_or_create(&l).clone(),
             handshake_seconds: self.handshake_seconds.get_or_create(&l).clone(),
+            conn_refused: self.conn_refused.clone(),
             request_seconds: self
                 .request_seconds
                 .get_or_create(&RequestTimeLabels {
@@ -647,6 +656,7 @@ pub struct ListenerMetrics {
     sources_refused: Counter,
     /// Admitted handshake durations.
     pub handshake_seconds: Histogram,
+    conn_refused: Family<ReasonLabels, Counter>,
     /// Request durations (head to end of response body).
     pub request_seconds: Histogram,
     /// Request body bytes.
@@ -662,6 +672,16 @@ impl ListenerMetrics {
             .get_or_create(&ClientAuthLabels {
                 listener: self.listener.clone(),
                 status: status.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed at accept.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.conn_refused
+            .get_or_create(&ReasonLabels {
+                listener: self.listener.clone(),
                 reason: reason.to_string(),
             })
             .inc();

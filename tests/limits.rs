@@ -173,3 +173,49 @@ async fn connections_beyond_max_connections_wait_until_a_slot_frees() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_source_limit_are_closed_before_tls() {
+    let f = Fixture::with(|cb| cb.extra_listener = "max_connections_per_source = 2\n".into()).await;
+    let client = f.device_client();
+    let first = h1_sender(f.addr, client.clone()).await.unwrap();
+    let second = h1_sender(f.addr, client.clone()).await.unwrap();
+    assert!(
+        tls_connect(f.addr, client.clone()).await.is_err(),
+        "a third connection from 127.0.0.1 must be refused"
+    );
+    assert_eq!(
+        metric(
+            &f.gw,
+            "certgate_connections_refused_total{listener=\"agents\",reason=\"per_source_limit\"}"
+        ),
+        1.0
+    );
+    // Another loopback address is another source.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(f.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client.clone());
+    assert!(
+        connector
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp
+            )
+            .await
+            .is_ok(),
+        "127.0.0.2 has its own allowance"
+    );
+    // Closing one frees a slot.
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        if get(f.addr, client.clone(), "/again", &[]).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a slot is released when a connection closes");
+    drop(second);
+}

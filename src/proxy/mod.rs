@@ -253,6 +253,55 @@ fn admits(
     }
 }
 
+/// Open connections per source address, for `max_connections_per_source`.
+/// Touched once at accept and once at close, never during a request.
+#[derive(Debug, Default)]
+struct SourceCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// A connection's place in [`SourceCounts`]; released on drop.
+struct SourceSlot(Arc<SourceCounts>, std::net::IpAddr);
+
+impl SourceCounts {
+    /// A slot for one more connection from `ip`, or `None` at the limit
+    /// (`0` = no limit, and no bookkeeping).
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<Option<SourceSlot>> {
+        if limit == 0 {
+            return Some(None);
+        }
+        let ip = ip.to_canonical();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Some(SourceSlot(self.clone(), ip)))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// At most one log line a second for a refusal that an attacker can repeat.
+#[derive(Debug, Default)]
+struct LogLimit(std::sync::atomic::AtomicU64);
+
+impl LogLimit {
+    fn should_log(&self) -> bool {
+        let now = u64::try_from(crate::reload::now_unix()).unwrap_or(0);
+        self.0.swap(now, std::sync::atomic::Ordering::Relaxed) != now
+    }
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -266,6 +315,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
+    let sources = Arc::new(SourceCounts::default());
+    let refusal_log = LogLimit::default();
     let mut cap = shared.current().limits.max_connections;
     let mut slots = Arc::new(Semaphore::new(cap));
     loop {
@@ -299,6 +350,16 @@ pub async fn serve(
         };
         let state = shared.current();
         state.metrics.accepted.inc();
+        let Some(slot) = sources.admit(peer.ip(), state.limits.max_connections_per_source) else {
+            state.metrics.connection_refused("per_source_limit");
+            if refusal_log.should_log() {
+                info!(listener = %state.name, %peer, limit = state.limits.max_connections_per_source,
+                    "too many connections from this source (max_connections_per_source); closed before TLS \
+                     (further refusals are counted in certgate_connections_refused_total, logged at most once a second)");
+            }
+            drop(tcp);
+            continue;
+        };
         let shared = shared.clone();
         let stop = stop.clone();
         let drain = drain.clone();
@@ -307,6 +368,7 @@ pub async fn serve(
             metrics.active.inc();
             connection(tcp, peer, shared, state, stop, drain).await;
             metrics.active.dec();
+            drop(slot);
             drop(permit);
         });
     }
