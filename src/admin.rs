@@ -198,17 +198,22 @@ async fn body_json(req: Request<Incoming>) -> Result<serde_json::Value, Response
     })
 }
 
-fn query(req: &Request<Incoming>) -> Result<Query, String> {
-    let mut q = Query::default();
-    for pair in req
-        .uri()
+/// The query string as (key, decoded value) pairs.
+fn query_pairs(req: &Request<Incoming>) -> impl Iterator<Item = (&str, String)> {
+    req.uri()
         .query()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k, percent_decode(v))
+        })
+}
+
+fn query(req: &Request<Incoming>) -> Result<Query, String> {
+    let mut q = Query::default();
+    for (k, v) in query_pairs(req) {
         match k {
             "status" => {
                 q.status =
@@ -400,15 +405,7 @@ async fn readyz(ctx: &AdminContext) -> Response<Full<Bytes>> {
 async fn readiness(ctx: &AdminContext, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let mut listener = None;
     let mut window = 24 * 3600;
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+    for (k, v) in query_pairs(req) {
         match k {
             "listener" => listener = Some(v),
             "window" => match crate::config::parse_duration(&v) {

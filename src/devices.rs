@@ -409,6 +409,12 @@ fn when(t: Option<i64>) -> String {
     }
 }
 
+/// The first 16 characters of a fingerprint, as the tables show it (by
+/// character: the answer comes from the network).
+fn short(fp: &str) -> String {
+    fp.chars().take(16).collect()
+}
+
 fn cut(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -428,7 +434,7 @@ fn print_table(devices: &[Device]) {
         println!(
             "{:<9} {:<16} {:<32} {:<20} {:<15} {:>6} {:>7}  {}",
             d.status.as_str(),
-            &d.fingerprint[..16.min(d.fingerprint.len())],
+            short(&d.fingerprint),
             cut(
                 if d.subject.is_empty() {
                     "(not seen yet)"
@@ -558,9 +564,7 @@ pub async fn readiness(
                 "{:<15} {:<18} {:<16} {:<32} {:>8}  {} from {}",
                 c["status"].as_str().unwrap_or("?"),
                 c["reason"].as_str().unwrap_or("?"),
-                c["fingerprint"]
-                    .as_str()
-                    .map_or("-".to_string(), |f| f[..16.min(f.len())].to_string()),
+                c["fingerprint"].as_str().map_or("-".to_string(), short),
                 cut(c["subject"].as_str().unwrap_or("-"), 32),
                 c["attempts"].as_u64().unwrap_or(0),
                 when(c["last_seen"].as_i64()),

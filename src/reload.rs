@@ -540,9 +540,7 @@ impl Controller {
                 Ok(report)
             }
             Err((e, digest)) => {
-                if !force && digest.is_some() && digest == self.refused {
-                    return Err(e);
-                }
+                // (Unchanged refused bytes returned early above.)
                 self.refused = digest;
                 self.metrics.reload(false, now_unix());
                 let problems = match e {

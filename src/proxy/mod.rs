@@ -543,7 +543,6 @@ async fn connection(
             (r, note, offered)
         })
         .await;
-    let fp_hex = note.fingerprint.map(|f| tls::sha256_hex_of(&f));
     let policy_refusal = match note.verdict {
         Some(Verdict::Refuse { reason, .. }) if tls_state.mode == ClientAuthMode::Required => {
             Some(reason)
@@ -576,6 +575,7 @@ async fn connection(
                 legacy = Some(version);
             }
             state.metrics.handshake_failure(reason);
+            let fp_hex = note.fingerprint.map(|f| tls::sha256_hex_of(&f));
             if let Some(r) = policy_refusal {
                 state.metrics.decision(r);
             }
@@ -648,7 +648,10 @@ async fn connection(
         }
         _ => None,
     };
-    if let Some(Verdict::Admit { why, .. }) = note.verdict {
+    // "ca": observe mode without a registry or rules, no admission decision.
+    if let Some(Verdict::Admit { why, .. }) = note.verdict
+        && why != "ca"
+    {
         state.metrics.decision(why);
     }
     if let Some(c) = class {
