@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +22,21 @@ pub fn set_format(f: Format) {
     let _ = FORMAT.set(f);
 }
 
+static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Tells requests that no access line is wanted (`log.access = "off"`).
+/// `tracing::enabled!` alone does not say so: with per-layer filters it
+/// answers for the whole subscriber, and each request would build and
+/// format a line for nobody.
+pub fn set_off(off: bool) {
+    OFF.store(off, Ordering::Relaxed);
+}
+
 /// Whether an access line would be written: requests skip building the
 /// entry when nobody listens.
 pub fn enabled() -> bool {
-    tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
+    !OFF.load(Ordering::Relaxed)
+        && tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
 }
 
 /// Everything one access line says.

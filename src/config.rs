@@ -120,6 +120,7 @@ struct RawListener {
 struct RawTls {
     versions: Option<Vec<String>>,
     session_cache: Option<usize>,
+    session_tickets: Option<bool>,
     #[serde(default)]
     certificate: Vec<RawCertificate>,
 }
@@ -343,8 +344,12 @@ pub struct TlsSettings {
     pub versions: Vec<TlsVersion>,
     /// Server certificates; the first is the default when SNI matches none.
     pub certificates: Vec<CertificatePaths>,
-    /// Size of the TLS 1.2 session-ID cache (0 turns resumption off).
+    /// Size of the TLS 1.2 session-ID cache (0 turns that kind of
+    /// resumption off).
     pub session_cache: usize,
+    /// Whether resumption tickets are issued (TLS 1.2 RFC 5077 tickets,
+    /// TLS 1.3 tickets). Every resumed connection is re-verified either way.
+    pub session_tickets: bool,
     /// Client-certificate policy.
     pub client_auth: ClientAuthSettings,
 }
@@ -959,6 +964,7 @@ fn validate_tls(
         versions,
         certificates,
         session_cache: t.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
+        session_tickets: t.session_tickets.unwrap_or(true),
         client_auth: client_auth?,
     })
 }

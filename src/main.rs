@@ -195,6 +195,7 @@ fn init_logging(log: &LogSettings) -> anyhow::Result<()> {
             .with_target(false)
             .with_ansi(false)
     };
+    certgate::access::set_off(matches!(log.access, AccessTarget::Off));
     let access = match &log.access {
         AccessTarget::Off => None,
         AccessTarget::Stdout => Some(
@@ -270,11 +271,20 @@ fn main() -> ExitCode {
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        b.worker_threads(n);
-    }
+    let mut b = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        // One worker: a current-thread runtime does the same work without
+        // the work-stealing scheduler's cross-thread wake-ups and atomics
+        // (measured in benches/RESULTS.md). Blocking work (store writes,
+        // hand-over) still goes to the blocking pool.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all()
         .build()
         .context("cannot start the async runtime")

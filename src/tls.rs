@@ -228,13 +228,37 @@ impl ListenerTls {
                 match &policy {
                     Some(p) => Arc::new(GuardedSessions {
                         inner: cache,
-                        policy: p.clone(),
+                        guard: SessionGuard { policy: p.clone() },
                     }),
                     None => cache,
                 }
             }
         };
-        if settings.session_cache == 0 {
+        // Tickets are sealed with keys that belong to this trust
+        // generation: when the client CAs, CRLs or policy change, a new
+        // ticketer makes every older ticket undecryptable, so those clients
+        // do a full handshake under the new verifier (DESIGN.md). A ticket
+        // that does decrypt is still re-verified after the handshake.
+        if settings.session_tickets {
+            config.ticketer = match reuse {
+                Some(p) => p.server_config.ticketer.clone(),
+                None => {
+                    let inner = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+                        ConfigError::Invalid {
+                            context: format!("listener \"{listener}\": tls.session_tickets"),
+                            message: format!("cannot create the ticket key: {e}"),
+                        }
+                    })?;
+                    match &policy {
+                        Some(p) => Arc::new(GuardedTickets {
+                            inner,
+                            guard: SessionGuard { policy: p.clone() },
+                        }),
+                        None => inner,
+                    }
+                }
+            };
+        } else {
             config.send_tls13_tickets = 0;
         }
 
@@ -492,8 +516,8 @@ impl TrustFiles {
         }
         digest.update(
             format!(
-                "cache={};mode={:?};",
-                settings.session_cache, settings.client_auth.mode
+                "cache={};tickets={};mode={:?};",
+                settings.session_cache, settings.session_tickets, settings.client_auth.mode
             )
             .as_bytes(),
         );
@@ -917,6 +941,9 @@ pub struct HandshakeNote {
     pub der: Option<Vec<u8>>,
     /// Why CA validation (chain, validity, CRL) failed, if it did.
     pub ca_failure: Option<&'static str>,
+    /// Fingerprint of the device whose stored session (cache entry or
+    /// ticket) this handshake resumes.
+    pub resumed: Option<[u8; 32]>,
 }
 
 /// CA validation (the webpki verifier), then the admission policy: the
@@ -1013,35 +1040,26 @@ impl ClientCertVerifier for PolicyVerifier {
     }
 }
 
-/// The session cache of a listener with an admission policy. Each stored
-/// session is tagged with its client's fingerprint, and a session whose
-/// device is no longer admitted (blocked, un-approved) is not found: the
-/// client falls back to a full handshake, which the verifier refuses with
-/// an alert. (Every resumed connection is also re-verified afterwards.)
+/// Tags a stored session (cache entry or ticket plaintext) with the
+/// fingerprint of its client, and refuses to hand back a session whose
+/// device is no longer admitted (blocked, un-approved): the client then
+/// falls back to a full handshake, which the verifier refuses with an alert.
+/// (Every resumed connection is also re-verified after the handshake, for
+/// expiry and CRLs.)
 #[derive(Debug)]
-struct GuardedSessions {
-    inner: Arc<dyn rustls::server::StoresServerSessions>,
+struct SessionGuard {
     policy: Arc<Policy>,
 }
 
-impl GuardedSessions {
-    fn unwrap(&self, v: Vec<u8>) -> Option<Vec<u8>> {
-        match v.split_first() {
-            Some((1, rest)) if rest.len() >= 32 => {
-                let mut fp = [0u8; 32];
-                fp.copy_from_slice(&rest[..32]);
-                self.policy.still_admits(&fp).then(|| rest[32..].to_vec())
-            }
-            Some((0, rest)) => Some(rest.to_vec()),
-            _ => None,
-        }
-    }
-}
-
-impl rustls::server::StoresServerSessions for GuardedSessions {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+impl SessionGuard {
+    fn tag(&self, value: &[u8]) -> Vec<u8> {
+        // A resumed handshake never reaches the verifier; the fingerprint
+        // of the session it resumed tags the ticket rustls issues then.
         let fp = HANDSHAKE
-            .try_with(|n| n.borrow().fingerprint)
+            .try_with(|n| {
+                let n = n.borrow();
+                n.fingerprint.or(n.resumed)
+            })
             .ok()
             .flatten();
         let mut tagged = Vec::with_capacity(value.len() + 33);
@@ -1052,19 +1070,77 @@ impl rustls::server::StoresServerSessions for GuardedSessions {
             }
             None => tagged.push(0),
         }
-        tagged.extend_from_slice(&value);
-        self.inner.put(key, tagged)
+        tagged.extend_from_slice(value);
+        tagged
+    }
+
+    fn untag(&self, v: &[u8]) -> Option<Vec<u8>> {
+        match v.split_first() {
+            Some((1, rest)) if rest.len() >= 32 => {
+                let mut fp = [0u8; 32];
+                fp.copy_from_slice(&rest[..32]);
+                if !self.policy.still_admits(&fp) {
+                    return None;
+                }
+                let _ = HANDSHAKE.try_with(|n| n.borrow_mut().resumed = Some(fp));
+                Some(rest[32..].to_vec())
+            }
+            Some((0, rest)) => Some(rest.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// The session-ID cache of a listener with an admission policy; see
+/// [`SessionGuard`].
+#[derive(Debug)]
+struct GuardedSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    guard: SessionGuard,
+}
+
+impl rustls::server::StoresServerSessions for GuardedSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, self.guard.tag(&value))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.inner.get(key).and_then(|v| self.unwrap(v))
+        self.inner.get(key).and_then(|v| self.guard.untag(&v))
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.inner.take(key).and_then(|v| self.unwrap(v))
+        self.inner.take(key).and_then(|v| self.guard.untag(&v))
     }
 
     fn can_cache(&self) -> bool {
         self.inner.can_cache()
+    }
+}
+
+/// The ticketer of a listener with an admission policy: the ticket's
+/// plaintext carries the same tag as a cache entry; see [`SessionGuard`].
+#[derive(Debug)]
+struct GuardedTickets {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    guard: SessionGuard,
+}
+
+impl rustls::server::ProducesTickets for GuardedTickets {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(&self.guard.tag(plain))
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.inner
+            .decrypt(cipher)
+            .and_then(|v| self.guard.untag(&v))
     }
 }

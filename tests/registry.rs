@@ -611,3 +611,94 @@ async fn import_pre_approves_and_export_lists_every_device() {
         "{out}"
     );
 }
+
+/// A device that resumed its session once is refused on its next
+/// resumption after it was blocked (registry) or revoked (CRL): with
+/// resumption tickets, and with the session-ID cache. The resumption is
+/// refused inside the handshake (the stored session is not found, the full
+/// handshake that follows gets the alert), and the backend sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_is_refused_once_its_device_is_blocked_or_revoked() {
+    let resumed_line = "certgate_tls_handshakes_total{listener=\"agents\",version=\"1.2\",cipher=\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\",resumed=\"true\"}";
+    for (kind, tls) in [
+        ("tickets", "session_tickets = true\nsession_cache = 0\n"),
+        ("session IDs", "session_tickets = false\n"),
+    ] {
+        for how in ["blocked", "revoked"] {
+            let mut pki = Pki::new();
+            let device = pki.client("device-a", Kind::Good);
+            let crl = pki.crl("clients", &[], true);
+            let backend = Backend::start().await;
+            let mut cb = ConfigBuilder::new(&pki, backend.addr);
+            cb.crl = vec![crl.clone()];
+            cb.extra_tls = tls.into();
+            cb.extra_top = registry_table(pki.dir.path(), "auto");
+            let gw = start_gateway(&cb.write(pki.dir.path())).await;
+            let addr = gw.addr("agents").unwrap();
+            let client = client_config(&pki, Some(&device), &[]);
+
+            // First connection: full handshake; second: resumed.
+            for path in ["/full", "/resumed"] {
+                let (s, _) = get(addr, client.clone(), path, &[]).await.unwrap();
+                assert_eq!(s, 200, "{kind}/{how}: {path}");
+            }
+            assert_eq!(
+                metric(&gw, resumed_line),
+                1.0,
+                "{kind}/{how}: the second connection must resume:\n{}",
+                gw.metrics.encode()
+            );
+
+            match how {
+                "blocked" => {
+                    let fp = fp_of(&device);
+                    let (s, v) = admin_call(
+                        gw.admin_addr().unwrap(),
+                        "POST",
+                        &format!("/api/devices/{fp}/block"),
+                        None,
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, StatusCode::OK, "{v}");
+                }
+                _ => {
+                    pki.crl("clients", &[&device], true);
+                    let outcome = gw.reload().await;
+                    assert!(outcome.is_ok(), "{kind}/{how}: reload: {outcome:?}");
+                }
+            }
+
+            let served = backend.count();
+            let e = tls_handshake_error(addr, client.clone()).await;
+            let alert = alert_of(&e);
+            let expected = if how == "blocked" {
+                rustls::AlertDescription::AccessDenied
+            } else {
+                rustls::AlertDescription::CertificateRevoked
+            };
+            assert_eq!(alert, Some(expected), "{kind}/{how}: {e}");
+            assert_eq!(
+                metric(&gw, resumed_line),
+                1.0,
+                "{kind}/{how}: no further resumption may succeed"
+            );
+            assert!(
+                metric(
+                    &gw,
+                    &format!(
+                        "certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{how}\"}}"
+                    )
+                ) >= 1.0,
+                "{kind}/{how}: {}",
+                gw.metrics.encode()
+            );
+            assert_eq!(
+                backend.count(),
+                served,
+                "{kind}/{how}: the backend saw a request"
+            );
+            gw.shutdown().await;
+        }
+    }
+}

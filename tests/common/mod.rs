@@ -520,6 +520,8 @@ pub struct ConfigBuilder {
     pub extra_admin: String,
     /// Lines added to [listener.client_auth] (e.g. allow_cn = [...]).
     pub extra_client_auth: String,
+    /// Lines added to [listener.tls] (e.g. session_tickets = false).
+    pub extra_tls: String,
 }
 
 impl ConfigBuilder {
@@ -538,6 +540,7 @@ impl ConfigBuilder {
             extra_top: String::new(),
             extra_admin: String::new(),
             extra_client_auth: String::new(),
+            extra_tls: String::new(),
         }
     }
 
@@ -574,7 +577,7 @@ listen = "{listen}"
 upstream = "core"
 {extra_listener}
 [listener.tls]
-{versions}
+{versions}{extra_tls}
 [[listener.tls.certificate]]
 cert = "{cert}"
 key = "{key}"
@@ -589,6 +592,7 @@ servers = [{servers}]
             extra_top = self.extra_top,
             extra_admin = self.extra_admin,
             extra_client_auth = self.extra_client_auth,
+            extra_tls = self.extra_tls,
             listen = self.listen,
             extra_listener = self.extra_listener,
             cert = self.cert.display(),
