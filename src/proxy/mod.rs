@@ -512,7 +512,7 @@ async fn connection(
 ) {
     let _ = tcp.set_nodelay(true);
     let Some(tls_state) = state.tls.clone() else {
-        return plain(tcp, peer, shared, state, stop, drain).await;
+        return Box::pin(plain(tcp, peer, shared, state, stop, drain)).await;
     };
     let name = &state.name;
     let accepted_at = std::time::Instant::now();
@@ -520,8 +520,9 @@ async fn connection(
     // The handshake runs inside HANDSHAKE's scope so the verifier (and the
     // session store) can tell this task what they decided. The stream
     // keeps a copy of the ClientHello until then, to explain a refusal.
-    let (accepted, note, offered) = tls::HANDSHAKE
-        .scope(std::cell::RefCell::new(HandshakeNote::default()), async {
+    let (accepted, note, offered) = Box::pin(tls::HANDSHAKE.scope(
+        std::cell::RefCell::new(HandshakeNote::default()),
+        async {
             let mut offered = Offered::Incomplete;
             let r = tokio::time::timeout(
                 state.limits.handshake_timeout,
@@ -531,7 +532,10 @@ async fn connection(
             let r = match r {
                 Ok(Ok(mut stream)) => {
                     stream.get_mut().0.forget();
-                    Ok(check_session(stream, &tls_state))
+                    // Boxed: the stream (rustls state included) is ~1.2 KiB,
+                    // and moved by value it would take a slot in this task's
+                    // future at every step of its way into hyper.
+                    Ok(check_session(stream, &tls_state).map(Box::new))
                 }
                 Ok(Err((e, io))) => {
                     offered = io.offered();
@@ -541,8 +545,9 @@ async fn connection(
             };
             let note = tls::HANDSHAKE.with(|n| std::mem::take(&mut *n.borrow_mut()));
             (r, note, offered)
-        })
-        .await;
+        },
+    ))
+    .await;
     let policy_refusal = match note.verdict {
         Some(Verdict::Refuse { reason, .. }) if tls_state.mode == ClientAuthMode::Required => {
             Some(reason)
@@ -709,7 +714,7 @@ async fn connection(
         verify,
         identity,
     };
-    serve_http(
+    Box::pin(serve_http(
         stream,
         peer,
         (shared, state),
@@ -718,7 +723,7 @@ async fn connection(
         admission,
         stop,
         drain,
-    )
+    ))
     .await;
 }
 
@@ -770,7 +775,7 @@ async fn plain(
         identity: None,
     };
     let admission = Admission::plain(shared.clone());
-    serve_http(
+    Box::pin(serve_http(
         tcp,
         peer,
         (shared, state),
@@ -779,7 +784,7 @@ async fn plain(
         admission,
         stop,
         drain,
-    )
+    ))
     .await;
 }
 
