@@ -19,7 +19,9 @@ SHIM=$W/bin/mtls_preload.so
 [ -f "$SHIM" ] || { echo "no $SHIM: run $SHARED/bench/setup.sh first" >&2; exit 1; }
 
 (cd "$ROOT" && cargo build --release --locked && cargo bench --locked --bench storm --no-run)
-ulimit -n 65536
+# 10,000 client sockets here, as many server-side ones in each proxy.
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -gt $((STORM_DEVICES + 1000)) ] || echo "note: open-file limit $(ulimit -n) is low for $STORM_DEVICES devices" >&2
 
 log=$(mktemp)
 CONTENDERS=nginx,haproxy bash "$ROOT/benches/shared-bench.sh" serve $((ROUNDS * 3 * (DURATION + 5) + 300)) >"$log" 2>&1 &
@@ -48,9 +50,9 @@ for r in $(seq "$ROUNDS"); do
     req=$(sed -n 's/^WRKJSON //p' <<<"$out" | jq -r '.requests // 0')
     full=$(grep -o 'handshakes full=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
     res=$(grep -o 'resumed=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
-    us=$(awk -v t=$((t1 - t0)) -v n="$req" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", n>0 ? t*1e6/hz/n : 0}')
+    us=$(awk -v t=$((t1 - t0)) -v n="$req" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", (n > 0 ? t * 1e6 / hz / n : 0)}')
     US[$c]="${US[$c]:-} $us"
-    echo "| $c | $r | $((req / DURATION)) | ${full:-?} | ${res:-?} | $us | $(awk -v u="$us" 'BEGIN{printf "%.0f", u>0 ? 1e6/u : 0}') |"
+    echo "| $c | $r | $((req / DURATION)) | ${full:-?} | ${res:-?} | $us | $(awk -v u="$us" 'BEGIN{printf "%.0f", (u > 0 ? 1e6 / u : 0)}') |"
   done
 done
 med() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }

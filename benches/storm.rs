@@ -48,10 +48,11 @@ fn main() {
         .map(|i| {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            // The subject is exactly the admitted one (nginx's policy
+            // compares the whole DN); key and serial make each device distinct.
             p.distinguished_name
                 .push(rcgen::DnType::CommonName, cn.as_str());
-            p.distinguished_name
-                .push(rcgen::DnType::OrganizationalUnitName, format!("storm-{i}"));
+            p.serial_number = Some(rcgen::SerialNumber::from(0x5000_0000u64 + i as u64));
             let cert = p.signed_by(&key, &issuer).unwrap();
             let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS12])
