@@ -64,7 +64,11 @@ echo "Medians: nginx $n µs, HAProxy $h µs, certgate $g µs per resumed connect
 echo
 echo "### Reconnect storm: $STORM_DEVICES distinct devices connect at once, one request each"
 echo
-STORM_TARGETS="nginx=127.0.0.1:18443,haproxy=127.0.0.1:18444,certgate=127.0.0.1:18445" \
-STORM_CLIENT_CA=$W/pki/clientca.pem STORM_CLIENT_CA_KEY=$W/pki/clientca.key STORM_SERVER_CA=$W/pki/ca.pem \
-STORM_DEVICES=$STORM_DEVICES \
-  taskset -c 1 timeout -k 5 900 cargo bench --locked --manifest-path "$ROOT/Cargo.toml" --bench storm
+for r in $(seq "$ROUNDS"); do
+  echo; echo "Round $r:"
+  STORM_TARGETS="nginx=127.0.0.1:18443,haproxy=127.0.0.1:18444,certgate=127.0.0.1:18445" \
+  STORM_CLIENT_CA=$W/pki/clientca.pem STORM_CLIENT_CA_KEY=$W/pki/clientca.key STORM_SERVER_CA=$W/pki/ca.pem \
+  STORM_DEVICES=$STORM_DEVICES STORM_CN=device-a STORM_O=tlsbench \
+    taskset -c 1 timeout -k 5 900 cargo bench --locked --manifest-path "$ROOT/Cargo.toml" --bench storm 2>/dev/null
+  sleep 5
+done

@@ -10,7 +10,8 @@
 //!
 //!   STORM_TARGETS   name=127.0.0.1:port,...
 //!   STORM_CLIENT_CA / STORM_CLIENT_CA_KEY / STORM_SERVER_CA   PEM files
-//!   STORM_DEVICES (10000), STORM_CN (device-a), STORM_DEADLINE (120)
+//!   STORM_DEVICES (10000), STORM_CN (device-a), STORM_O (organization,
+//!   none by default), STORM_DEADLINE (120)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ fn main() {
     };
     let n: usize = env("STORM_DEVICES").map_or(10_000, |v| v.parse().unwrap());
     let cn = env("STORM_CN").unwrap_or_else(|| "device-a".into());
+    let org = env("STORM_O");
     let deadline = Duration::from_secs(env("STORM_DEADLINE").map_or(120, |v| v.parse().unwrap()));
     let read =
         |k: &str| std::fs::read_to_string(env(k).unwrap_or_else(|| panic!("{k} not set"))).unwrap();
@@ -50,10 +52,22 @@ fn main() {
             let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
             // The subject is exactly the admitted one (nginx's policy
             // compares the whole DN); key and serial make each device distinct.
+            // A fresh DN (the default one already holds a CN, which would
+            // stay first), RDNs in the order of the harness's devices: O, CN.
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            if let Some(o) = &org {
+                p.distinguished_name
+                    .push(rcgen::DnType::OrganizationName, o.as_str());
+            }
             p.distinguished_name
                 .push(rcgen::DnType::CommonName, cn.as_str());
             p.serial_number = Some(rcgen::SerialNumber::from(0x5000_0000u64 + i as u64));
             let cert = p.signed_by(&key, &issuer).unwrap();
+            if i == 0
+                && let Some(path) = env("STORM_DUMP_FIRST")
+            {
+                std::fs::write(path, cert.pem()).unwrap();
+            }
             let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS12])
                 .unwrap()

@@ -41,6 +41,13 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default number of idle pooled connections kept per upstream.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Default cap on requests in flight to one upstream. A legacy backend that
+/// thousands of agents reach at once after an outage must not be handed
+/// thousands of new connections in the same second (nginx's backend here
+/// runs out of worker connections); beyond the cap requests queue.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 512;
+/// Default time a request may wait for an upstream connection slot.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default capacity of the registry's update queue.
@@ -160,6 +167,8 @@ struct RawUpstream {
     response_timeout: Option<String>,
     pool_idle_timeout: Option<String>,
     pool_max_idle: Option<usize>,
+    max_connections: Option<usize>,
+    queue_timeout: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -431,6 +440,11 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// Most idle pooled connections kept.
     pub pool_max_idle: usize,
+    /// Most requests in flight to this upstream at once (each holds one
+    /// backend connection); more wait in a queue. 0 = no limit.
+    pub max_connections: usize,
+    /// How long a request may wait in that queue before it is answered 503.
+    pub queue_timeout: Duration,
 }
 
 impl Settings {
@@ -659,6 +673,15 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                 errors,
             ),
             pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+            max_connections: u
+                .max_connections
+                .unwrap_or(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+            queue_timeout: duration_or(
+                u.queue_timeout.as_deref(),
+                DEFAULT_QUEUE_TIMEOUT,
+                &format!("{ctx}: queue_timeout"),
+                errors,
+            ),
             name: u.name,
         });
     }

@@ -741,8 +741,8 @@ impl ListenerMetrics {
             .inc();
     }
 
-    /// Counts an upstream failure (`connect_refused`, `connect_timeout`,
-    /// `response_timeout`, `protocol`).
+    /// Counts an upstream failure (`connect_failed`, `connect_timeout`,
+    /// `response_timeout`, `protocol`, `queue_timeout`).
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&UpstreamErrorLabels {

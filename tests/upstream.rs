@@ -99,3 +99,126 @@ async fn dead_first_server_fails_over_to_the_next() {
     }
     assert_eq!(backend.count(), 3);
 }
+
+/// A backend that answers every request after `delay` and records how many
+/// requests it was serving at once (the peak).
+async fn counting_backend(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let peak2 = peak.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (now, peak) = (now.clone(), peak2.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request head at a time (GETs, no bodies).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, peak)
+}
+
+/// `max_connections` on an upstream: a burst of clients is queued in
+/// certgate, the backend never serves more than the cap at once, and every
+/// request is answered 200; a request that cannot get a slot within
+/// `queue_timeout` gets 503 with Retry-After, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_queues_at_the_upstream_cap_and_a_queue_timeout_answers_503() {
+    use std::sync::atomic::Ordering;
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let (backend, peak) = counting_backend(Duration::from_millis(150)).await;
+    let mut cb = ConfigBuilder::new(&pki, backend);
+    cb.extra_upstream = "max_connections = 3\nqueue_timeout = \"5s\"\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let client = client_config(&pki, Some(&device), &[]);
+
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { get(addr, client, &format!("/burst/{i}"), &[]).await })
+        })
+        .collect();
+    for r in burst {
+        let (status, body) = r.await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"ok");
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "the backend must have served exactly the cap at once"
+    );
+    gw.shutdown().await;
+
+    // Cap 1, a slow request holds the slot past the queue timeout.
+    let (backend, _) = counting_backend(Duration::from_millis(1500)).await;
+    let mut cb = ConfigBuilder::new(&pki, backend);
+    cb.extra_upstream = "max_connections = 1\nqueue_timeout = \"200ms\"\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let holder = {
+        let client = client.clone();
+        tokio::spawn(async move { get(addr, client, "/holds-the-slot", &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sender = h1_sender(addr, client.clone()).await.unwrap();
+    let started = Instant::now();
+    let resp = sender
+        .send_request(
+            http::Request::get("/queued")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "503 after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_upstream_errors_total{upstream=\"core\",kind=\"queue_timeout\"}"
+        ),
+        1.0
+    );
+    let (status, _) = holder.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+}

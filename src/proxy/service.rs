@@ -132,6 +132,7 @@ impl Drop for InFlight {
 pub struct TrackedBody<B> {
     inner: B,
     _in_flight: Option<InFlight>,
+    _slot: Option<UpstreamSlot>,
     finish: Option<Box<Finish>>,
 }
 
@@ -241,12 +242,14 @@ pub async fn handle(
         e.upstream_ms = upstream_ms;
         e.upstream_server = resp.extensions().get::<ServerAddr>().map(|s| s.0);
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    let slot = parts.extensions.remove::<UpstreamSlot>();
     Ok(Response::from_parts(
         parts,
         TrackedBody {
             inner: body,
             _in_flight: Some(in_flight),
+            _slot: slot,
             finish: Some(Box::new(Finish {
                 state,
                 started,
@@ -393,6 +396,41 @@ async fn forward_inner(
 
     let upstream = &state.upstream;
     let settings = &upstream.settings;
+    // A slot first: at most `max_connections` requests in flight to the
+    // backend, the rest wait here (a storm of reconnecting agents queues in
+    // certgate instead of exhausting the backend's connections).
+    let slot = match &upstream.slots {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                match tokio::time::timeout(settings.queue_timeout, slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        state.metrics.upstream_error("queue_timeout");
+                        warn!(
+                            listener = %state.name,
+                            peer = %ctx.peer,
+                            upstream = %settings.name,
+                            max_connections = settings.max_connections,
+                            queue_timeout_ms = settings.queue_timeout.as_millis() as u64,
+                            "no upstream connection slot within queue_timeout; answered 503 \
+                             (raise [[upstream]] max_connections if the backend can take more)"
+                        );
+                        let mut resp = short_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "service unavailable\n",
+                        );
+                        resp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return resp;
+                    }
+                }
+            }
+        },
+    };
     let result =
         tokio::time::timeout(settings.response_timeout, upstream.client.request(out)).await;
     let mut resp = match result {
@@ -432,6 +470,8 @@ async fn forward_inner(
             let drain = ctx.drain.clone();
             let grace = state.grace;
             tokio::spawn(async move {
+                // The tunnel holds its backend connection, and so its slot.
+                let _slot = slot;
                 let tunnel = async {
                     let (c, s) = tokio::try_join!(client_upgrade, server_upgrade)?;
                     let mut c = TokioIo::new(c);
@@ -468,7 +508,20 @@ async fn forward_inner(
         return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
     }
     headers::strip_hop_by_hop(resp.headers_mut(), false);
+    if let Some(slot) = slot {
+        resp.extensions_mut().insert(UpstreamSlot {
+            _permit: Arc::new(slot),
+        });
+    }
     resp.map(Either::Left)
+}
+
+/// An upstream slot travelling with its response to the response body,
+/// which releases it when the body is done (the backend connection is free
+/// for the next request only then).
+#[derive(Debug, Clone)]
+struct UpstreamSlot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn upstream_failure(

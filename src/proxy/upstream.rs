@@ -192,6 +192,9 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// The pooled HTTP/1.1 client.
     pub client: Client<FailoverConnector, super::service::CountedBody>,
+    /// Slots for requests in flight (`max_connections`); `None` = no limit.
+    /// Kept across reloads with the rest of an unchanged upstream.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
     connector: Arc<ConnectorInner>,
 }
 
@@ -233,6 +236,8 @@ impl Upstream {
             settings: settings.clone(),
             authority,
             client,
+            slots: (settings.max_connections > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_connections))),
             connector: inner,
         })
     }
