@@ -5,7 +5,7 @@
 //! the time until the last one was served.
 //!
 //! Needs the shared harness's PKI and running proxies, so it is driven by
-//! `benches/storm.sh` (which sets the variables below); without them it
+//! `benches/fleet-bench.sh` (which sets the variables below); without them it
 //! says so and exits. Loopback only, bounded by `STORM_DEADLINE` seconds.
 //!
 //!   STORM_TARGETS   name=127.0.0.1:port,...
@@ -26,8 +26,13 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn main() {
+    // `cargo test --all-targets` and nextest list or run bench binaries
+    // without `--bench`; only a real `cargo bench` runs the storm.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let Some(targets) = env("STORM_TARGETS") else {
-        println!("storm: STORM_TARGETS not set; run benches/storm.sh (skipped)");
+        println!("storm: STORM_TARGETS not set; run benches/fleet-bench.sh (skipped)");
         return;
     };
     let n: usize = env("STORM_DEVICES").map_or(10_000, |v| v.parse().unwrap());
