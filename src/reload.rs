@@ -486,6 +486,19 @@ impl Controller {
         let result = match Settings::load(&source) {
             Ok(settings) => {
                 let digest = files_digest(&settings.files());
+                if !force && digest == self.digest && self.refused.is_some() {
+                    // A refused change was undone (files restored, a deleted
+                    // cert put back): what is on disk is again what runs, so
+                    // the "last reload failed" signal must clear, or the
+                    // admin's alert would keep firing for a fixed problem.
+                    self.refused = None;
+                    self.metrics.reload(true, now_unix());
+                    info!(
+                        cause = cause.as_str(),
+                        "watched files are back to the configuration in force; reload state is successful again"
+                    );
+                    return Ok(ReloadReport::default());
+                }
                 if !force && (digest == self.digest || Some(digest) == self.refused) {
                     debug!(
                         cause = cause.as_str(),
