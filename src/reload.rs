@@ -37,6 +37,12 @@ pub const QUIET: Duration = Duration::from_millis(100);
 /// A file that keeps changing is still loaded this long after the first
 /// change.
 const MAX_DELAY: Duration = Duration::from_secs(1);
+/// A change seen by the watcher that does not load (a cert whose new key
+/// is not written yet, a half-written file on a loaded machine) gets this
+/// long for the rest of the write to arrive before it counts as a refused
+/// reload: a tool writing the cert and then the key must not fire the
+/// admin's "reload failed" alert.
+const SETTLE: Duration = Duration::from_secs(1);
 /// A backstop for changes the watcher cannot see (a watched directory
 /// replaced, network file systems): files are compared this often.
 const POLL: Duration = Duration::from_secs(30);
@@ -344,7 +350,7 @@ impl Controller {
                 _ = proxy::stopped(&mut shutdown) => break,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload { cause, reply }) => {
-                        let out = self.reload(cause, true).await;
+                        let out = self.reload(cause, true, false).await;
                         let _ = reply.send(out);
                     }
                     None => break,
@@ -359,10 +365,18 @@ impl Controller {
                             _ = tokio::time::sleep_until(deadline) => break,
                         }
                     }
-                    let _ = self.reload(Cause::Files, false).await;
+                    if self.reload(Cause::Files, false, true).await.is_err() {
+                        tokio::select! {
+                            _ = changed.notified() => {
+                                tokio::time::sleep(QUIET).await;
+                            }
+                            _ = tokio::time::sleep(SETTLE) => {}
+                        }
+                        let _ = self.reload(Cause::Files, false, false).await;
+                    }
                 }
                 _ = poll.tick() => {
-                    let _ = self.reload(Cause::Poll, false).await;
+                    let _ = self.reload(Cause::Poll, false, false).await;
                     self.check_crls();
                 }
                 conn = accept_unix(handover_socket.as_ref()) => {
@@ -480,7 +494,12 @@ impl Controller {
 
     /// Reloads unless `force` is false and no watched file changed since the
     /// state in force (or since the last refused attempt).
-    async fn reload(&mut self, cause: Cause, force: bool) -> ReloadOutcome {
+    /// Loads the configuration and its files and makes them the running
+    /// state. `force` reloads even unchanged files (SIGHUP, API).
+    /// `settling` is a first attempt right after a file event: a failure is
+    /// returned without being recorded, logged as refused or remembered, so
+    /// the caller can give the writer [`SETTLE`] to finish and try again.
+    async fn reload(&mut self, cause: Cause, force: bool, settling: bool) -> ReloadOutcome {
         let started = std::time::Instant::now();
         let source = self.settings.source.clone();
         let result = match Settings::load(&source) {
@@ -523,6 +542,9 @@ impl Controller {
                 };
                 crate::notify::ready(match &result {
                     Ok(_) => "serving; last reload succeeded",
+                    Err(_) if settling => {
+                        "serving; waiting for changed files to be written completely"
+                    }
                     Err(_) => "serving; last reload FAILED, previous configuration in force",
                 });
                 result
@@ -551,6 +573,11 @@ impl Controller {
                     "reloaded {}", source.display()
                 );
                 Ok(report)
+            }
+            Err((e, _)) if settling => {
+                debug!(cause = cause.as_str(), problem = %e,
+                    "changed files do not load yet; waiting for the rest of the write");
+                Err(e)
             }
             Err((e, digest)) => {
                 // (Unchanged refused bytes returned early above.)
