@@ -48,6 +48,16 @@ pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 512;
 /// Default time a request may wait for an upstream connection slot.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default consecutive connect failures after which a server of a
+/// multi-server upstream is taken out of rotation (nginx's `max_fails`).
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// Default time an ejected server stays out of rotation before it gets
+/// a request again (nginx's `fail_timeout`).
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time between two active health checks of a server.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default time one health check may take.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default capacity of the registry's update queue.
@@ -169,6 +179,21 @@ struct RawUpstream {
     pool_max_idle: Option<usize>,
     max_connections: Option<usize>,
     queue_timeout: Option<String>,
+    strategy: Option<String>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+    health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: String,
+    host: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    healthy_threshold: Option<u32>,
+    unhealthy_threshold: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------
@@ -445,6 +470,56 @@ pub struct UpstreamSettings {
     pub max_connections: usize,
     /// How long a request may wait in that queue before it is answered 503.
     pub queue_timeout: Duration,
+    /// How a request picks its server.
+    pub strategy: Strategy,
+    /// Consecutive connect failures (refused, reset, timed out) that take a
+    /// server out of rotation for `fail_timeout`; 0 = never. Only with
+    /// more than one server: a lone server is always tried.
+    pub max_fails: u32,
+    /// How long an ejected server stays out of rotation.
+    pub fail_timeout: Duration,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheckSettings>,
+}
+
+/// How requests are spread over the servers of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Always the first server in rotation, in the order listed; the others
+    /// are standbys (what management suites do with a primary and a backup).
+    Failover,
+    /// Each request to the next server in rotation.
+    RoundRobin,
+    /// The server in rotation with the fewest requests in flight.
+    LeastConn,
+}
+
+impl Strategy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Failover => "failover",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastConn => "least_conn",
+        }
+    }
+}
+
+/// `[upstream.health_check]`: an HTTP GET to every server on a timer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckSettings {
+    /// Path (with query) requested; answered 2xx or 3xx = healthy.
+    pub path: String,
+    /// Host header sent; the server's address when not given.
+    pub host: Option<String>,
+    /// Time between checks of one server.
+    pub interval: Duration,
+    /// Time one check may take (connect + response head).
+    pub timeout: Duration,
+    /// Consecutive passed checks that bring a down server back.
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that take a server out of rotation.
+    pub unhealthy_threshold: u32,
 }
 
 impl Settings {
@@ -645,6 +720,15 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                 "no servers listed; give at least one \"host:port\"",
             ));
         }
+        if u.servers.len() > 64 {
+            errors.push(invalid(
+                format!("{ctx}: servers"),
+                format!(
+                    "{} servers listed; at most 64 per upstream",
+                    u.servers.len()
+                ),
+            ));
+        }
         let mut servers = Vec::new();
         for (j, s) in u.servers.iter().enumerate() {
             match parse_addr(s) {
@@ -682,6 +766,30 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                 &format!("{ctx}: queue_timeout"),
                 errors,
             ),
+            strategy: match u.strategy.as_deref() {
+                None | Some("failover") => Strategy::Failover,
+                Some("round_robin") => Strategy::RoundRobin,
+                Some("least_conn") => Strategy::LeastConn,
+                Some(other) => {
+                    errors.push(invalid(
+                        format!("{ctx}: strategy"),
+                        format!(
+                            "\"{other}\" is not a strategy; use \"failover\", \"round_robin\" or \"least_conn\""
+                        ),
+                    ));
+                    Strategy::Failover
+                }
+            },
+            max_fails: u.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
+            fail_timeout: duration_or(
+                u.fail_timeout.as_deref(),
+                DEFAULT_FAIL_TIMEOUT,
+                &format!("{ctx}: fail_timeout"),
+                errors,
+            ),
+            health_check: u
+                .health_check
+                .map(|h| health_check(h, &format!("{ctx}: health_check"), errors)),
             name: u.name,
         });
     }
@@ -1017,6 +1125,70 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn health_check(
+    h: RawHealthCheck,
+    ctx: &str,
+    errors: &mut Vec<ConfigError>,
+) -> HealthCheckSettings {
+    if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+        errors.push(invalid(
+            format!("{ctx}.path"),
+            format!(
+                "\"{}\" is not a request path; write e.g. \"/healthz\"",
+                h.path
+            ),
+        ));
+    }
+    if let Some(host) = &h.host
+        && http::HeaderValue::from_str(host).is_err()
+    {
+        errors.push(invalid(
+            format!("{ctx}.host"),
+            "not a valid Host header value",
+        ));
+    }
+    let interval = duration_or(
+        h.interval.as_deref(),
+        DEFAULT_HEALTH_INTERVAL,
+        &format!("{ctx}.interval"),
+        errors,
+    );
+    let timeout = duration_or(
+        h.timeout.as_deref(),
+        DEFAULT_HEALTH_TIMEOUT,
+        &format!("{ctx}.timeout"),
+        errors,
+    );
+    if interval.is_zero() {
+        errors.push(invalid(
+            format!("{ctx}.interval"),
+            "must be more than 0; e.g. \"5s\"",
+        ));
+    }
+    if timeout.is_zero() || timeout > interval {
+        errors.push(invalid(
+            format!("{ctx}.timeout"),
+            "must be more than 0 and at most the interval",
+        ));
+    }
+    let mut threshold = |v: Option<u32>, default: u32, key: &str| match v {
+        None => default,
+        Some(0) => {
+            errors.push(invalid(format!("{ctx}.{key}"), "must be at least 1"));
+            default
+        }
+        Some(n) => n,
+    };
+    HealthCheckSettings {
+        healthy_threshold: threshold(h.healthy_threshold, 2, "healthy_threshold"),
+        unhealthy_threshold: threshold(h.unhealthy_threshold, 3, "unhealthy_threshold"),
+        path: h.path,
+        host: h.host,
+        interval,
+        timeout,
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -336,7 +336,7 @@ impl Metrics {
         let server_up = Family::<ServerLabels, Gauge>::default();
         registry.register(
             "upstream_server_up",
-            "Whether the last connect to an upstream server succeeded (1) or failed (0)",
+            "Whether an upstream server is in rotation (1): passing its health check and not taken out after failed connects",
             server_up.clone(),
         );
         let crl_next_update = Family::<CrlLabels, Gauge>::default();
@@ -477,7 +477,7 @@ impl Metrics {
     }
 
     /// The up gauges of an upstream's servers, in order. Servers start as
-    /// up until a connect fails.
+    /// in rotation; health checks and failed connects change them.
     pub fn server_up(&self, upstream: &str, servers: &[std::net::SocketAddr]) -> Vec<Gauge> {
         servers
             .iter()
@@ -742,7 +742,7 @@ impl ListenerMetrics {
     }
 
     /// Counts an upstream failure (`connect_failed`, `connect_timeout`,
-    /// `response_timeout`, `protocol`, `queue_timeout`).
+    /// `response_timeout`, `protocol`, `queue_timeout`, `all_down`).
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&UpstreamErrorLabels {

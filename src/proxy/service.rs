@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use tokio::sync::{mpsc, watch};
 
 use super::headers::{self, ClientFacts};
-use super::upstream::{ConnectError, ServerAddr};
+use super::upstream::{AttemptError, ConnectError, Pick, Reclaim, ServerAddr, ServerGuard};
 use super::{Admission, ListenerShared, ListenerState};
 use crate::access;
 
@@ -132,7 +132,7 @@ impl Drop for InFlight {
 pub struct TrackedBody<B> {
     inner: B,
     _in_flight: Option<InFlight>,
-    _slot: Option<UpstreamSlot>,
+    _slot: Option<UpstreamHold>,
     finish: Option<Box<Finish>>,
 }
 
@@ -243,7 +243,7 @@ pub async fn handle(
         e.upstream_server = resp.extensions().get::<ServerAddr>().map(|s| s.0);
     }
     let (mut parts, body) = resp.into_parts();
-    let slot = parts.extensions.remove::<UpstreamSlot>();
+    let slot = parts.extensions.remove::<UpstreamHold>();
     Ok(Response::from_parts(
         parts,
         TrackedBody {
@@ -272,8 +272,40 @@ pub struct BodyStats {
 /// A request body that counts the bytes it passes on.
 #[derive(Debug)]
 pub struct CountedBody {
-    inner: Incoming,
+    source: Source,
     stats: Arc<BodyStats>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Still in the retry slot: taken out when the backend connection
+    /// first reads it, so a connect failure leaves it for the next server.
+    Slot(Reclaim),
+    Own(Incoming),
+    Empty,
+}
+
+impl CountedBody {
+    fn new(body: Incoming, stats: Arc<BodyStats>) -> CountedBody {
+        CountedBody {
+            source: Source::Own(body),
+            stats,
+        }
+    }
+
+    fn reclaimable(slot: Reclaim, stats: Arc<BodyStats>) -> CountedBody {
+        CountedBody {
+            source: Source::Slot(slot),
+            stats,
+        }
+    }
+
+    fn empty(stats: Arc<BodyStats>) -> CountedBody {
+        CountedBody {
+            source: Source::Empty,
+            stats,
+        }
+    }
 }
 
 impl Body for CountedBody {
@@ -284,7 +316,14 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Source::Slot(slot) = &self.source {
+            let taken = slot.lock().ok().and_then(|mut b| b.take());
+            self.source = taken.map_or(Source::Empty, Source::Own);
+        }
+        let r = match &mut self.source {
+            Source::Own(b) => Pin::new(b).poll_frame(cx),
+            _ => return Poll::Ready(None),
+        };
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -300,11 +339,26 @@ impl Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Own(b) => b.is_end_stream(),
+            Source::Slot(s) => s
+                .lock()
+                .map(|b| b.as_ref().is_none_or(|b| b.is_end_stream()))
+                .unwrap_or(true),
+            Source::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Own(b) => b.size_hint(),
+            Source::Slot(s) => s
+                .lock()
+                .ok()
+                .and_then(|b| b.as_ref().map(|b| b.size_hint()))
+                .unwrap_or_else(|| SizeHint::with_exact(0)),
+            Source::Empty => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -386,13 +440,6 @@ async fn forward_inner(
     };
     parts.version = Version::HTTP_11;
     let started = Instant::now();
-    let out = Request::from_parts(
-        parts,
-        CountedBody {
-            inner: body,
-            stats: bytes_in.clone(),
-        },
-    );
 
     let upstream = &state.upstream;
     let settings = &upstream.settings;
@@ -419,46 +466,152 @@ async fn forward_inner(
                             "no upstream connection slot within queue_timeout; answered 503 \
                              (raise [[upstream]] max_connections if the backend can take more)"
                         );
-                        let mut resp = short_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "service unavailable\n",
-                        );
-                        resp.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                        return resp;
+                        return unavailable(1);
                     }
                 }
             }
         },
     };
-    let result =
-        tokio::time::timeout(settings.response_timeout, upstream.client.request(out)).await;
-    let mut resp = match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(_)) if bytes_in.failed.load(Ordering::Relaxed) => {
-            // The client's body was malformed or cut off: its fault, not
-            // the backend's; the backend connection was dropped mid-body.
-            info!(listener = %state.name, peer = %ctx.peer,
-                "malformed or incomplete request body; answered 400 and closed the connection");
-            let mut resp = short_response(StatusCode::BAD_REQUEST, "bad request body\n");
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
-        }
-        Ok(Err(e)) => return upstream_failure(ctx, state, &e, started),
-        Err(_) => {
-            state.metrics.upstream_error("response_timeout");
-            warn!(
-                listener = %state.name,
-                peer = %ctx.peer,
-                upstream = %settings.name,
-                server = %upstream.servers_display(),
-                timeout_ms = settings.response_timeout.as_millis() as u64,
-                "upstream response timed out; answered 504"
-            );
-            return short_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+
+    // With several servers a failed attempt may be repeated on another
+    // one: keep what is needed to rebuild the request. One server: nothing
+    // to keep, nothing to pay.
+    let servers = upstream.servers();
+    let retry = (servers.len() > 1).then(|| Retry {
+        empty_body: body.is_end_stream(),
+        idempotent: matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body: Arc::new(std::sync::Mutex::new(None)),
+    });
+    let mut out = Request::from_parts(
+        parts,
+        match &retry {
+            None => CountedBody::new(body, bytes_in.clone()),
+            Some(r) => {
+                if let Ok(mut b) = r.body.lock() {
+                    *b = Some(body);
+                }
+                CountedBody::reclaimable(r.body.clone(), bytes_in.clone())
+            }
+        },
+    );
+
+    let mut tried = 0u64;
+    let mut last: Option<(SocketAddr, hyper_util::client::legacy::Error)> = None;
+    let (mut resp, server, guard) = loop {
+        let i = match upstream.pick(tried) {
+            Pick::Server(i) => i,
+            Pick::AllDown { retry_after } => {
+                state.metrics.upstream_error("all_down");
+                warn!(
+                    listener = %state.name,
+                    peer = %ctx.peer,
+                    upstream = %settings.name,
+                    retry_after_s = retry_after,
+                    "every server of the upstream is out of rotation (health check or ejection); answered 503"
+                );
+                return unavailable(retry_after);
+            }
+            Pick::Exhausted => {
+                // Every server in rotation failed this request; answer as
+                // the last one did (all timed out: 504).
+                let Some((server, e)) = last.take() else {
+                    return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
+                };
+                return upstream_failure(ctx, state, server, &e, connect_error(&e), started);
+            }
+        };
+        tried |= 1u64 << i;
+        let server = &servers[i];
+        let guard = server.begin();
+        let result =
+            tokio::time::timeout(settings.response_timeout, server.client.request(out)).await;
+        let e = match result {
+            Ok(Ok(resp)) => {
+                server.succeeded();
+                break (resp, server, guard);
+            }
+            Ok(Err(_)) if bytes_in.failed.load(Ordering::Relaxed) => {
+                // The client's body was malformed or cut off: its fault, not
+                // the backend's; the backend connection was dropped mid-body.
+                info!(listener = %state.name, peer = %ctx.peer,
+                    "malformed or incomplete request body; answered 400 and closed the connection");
+                let mut resp = short_response(StatusCode::BAD_REQUEST, "bad request body\n");
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                // Not retried: the request may be running on the backend,
+                // and a second try would double the client's wait.
+                state.metrics.upstream_error("response_timeout");
+                warn!(
+                    listener = %state.name,
+                    peer = %ctx.peer,
+                    upstream = %settings.name,
+                    server = %server.addr,
+                    timeout_ms = settings.response_timeout.as_millis() as u64,
+                    "upstream response timed out; answered 504"
+                );
+                return short_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+            }
+        };
+        drop(guard);
+        let connect = connect_error(&e);
+        let kind = match connect {
+            Some(AttemptError::TimedOut) => "connect_timeout",
+            Some(AttemptError::Failed(_)) => "connect_failed",
+            None => "protocol",
+        };
+        state.metrics.upstream_error(kind);
+        server.failed(settings, servers.len());
+        // Safe to repeat: nothing was sent (connect failed, so the body is
+        // still in its slot), or a bodiless idempotent request whose
+        // connection broke before the response head.
+        let next = retry.as_ref().and_then(|r| {
+            let reclaimed =
+                connect.is_some() && r.body.lock().map(|b| b.is_some()).unwrap_or(false);
+            let body = if reclaimed {
+                CountedBody::reclaimable(r.body.clone(), bytes_in.clone())
+            } else if r.empty_body && r.idempotent {
+                CountedBody::empty(bytes_in.clone())
+            } else {
+                return None;
+            };
+            let mut req = Request::new(body);
+            *req.method_mut() = r.method.clone();
+            *req.uri_mut() = r.uri.clone();
+            *req.headers_mut() = r.headers.clone();
+            Some(req)
+        });
+        match next {
+            Some(req) => {
+                info!(
+                    listener = %state.name,
+                    peer = %ctx.peer,
+                    upstream = %settings.name,
+                    server = %server.addr,
+                    error = %error_chain(&e),
+                    "upstream attempt failed before the request reached the server (or a bodiless idempotent request); trying the next server"
+                );
+                out = req;
+                last = Some((server.addr, e));
+            }
+            None => return upstream_failure(ctx, state, server.addr, &e, connect, started),
         }
     };
+    resp.extensions_mut().insert(ServerAddr(server.addr));
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -470,8 +623,9 @@ async fn forward_inner(
             let drain = ctx.drain.clone();
             let grace = state.grace;
             tokio::spawn(async move {
-                // The tunnel holds its backend connection, and so its slot.
-                let _slot = slot;
+                // The tunnel holds its backend connection, and so its slot
+                // and its place in the server's in-flight count.
+                let _hold = (slot, guard);
                 let tunnel = async {
                     let (c, s) = tokio::try_join!(client_upgrade, server_upgrade)?;
                     let mut c = TokioIo::new(c);
@@ -508,65 +662,77 @@ async fn forward_inner(
         return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
     }
     headers::strip_hop_by_hop(resp.headers_mut(), false);
-    if let Some(slot) = slot {
-        resp.extensions_mut().insert(UpstreamSlot {
-            _permit: Arc::new(slot),
-        });
-    }
+    resp.extensions_mut().insert(UpstreamHold {
+        _held: Arc::new((slot, guard)),
+    });
     resp.map(Either::Left)
 }
 
-/// An upstream slot travelling with its response to the response body,
-/// which releases it when the body is done (the backend connection is free
-/// for the next request only then).
+/// What a response holds until its body is done: the upstream slot
+/// (`max_connections`) and the server's in-flight mark (`least_conn`);
+/// the backend connection is busy until then.
 #[derive(Debug, Clone)]
-struct UpstreamSlot {
-    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+struct UpstreamHold {
+    _held: Arc<(Option<tokio::sync::OwnedSemaphorePermit>, ServerGuard)>,
+}
+
+/// What is kept of a request so it can be sent to another server.
+struct Retry {
+    empty_body: bool,
+    idempotent: bool,
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: Reclaim,
+}
+
+fn unavailable(retry_after: u64) -> Response<Either<Incoming, Full<Bytes>>> {
+    let mut resp = short_response(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n");
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// The connect failure inside a client error, if that is what it was.
+fn connect_error(err: &hyper_util::client::legacy::Error) -> Option<&AttemptError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            return Some(&ce.error);
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn upstream_failure(
     ctx: &ConnContext,
     state: &ListenerState,
+    server: SocketAddr,
     err: &hyper_util::client::legacy::Error,
+    connect: Option<&AttemptError>,
     started: Instant,
 ) -> Response<Either<Incoming, Full<Bytes>>> {
     let settings = &state.upstream.settings;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            let timed_out = ce.all_timed_out();
-            state.metrics.upstream_error(if timed_out {
-                "connect_timeout"
-            } else {
-                "connect_failed"
-            });
-            warn!(
-                listener = %state.name,
-                peer = %ctx.peer,
-                upstream = %settings.name,
-                server = %ce.attempts.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>().join(","),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                error = %ce,
-                "cannot connect to upstream; answered {}", if timed_out { 504 } else { 502 }
-            );
-            return if timed_out {
-                short_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
-            } else {
-                short_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
-            };
-        }
-        source = s.source();
-    }
-    state.metrics.upstream_error("protocol");
+    let (status, what) = match connect {
+        Some(AttemptError::TimedOut) => (StatusCode::GATEWAY_TIMEOUT, "cannot connect to upstream"),
+        Some(AttemptError::Failed(_)) => (StatusCode::BAD_GATEWAY, "cannot connect to upstream"),
+        None => (StatusCode::BAD_GATEWAY, "upstream request failed"),
+    };
     warn!(
         listener = %state.name,
         peer = %ctx.peer,
         upstream = %settings.name,
-        server = %state.upstream.servers_display(),
+        server = %server,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         error = %error_chain(err),
-        "upstream request failed; answered 502"
+        "{what}; answered {}", status.as_u16()
     );
-    short_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
+    if status == StatusCode::GATEWAY_TIMEOUT {
+        short_response(status, "gateway timeout\n")
+    } else {
+        short_response(status, "bad gateway\n")
+    }
 }
 
 /// Renders an error and its sources on one line.

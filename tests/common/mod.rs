@@ -324,26 +324,62 @@ impl Drop for Backend {
 impl Backend {
     pub async fn start() -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::serve(listener, Arc::default())
+    }
+
+    /// Starts a backend on `addr` again after [`Backend::kill`] (the
+    /// listener sets SO_REUSEADDR, so the port is free at once); requests
+    /// are recorded in the same `seen` list.
+    pub async fn start_on(addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>) -> Backend {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        Backend::serve(listener, seen)
+    }
+
+    fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<Seen>>>) -> Backend {
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let seen2 = seen.clone();
+        // Connections live in the accept task's JoinSet: aborting the task
+        // (drop, kill) closes every one of them, as a killed process would.
         let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req| backend_route(seen.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .with_upgrades()
-                        .await;
-                });
+                tokio::select! {
+                    r = listener.accept() => {
+                        let Ok((tcp, _)) = r else { return };
+                        let seen = seen2.clone();
+                        conns.spawn(async move {
+                            let svc = hyper::service::service_fn(move |req| {
+                                backend_route(seen.clone(), req)
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), svc)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
             }
         });
         Backend { addr, seen, task }
+    }
+
+    /// Stops accepting and closes every open connection at once, mid-request
+    /// or not (a killed backend process).
+    pub fn kill(self) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+        self.task.abort();
+        (self.addr, self.seen.clone())
     }
 
     pub fn last(&self) -> Seen {
