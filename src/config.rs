@@ -732,6 +732,10 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
         let mut servers = Vec::new();
         for (j, s) in u.servers.iter().enumerate() {
             match parse_addr(s) {
+                Ok(a) if servers.contains(&a) => errors.push(invalid(
+                    format!("{ctx}: servers[{j}]"),
+                    format!("{a} is listed twice; list each server once"),
+                )),
                 Ok(a) => servers.push(a),
                 Err(m) => errors.push(invalid(format!("{ctx}: servers[{j}]"), m)),
             }
@@ -1324,6 +1328,42 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("no [[upstream]] named \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn upstream_strategy_and_health_check_are_validated_with_their_keys() {
+        let ok = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8080\"]",
+            "servers = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\nstrategy = \"least_conn\"\n\
+             [upstream.health_check]\npath = \"/healthz\"",
+        );
+        let s = parse(&ok).unwrap();
+        let u = &s.upstreams[0];
+        assert_eq!(u.strategy, Strategy::LeastConn);
+        assert_eq!(u.max_fails, 1);
+        let h = u.health_check.as_ref().unwrap();
+        assert_eq!(
+            (h.interval, h.timeout),
+            (Duration::from_secs(5), Duration::from_secs(2))
+        );
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
+
+        let bad = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8080\"]",
+            "servers = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\nstrategy = \"random\"\n\
+             [upstream.health_check]\npath = \"healthz\"\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+             healthy_threshold = 0",
+        );
+        let err = parse(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+        for want in [
+            "servers[1]: 127.0.0.1:8080 is listed twice",
+            "strategy: \"random\" is not a strategy",
+            "health_check.path",
+            "health_check.timeout",
+            "health_check.healthy_threshold",
+        ] {
+            assert!(err.contains(want), "{want} missing from: {err}");
+        }
     }
 
     #[test]

@@ -196,8 +196,12 @@ impl Server {
 
     /// In rotation: healthy and not ejected.
     pub fn available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-            && self.now_ms() >= self.ejected_until_ms.load(Ordering::Acquire)
+        if !self.healthy.load(Ordering::Acquire) {
+            return false;
+        }
+        // Never ejected (the usual case): no clock read per request.
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        until == 0 || self.now_ms() >= until
     }
 
     /// Marks a request in flight to this server until the guard drops.
