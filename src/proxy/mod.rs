@@ -8,6 +8,7 @@
 //! the upstream in force when it arrives, and a client that the new CAs,
 //! CRLs or policy no longer admit is disconnected.
 
+pub mod framing;
 pub mod headers;
 pub mod service;
 pub mod upstream;
@@ -805,7 +806,9 @@ async fn serve_http<IO>(
 {
     let name = &state.name;
     let activity = Arc::new(Activity::default());
+    let (io, framing) = framing::FramingScan::new(io, state.limits.max_request_header_bytes);
     let ctx = Arc::new(ConnContext {
+        framing,
         shared: shared.clone(),
         peer,
         facts,

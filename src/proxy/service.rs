@@ -49,6 +49,8 @@ pub struct ConnContext {
     pub drain: mpsc::Sender<()>,
     /// The TLS session, for the access log; `None` on plain HTTP.
     pub tls: Option<TlsInfo>,
+    /// Framing problems seen in the raw request heads.
+    pub framing: Arc<super::framing::Framing>,
 }
 
 /// What the access log says about a connection's TLS session.
@@ -388,7 +390,11 @@ async fn forward_inner(
     if req.method() == Method::CONNECT {
         return short_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
     }
-    if let Some(why) = headers::ambiguous_framing(req.headers()) {
+    let why = ctx
+        .framing
+        .ambiguous(ctx.activity.requests().saturating_sub(1))
+        .or_else(|| headers::ambiguous_framing(req.headers()));
+    if let Some(why) = why {
         info!(listener = %state.name, peer = %ctx.peer, problem = why,
             "ambiguous request framing; answered 400 and closed the connection");
         let mut resp = short_response(
