@@ -58,6 +58,9 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default time one health check may take.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default longest request target (nginx refuses longer ones with 414 at
+/// its default 8 KiB header buffers too).
+pub const DEFAULT_MAX_URI_BYTES: usize = 8192;
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default capacity of the registry's update queue.
@@ -125,6 +128,8 @@ struct RawListener {
     idle_timeout: Option<String>,
     max_request_header_bytes: Option<usize>,
     max_request_headers: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_request_body_bytes: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
     tls: Option<RawTls>,
@@ -346,6 +351,11 @@ pub struct ListenerLimits {
     pub max_request_header_bytes: usize,
     /// Most request headers accepted.
     pub max_request_headers: usize,
+    /// Longest request target (path and query) accepted; longer ones get
+    /// 414.
+    pub max_uri_bytes: usize,
+    /// Largest request body accepted; larger ones get 413. `0` = no limit.
+    pub max_request_body_bytes: u64,
     /// Concurrent connections; further clients wait in the kernel backlog.
     pub max_connections: usize,
     /// Concurrent connections from one source address; `0` = no limit (the
@@ -961,6 +971,18 @@ fn listener_limits(l: &RawListener, ctx: &str, errors: &mut Vec<ConfigError>) ->
         ),
         max_request_header_bytes: max_request_header_bytes.max(MIN_HEADER_BYTES),
         max_request_headers: max_request_headers.max(1),
+        max_uri_bytes: match l.max_uri_bytes {
+            Some(0) => {
+                errors.push(invalid(
+                    format!("{ctx}: max_uri_bytes"),
+                    "0 would refuse every request; give a positive number (default 8192)",
+                ));
+                DEFAULT_MAX_URI_BYTES
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_URI_BYTES,
+        },
+        max_request_body_bytes: l.max_request_body_bytes.unwrap_or(0),
         max_connections: max_connections.max(1),
         max_connections_per_source: l.max_connections_per_source.unwrap_or(0),
     }

@@ -96,6 +96,63 @@ async fn too_many_request_headers_are_refused() {
     assert_eq!(backend.count(), 0);
 }
 
+/// `max_uri_bytes` (414) and `max_request_body_bytes` (413): a declared
+/// length over the limit is refused before anything goes upstream; a
+/// chunked body is cut off when it passes the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_uri_gets_414_and_a_body_over_the_limit_gets_413() {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    let Fixture {
+        pki,
+        device,
+        backend,
+        gw: _gw,
+        addr,
+    } = Fixture::with(|cb| {
+        cb.extra_listener = "max_uri_bytes = 1024\nmax_request_body_bytes = 100000\n".into()
+    })
+    .await;
+    let cfg = client_config(&pki, Some(&device), &[]);
+    let long = format!("/{}", "a".repeat(2000));
+    let (status, _) = get(addr, cfg.clone(), &long, &[]).await.unwrap();
+    assert_eq!(status, 414);
+    assert_eq!(backend.count(), 0);
+    let (status, _) = get(addr, cfg.clone(), &format!("/{}", "a".repeat(1000)), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "a target under the limit passes");
+
+    let post = |body: http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>| {
+        let cfg = cfg.clone();
+        async move {
+            let mut sender = h1_sender(addr, cfg).await.unwrap();
+            let req = http::Request::post("/upload")
+                .header("host", "localhost")
+                .body(body)
+                .unwrap();
+            match sender.send_request(req).await {
+                Ok(resp) => resp.status().as_u16(),
+                Err(e) => panic!("no answer: {e}"),
+            }
+        }
+    };
+    let before = backend.count();
+    let big = http_body_util::Full::new(Bytes::from(vec![7u8; 200_000])).boxed();
+    assert_eq!(post(big).await, 413, "declared length over the limit");
+    assert_eq!(backend.count(), before, "refused before the backend");
+
+    // Chunked (no length): cut off as it passes the limit.
+    let frames = (0..50).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![7u8; 8192])))
+    });
+    let chunked = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    assert_eq!(post(chunked).await, 413, "chunked body over the limit");
+
+    let small = http_body_util::Full::new(Bytes::from(vec![7u8; 50_000])).boxed();
+    assert_eq!(post(small).await, 200, "a body under the limit passes");
+}
+
 #[tokio::test]
 async fn resumed_session_is_reverified_and_refused_once_the_cert_expired() {
     let mut pki = Pki::new();

@@ -220,7 +220,10 @@ pub async fn handle(
     let in_flight = ctx.activity.begin();
     let state = ctx.shared.current();
     let started = Instant::now();
-    let bytes_in = Arc::new(BodyStats::default());
+    let bytes_in = Arc::new(BodyStats {
+        limit: state.limits.max_request_body_bytes,
+        ..BodyStats::default()
+    });
     let mut entry = access::enabled().then(|| access::Entry {
         listener: state.name.to_string(),
         peer: Some(ctx.peer),
@@ -269,7 +272,16 @@ pub struct BodyStats {
     bytes: AtomicU64,
     /// The client's body was malformed (e.g. a bad chunk size) or cut off.
     failed: std::sync::atomic::AtomicBool,
+    /// Most body bytes passed on (`max_request_body_bytes`); 0 = no limit.
+    limit: u64,
+    /// The body went past `limit` and was cut off.
+    too_large: std::sync::atomic::AtomicBool,
 }
+
+/// A request body cut off at `max_request_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_request_body_bytes ({0})")]
+struct BodyTooLarge(u64);
 
 /// A request body that counts the bytes it passes on.
 #[derive(Debug)]
@@ -312,7 +324,7 @@ impl CountedBody {
 
 impl Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -326,18 +338,29 @@ impl Body for CountedBody {
             Source::Own(b) => Pin::new(b).poll_frame(cx),
             _ => return Poll::Ready(None),
         };
-        match &r {
+        match r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    self.stats
+                    let total = self
+                        .stats
                         .bytes
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        .fetch_add(d.len() as u64, Ordering::Relaxed)
+                        + d.len() as u64;
+                    let limit = self.stats.limit;
+                    if limit > 0 && total > limit {
+                        self.stats.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
+                    }
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(_))) => self.stats.failed.store(true, Ordering::Relaxed),
-            _ => {}
+            Poll::Ready(Some(Err(e))) => {
+                self.stats.failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -401,6 +424,33 @@ async fn forward_inner(
             StatusCode::BAD_REQUEST,
             "bad request: ambiguous message framing\n",
         );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    let limits = &state.limits;
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|p| p.as_str().len() > limits.max_uri_bytes)
+    {
+        info!(listener = %state.name, peer = %ctx.peer, max_uri_bytes = limits.max_uri_bytes,
+            "request target longer than max_uri_bytes; answered 414");
+        return short_response(StatusCode::URI_TOO_LONG, "request target too long\n");
+    }
+    if limits.max_request_body_bytes > 0
+        && req
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > limits.max_request_body_bytes)
+    {
+        // Refused before a byte goes upstream; the unread body makes
+        // hyper close the connection after the answer.
+        info!(listener = %state.name, peer = %ctx.peer,
+            max_request_body_bytes = limits.max_request_body_bytes,
+            "Content-Length above max_request_body_bytes; answered 413");
+        let mut resp = short_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
@@ -546,6 +596,16 @@ async fn forward_inner(
             Ok(Ok(resp)) => {
                 server.succeeded();
                 break (resp, server, guard);
+            }
+            Ok(Err(_)) if bytes_in.too_large.load(Ordering::Relaxed) => {
+                info!(listener = %state.name, peer = %ctx.peer,
+                    max_request_body_bytes = bytes_in.limit,
+                    "request body grew past max_request_body_bytes; answered 413 and closed the connection");
+                let mut resp =
+                    short_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
             }
             Ok(Err(_)) if bytes_in.failed.load(Ordering::Relaxed) => {
                 // The client's body was malformed or cut off: its fault, not
