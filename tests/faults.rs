@@ -105,3 +105,107 @@ async fn a_crl_replaced_with_garbage_keeps_the_old_crl_in_force() {
         "only device-a's requests reached the backend"
     );
 }
+
+/// The backend dies in the middle of a 1 GiB response (backpressure keeps
+/// most of it unsent): the client's body
+/// ends in an error (no hang, no silently short "complete" body), and the
+/// next request is served over a new backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_response_gives_a_clean_error_and_the_pool_recovers() {
+    use http_body_util::BodyExt;
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let backend = Backend::start().await;
+    let cb = ConfigBuilder::new(&pki, backend.addr);
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let client = client_config(&pki, Some(&device), &[]);
+    // Warm the pool so the next request reuses a pooled connection.
+    assert_eq!(
+        get(addr, client.clone(), "/warm", &[]).await.unwrap().0,
+        200
+    );
+
+    let mut sender = h1_sender(addr, client.clone()).await.unwrap();
+    let req = http::Request::get("/download/1073741824")
+        .header("host", "localhost")
+        .body(empty())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while got < 1024 * 1024 {
+        let frame = body.frame().await.unwrap().unwrap();
+        got += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    let (backend_addr, seen) = backend.kill();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(got),
+            }
+        }
+    })
+    .await
+    .expect("the client hangs after the backend died");
+    assert!(
+        outcome.is_err(),
+        "a cut-off body must end in an error, not look complete ({got} of 1 GiB)"
+    );
+    assert!(got < 1024 * 1024 * 1024);
+    println!("backend killed after {got} bytes; client saw: {outcome:?}");
+
+    // The backend comes back on the same address: served at once.
+    let _backend = Backend::start_on(backend_addr, seen).await;
+    let (status, body) = get(addr, client.clone(), "/after", &[]).await.unwrap();
+    assert_eq!((status, &body[..]), (http::StatusCode::OK, &b"ok"[..]));
+    assert!(
+        metric(
+            &gw,
+            "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"
+        ) >= 3.0
+    );
+}
+
+/// A backend that accepts connections and never answers: 504 at the
+/// response timeout, and the gateway stays responsive meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepts_but_never_answers_gives_504_at_the_timeout() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+            if conns.len() > 100 {
+                break;
+            }
+        }
+    });
+    let mut cb = ConfigBuilder::new(&pki, silent_addr);
+    cb.extra_upstream = "response_timeout = \"500ms\"".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let client = client_config(&pki, Some(&device), &[]);
+    let started = std::time::Instant::now();
+    let (status, _) = get(addr, client.clone(), "/never", &[]).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_upstream_errors_total{upstream=\"core\",kind=\"response_timeout\"}"
+        ),
+        1.0
+    );
+    held.abort();
+}
