@@ -132,6 +132,7 @@ struct RawListener {
     max_request_body_bytes: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
+    handshake_rate_per_source: Option<u32>,
     tls: Option<RawTls>,
     client_auth: Option<RawClientAuth>,
     allow_from: Option<Vec<String>>,
@@ -361,6 +362,10 @@ pub struct ListenerLimits {
     /// Concurrent connections from one source address; `0` = no limit (the
     /// default: whole sites of agents often share one NAT address).
     pub max_connections_per_source: usize,
+    /// New connections (each one a handshake) accepted per second from one
+    /// source address, with a burst of the same size; `0` = no limit (the
+    /// default, for the same NAT reason).
+    pub handshake_rate_per_source: u32,
 }
 
 /// Protocol versions a TLS listener accepts.
@@ -985,6 +990,7 @@ fn listener_limits(l: &RawListener, ctx: &str, errors: &mut Vec<ConfigError>) ->
         max_request_body_bytes: l.max_request_body_bytes.unwrap_or(0),
         max_connections: max_connections.max(1),
         max_connections_per_source: l.max_connections_per_source.unwrap_or(0),
+        handshake_rate_per_source: l.handshake_rate_per_source.unwrap_or(0),
     }
 }
 

@@ -276,3 +276,50 @@ async fn connections_beyond_the_per_source_limit_are_closed_before_tls() {
     assert!(freed, "a slot is released when a connection closes");
     drop(second);
 }
+
+/// `handshake_rate_per_source`: a source opening connections faster than
+/// the rate is closed before TLS beyond the burst, counted, and admitted
+/// again once its bucket refills; another address has its own bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_beyond_the_handshake_rate_per_source_are_closed_before_tls() {
+    let f = Fixture::with(|cb| cb.extra_listener = "handshake_rate_per_source = 5\n".into()).await;
+    let client = no_resumption(&f.device_client());
+    let started = std::time::Instant::now();
+    let mut ok = 0;
+    for _ in 0..20 {
+        if get(f.addr, client.clone(), "/", &[]).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    // Burst 5, plus at most 5 per second of the time the loop took.
+    let most = 5 + (took * 5.0).ceil() as usize;
+    assert!(
+        ok >= 5 && ok <= most,
+        "{ok} admitted in {took:.2} s (most {most})"
+    );
+    let refused = metric(
+        &f.gw,
+        "certgate_connections_refused_total{listener=\"agents\",reason=\"handshake_rate\"}",
+    );
+    assert_eq!(refused as usize, 20 - ok);
+    // Another loopback address is another source.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(f.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client.clone());
+    assert!(
+        connector
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp
+            )
+            .await
+            .is_ok(),
+        "127.0.0.3 has its own bucket"
+    );
+    // After a second the bucket has refilled.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = get(f.addr, client.clone(), "/later", &[]).await.unwrap();
+    assert_eq!(status, 200);
+}

@@ -15,7 +15,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -292,6 +292,52 @@ impl Drop for SourceSlot {
     }
 }
 
+/// Token buckets of new connections per source address, for
+/// `handshake_rate_per_source`. Only the accept loop touches it, so no
+/// lock. A handful of fields per address; written here because the
+/// rate-limit crates bring their own clocks and maps for what is ten lines.
+#[derive(Debug, Default)]
+struct HandshakeRates {
+    buckets: std::collections::HashMap<std::net::IpAddr, (f64, Instant)>,
+    swept: Option<Instant>,
+}
+
+impl HandshakeRates {
+    /// Most addresses tracked; beyond it the table starts over (admitting
+    /// rather than refusing: the limit is a brake, not an allow-list).
+    const MAX_SOURCES: usize = 100_000;
+
+    /// Whether one more handshake from `ip` fits `rate` per second.
+    fn admit(&mut self, ip: std::net::IpAddr, rate: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = f64::from(rate);
+        // A bucket untouched for a second is full again: forget it.
+        if self
+            .swept
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
+            self.buckets
+                .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(1));
+            self.swept = Some(now);
+        }
+        if self.buckets.len() >= Self::MAX_SOURCES {
+            self.buckets.clear();
+        }
+        let (tokens, last) = self.buckets.entry(ip.to_canonical()).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// At most one log line a second for a refusal that an attacker can repeat.
 #[derive(Debug, Default)]
 struct LogLimit(std::sync::atomic::AtomicU64);
@@ -317,6 +363,7 @@ pub async fn serve(
     drain: mpsc::Sender<()>,
 ) {
     let sources = Arc::new(SourceCounts::default());
+    let mut rates = HandshakeRates::default();
     let refusal_log = LogLimit::default();
     let mut cap = shared.current().limits.max_connections;
     let mut slots = Arc::new(Semaphore::new(cap));
@@ -351,6 +398,17 @@ pub async fn serve(
         };
         let state = shared.current();
         state.metrics.accepted.inc();
+        if !rates.admit(peer.ip(), state.limits.handshake_rate_per_source) {
+            state.metrics.connection_refused("handshake_rate");
+            if refusal_log.should_log() {
+                info!(listener = %state.name, %peer, rate = state.limits.handshake_rate_per_source,
+                    "too many new connections per second from this source (handshake_rate_per_source); \
+                     closed before TLS (further refusals are counted in certgate_connections_refused_total, \
+                     logged at most once a second)");
+            }
+            drop(tcp);
+            continue;
+        }
         let Some(slot) = sources.admit(peer.ip(), state.limits.max_connections_per_source) else {
             state.metrics.connection_refused("per_source_limit");
             if refusal_log.should_log() {
