@@ -249,18 +249,8 @@ async fn connections_beyond_the_per_source_limit_are_closed_before_tls() {
         1.0
     );
     // Another loopback address is another source.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let tcp = sock.connect(f.addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(client.clone());
     assert!(
-        connector
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp
-            )
-            .await
-            .is_ok(),
+        handshake_from("127.0.0.2", f.addr, client.clone()).await,
         "127.0.0.2 has its own allowance"
     );
     // Closing one frees a slot.
@@ -304,18 +294,8 @@ async fn new_connections_beyond_the_handshake_rate_per_source_are_closed_before_
     );
     assert_eq!(refused as usize, 20 - ok);
     // Another loopback address is another source.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-    let tcp = sock.connect(f.addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(client.clone());
     assert!(
-        connector
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp
-            )
-            .await
-            .is_ok(),
+        handshake_from("127.0.0.3", f.addr, client.clone()).await,
         "127.0.0.3 has its own bucket"
     );
     // After a second the bucket has refilled.

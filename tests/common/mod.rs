@@ -700,6 +700,21 @@ pub async fn tls_connect(
         .await
 }
 
+/// Whether a TLS handshake from source address `from` (another loopback
+/// address, so another source for per-source limits) succeeds.
+pub async fn handshake_from(from: &str, addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> bool {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .is_ok()
+}
+
 /// An HTTP/1.1 sender over a fresh mTLS connection.
 pub async fn h1_sender(
     addr: SocketAddr,
