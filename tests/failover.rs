@@ -233,7 +233,9 @@ async fn when_every_server_is_down_the_answer_is_503_with_retry_after_at_once() 
         .parse()
         .unwrap();
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
-    assert!(took < Duration::from_millis(100), "not fast: {took:?}");
+    // Fast = no connect attempts and no timeouts (those take seconds); the
+    // bound leaves room for a loaded CI machine.
+    assert!(took < Duration::from_secs(1), "not fast: {took:?}");
     assert!(
         metric(
             &gw,
