@@ -111,8 +111,9 @@ impl<IO> FramingScan<IO> {
         self.buf = Vec::new();
     }
 
+    /// Follows `data`, the next bytes of the stream. Iterative: a read full
+    /// of pipelined requests must not cost a stack frame per request.
     fn feed(&mut self, mut data: &[u8]) {
-        // Bounded: every pass consumes input or changes state towards it.
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -129,64 +130,57 @@ impl<IO> FramingScan<IO> {
                     }
                 }
                 State::Head => {
-                    let from = self.buf.len().saturating_sub(3);
+                    let old = self.buf.len();
                     self.buf.extend_from_slice(data);
-                    data = &[];
-                    // Parse only once the blank line is in: a client
-                    // sending a byte at a time costs one search per byte,
-                    // not one parse.
-                    if !blank_line(&self.buf, from) {
-                        if self.buf.len() > self.max_head {
-                            self.off();
-                        }
-                        continue;
-                    }
-                    let buf = std::mem::take(&mut self.buf);
-                    match self.head(&buf) {
-                        Head::Partial => {
-                            // A blank line inside something else (httparse
-                            // wants more): keep collecting.
-                            self.buf = buf;
+                    // Parse only at a blank line: a client sending a byte
+                    // at a time costs one short search per byte, not a parse.
+                    let mut from = old.saturating_sub(3);
+                    let used = loop {
+                        let Some(end) = blank_line_end(&self.buf, from) else {
                             if self.buf.len() > self.max_head {
                                 self.off();
                             }
-                        }
-                        Head::Complete(used) => {
-                            let rest = &buf[used..];
-                            if !rest.is_empty() {
-                                self.feed(rest);
+                            return;
+                        };
+                        match inspect(&self.buf[..end]) {
+                            // A blank line httparse skips (leading CRLFs):
+                            // look for the next one.
+                            Inspect::Partial => from = end - 1,
+                            Inspect::Stop => return self.off(),
+                            Inspect::Ambiguous(why) => {
+                                let _ = self.found.why.set(why);
+                                self.found
+                                    .first_ambiguous
+                                    .fetch_min(self.index, Ordering::AcqRel);
+                                self.index += 1;
+                                return self.off();
                             }
-                            if matches!(self.state, State::Head) && self.buf.is_empty() {
-                                self.buf = buf;
-                                self.buf.clear();
+                            Inspect::Complete { used, next } => {
+                                self.index += 1;
+                                self.state = next;
+                                break used;
                             }
                         }
-                        Head::Stop => self.off(),
-                    }
+                    };
+                    data = self.consumed(data, used);
                 }
                 State::ChunkSize => {
                     self.buf.extend_from_slice(data);
-                    data = &[];
                     match httparse::parse_chunk_size(&self.buf) {
                         Ok(httparse::Status::Complete((used, size))) => {
-                            let rest = self.buf.split_off(used);
-                            self.buf.clear();
                             self.state = if size == 0 {
                                 State::Trailers
                             } else {
                                 State::ChunkData(size.saturating_add(2))
                             };
-                            if !rest.is_empty() {
-                                self.feed(&rest);
-                            }
+                            data = self.consumed(data, used);
                         }
-                        Ok(httparse::Status::Partial) if self.buf.len() <= MAX_LINE => {}
-                        _ => self.off(),
+                        Ok(httparse::Status::Partial) if self.buf.len() <= MAX_LINE => return,
+                        _ => return self.off(),
                     }
                 }
                 State::Trailers => {
                     self.buf.extend_from_slice(data);
-                    data = &[];
                     let end = if self.buf.starts_with(b"\r\n") {
                         Some(2)
                     } else {
@@ -197,101 +191,111 @@ impl<IO> FramingScan<IO> {
                     };
                     match end {
                         Some(end) => {
-                            let rest = self.buf.split_off(end);
-                            self.buf.clear();
                             self.state = State::Head;
-                            if !rest.is_empty() {
-                                self.feed(&rest);
-                            }
+                            data = self.consumed(data, end);
                         }
-                        None if self.buf.len() > MAX_LINE => self.off(),
-                        None => {}
+                        None if self.buf.len() > MAX_LINE => return self.off(),
+                        None => return,
                     }
                 }
             }
         }
     }
 
-    /// Looks at one complete head and sets the state for what follows it.
-    fn head(&mut self, buf: &[u8]) -> Head {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(used)) => match self.framing(&req) {
-                Some(()) => Head::Complete(used),
-                None => Head::Stop,
-            },
-            Ok(httparse::Status::Partial) => Head::Partial,
-            Err(_) => Head::Stop,
+    /// `data` was appended to `buf`, and the first `used` bytes of `buf`
+    /// made up what was collected: empties `buf` and returns the part of
+    /// `data` that follows it. The collected part always ends inside
+    /// `data` (it was incomplete before), so the rest is a suffix of it.
+    fn consumed<'d>(&mut self, data: &'d [u8], used: usize) -> &'d [u8] {
+        let after = self.buf.len().saturating_sub(used);
+        self.buf.clear();
+        if after > data.len() {
+            self.off();
+            return &[];
         }
-    }
-
-    /// Checks a parsed head's framing; `None` to stop following.
-    fn framing(&mut self, req: &httparse::Request<'_, '_>) -> Option<()> {
-        let index = self.index;
-        self.index += 1;
-        if req.method == Some("CONNECT") {
-            return None;
-        }
-        let (mut lengths, mut codings, mut upgrade) = (Vec::new(), Vec::new(), false);
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                lengths.push(h.value);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                codings.push(h.value);
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            }
-        }
-        let why = match (lengths.as_slice(), codings.as_slice()) {
-            ([_, _, ..], _) => Some("several Content-Length headers"),
-            ([_], [_, ..]) => Some("both Content-Length and Transfer-Encoding"),
-            ([v], []) if v.contains(&b',') => Some("a Content-Length list"),
-            _ => None,
-        };
-        if let Some(why) = why {
-            let _ = self.found.why.set(why);
-            self.found
-                .first_ambiguous
-                .fetch_min(index, Ordering::AcqRel);
-            return None;
-        }
-        if upgrade {
-            // The bytes after an accepted upgrade are not HTTP.
-            return None;
-        }
-        self.state = match (lengths.first(), codings.as_slice()) {
-            (None, []) => State::Head,
-            (None, [te]) if te.trim_ascii().eq_ignore_ascii_case(b"chunked") => State::ChunkSize,
-            // Other codings are refused by the service; hyper checks the
-            // rest.
-            (None, _) => return None,
-            (Some(v), _) => {
-                let n = std::str::from_utf8(v.trim_ascii())
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())?;
-                if n == 0 { State::Head } else { State::Body(n) }
-            }
-        };
-        Some(())
+        &data[data.len() - after..]
     }
 }
 
-enum Head {
-    Complete(usize),
+/// What one complete-looking head says about the bytes after it.
+enum Inspect {
+    /// A request head of `used` bytes; its body is framed as `next` says.
+    Complete { used: usize, next: State },
+    /// Its framing could be read two ways.
+    Ambiguous(&'static str),
+    /// httparse wants more bytes.
     Partial,
+    /// Not something to follow (hyper refuses it, or the bytes after it
+    /// are not HTTP/1 requests).
     Stop,
 }
 
-/// Whether `buf` holds an empty line at or after `from`: `\n\n` or
-/// `\n\r\n` (httparse, like hyper, also takes bare LF line ends, so a
-/// search for CRLF CRLF alone could be dodged).
-fn blank_line(buf: &[u8], from: usize) -> bool {
-    buf[from..].iter().enumerate().any(|(i, &b)| {
-        let at = from + i;
-        b == b'\n'
-            && (buf.get(at + 1) == Some(&b'\n')
-                || (buf.get(at + 1) == Some(&b'\r') && buf.get(at + 2) == Some(&b'\n')))
+/// Parses the head at the start of `buf` and checks its framing.
+fn inspect(buf: &[u8]) -> Inspect {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Inspect::Partial,
+        Err(_) => return Inspect::Stop,
+    };
+    if req.method == Some("CONNECT") {
+        return Inspect::Stop;
+    }
+    // Counts and the first value of each: no allocation per request.
+    let (mut lengths, mut codings, mut upgrade) = (0usize, 0usize, false);
+    let (mut length, mut coding): (&[u8], &[u8]) = (b"", b"");
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = h.value;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            coding = h.value;
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    match (lengths, codings) {
+        (2.., _) => return Inspect::Ambiguous("several Content-Length headers"),
+        (1, 1..) => return Inspect::Ambiguous("both Content-Length and Transfer-Encoding"),
+        (1, 0) if length.contains(&b',') => return Inspect::Ambiguous("a Content-Length list"),
+        _ => {}
+    }
+    if upgrade {
+        // The bytes after an accepted upgrade are not HTTP.
+        return Inspect::Stop;
+    }
+    let next = match (lengths, codings) {
+        (0, 0) => State::Head,
+        (0, 1) if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") => State::ChunkSize,
+        // Other codings are refused by the service; hyper checks the rest.
+        (0, _) => return Inspect::Stop,
+        _ => match std::str::from_utf8(length.trim_ascii())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(0) => State::Head,
+            Some(n) => State::Body(n),
+            None => return Inspect::Stop,
+        },
+    };
+    Inspect::Complete { used, next }
+}
+
+/// The end (index after it) of the first empty line at or after `from`:
+/// `\n\n` or `\n\r\n`. httparse, like hyper, also takes bare LF line
+/// ends, so a search for CRLF CRLF alone could be dodged.
+fn blank_line_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find_map(|at| {
+        if buf[at] != b'\n' {
+            return None;
+        }
+        match (buf.get(at + 1), buf.get(at + 2)) {
+            (Some(b'\n'), _) => Some(at + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(at + 3),
+            _ => None,
+        }
     })
 }
 
@@ -373,6 +377,33 @@ mod tests {
         }
     }
 
+    /// A client pipelining thousands of tiny requests in one read must not
+    /// cost a stack frame per request (a worker thread's stack is 2 MiB).
+    #[test]
+    fn thousands_of_pipelined_heads_in_one_read_are_followed_without_recursion() {
+        let one =
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /u HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let input: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 20_000)
+            .collect();
+        let (mut s, found) = FramingScan::new((), 65536);
+        // A thread with a small stack makes a frame per request fail loudly.
+        let index = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                s.feed(&input);
+                s.index
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(index, 40_000);
+        assert_eq!(found.ambiguous(39_999), None);
+    }
+
     #[test]
     fn cl_and_te_together_and_length_lists_are_ambiguous() {
         let (found, _) = scan(
@@ -400,7 +431,8 @@ mod tests {
               POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na",
             4096,
         );
-        assert_eq!((found.ambiguous(1), index), (None, 1));
+        // The upgrade head ends the scan; nothing after it is judged.
+        assert_eq!((found.ambiguous(1), index), (None, 0));
         let (found, index) = scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 4096);
         assert_eq!((found.ambiguous(0), index), (None, 0));
     }
