@@ -492,11 +492,9 @@ impl Controller {
         }
     }
 
-    /// Reloads unless `force` is false and no watched file changed since the
-    /// state in force (or since the last refused attempt).
     /// Loads the configuration and its files and makes them the running
-    /// state. `force` reloads even unchanged files (SIGHUP, API).
-    /// `settling` is a first attempt right after a file event: a failure is
+    /// state, unless `force` is false and no watched file changed since the
+    /// state in force (or since the last refused attempt). `settling` is a first attempt right after a file event: a failure is
     /// returned without being recorded, logged as refused or remembered, so
     /// the caller can give the writer [`SETTLE`] to finish and try again.
     async fn reload(&mut self, cause: Cause, force: bool, settling: bool) -> ReloadOutcome {

@@ -107,19 +107,14 @@ async fn a_crl_replaced_with_garbage_keeps_the_old_crl_in_force() {
 }
 
 /// The backend dies in the middle of a 1 GiB response (backpressure keeps
-/// most of it unsent): the client's body
-/// ends in an error (no hang, no silently short "complete" body), and the
-/// next request is served over a new backend connection.
+/// most of it unsent): the client's body ends in an error (no hang, no
+/// silently short "complete" body), and the next request is served over a
+/// new backend connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_response_gives_a_clean_error_and_the_pool_recovers() {
     use http_body_util::BodyExt;
-    let mut pki = Pki::new();
-    let device = pki.client("device-a", Kind::Good);
-    let backend = Backend::start().await;
-    let cb = ConfigBuilder::new(&pki, backend.addr);
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
-    let addr = gw.addr("agents").unwrap();
-    let client = client_config(&pki, Some(&device), &[]);
+    let f = Fixture::start().await;
+    let (gw, addr, client) = (&f.gw, f.addr, f.device_client());
     // Warm the pool so the next request reuses a pooled connection.
     assert_eq!(
         get(addr, client.clone(), "/warm", &[]).await.unwrap().0,
@@ -139,7 +134,7 @@ async fn a_backend_killed_mid_response_gives_a_clean_error_and_the_pool_recovers
         let frame = body.frame().await.unwrap().unwrap();
         got += frame.data_ref().map_or(0, |d| d.len() as u64);
     }
-    let (backend_addr, seen) = backend.kill();
+    let (backend_addr, seen) = f.backend.kill();
     let outcome = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match body.frame().await {
@@ -164,7 +159,7 @@ async fn a_backend_killed_mid_response_gives_a_clean_error_and_the_pool_recovers
     assert_eq!((status, &body[..]), (http::StatusCode::OK, &b"ok"[..]));
     assert!(
         metric(
-            &gw,
+            gw,
             "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"
         ) >= 3.0
     );
