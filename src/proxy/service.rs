@@ -197,6 +197,15 @@ where
     }
 }
 
+/// A short answer after which the connection is closed (the request's
+/// framing or body cannot be trusted, so neither can what follows it).
+fn closing(status: StatusCode, text: &'static str) -> Response<Either<Incoming, Full<Bytes>>> {
+    let mut resp = short_response(status, text);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn short_response(
     status: StatusCode,
     text: &'static str,
@@ -420,13 +429,10 @@ async fn forward_inner(
     if let Some(why) = why {
         info!(listener = %state.name, peer = %ctx.peer, problem = why,
             "ambiguous request framing; answered 400 and closed the connection");
-        let mut resp = short_response(
+        return closing(
             StatusCode::BAD_REQUEST,
             "bad request: ambiguous message framing\n",
         );
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
     }
     let limits = &state.limits;
     if req
@@ -450,10 +456,7 @@ async fn forward_inner(
         info!(listener = %state.name, peer = %ctx.peer,
             max_request_body_bytes = limits.max_request_body_bytes,
             "Content-Length above max_request_body_bytes; answered 413");
-        let mut resp = short_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        return closing(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -601,21 +604,14 @@ async fn forward_inner(
                 info!(listener = %state.name, peer = %ctx.peer,
                     max_request_body_bytes = bytes_in.limit,
                     "request body grew past max_request_body_bytes; answered 413 and closed the connection");
-                let mut resp =
-                    short_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
+                return closing(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
             }
             Ok(Err(_)) if bytes_in.failed.load(Ordering::Relaxed) => {
                 // The client's body was malformed or cut off: its fault, not
                 // the backend's; the backend connection was dropped mid-body.
                 info!(listener = %state.name, peer = %ctx.peer,
                     "malformed or incomplete request body; answered 400 and closed the connection");
-                let mut resp = short_response(StatusCode::BAD_REQUEST, "bad request body\n");
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
+                return closing(StatusCode::BAD_REQUEST, "bad request body\n");
             }
             Ok(Err(e)) => e,
             Err(_) => {

@@ -228,15 +228,15 @@ impl Server {
     }
 
     /// A request could not reach the server (connect refused, reset or
-    /// timed out, or the connection broke before the response head).
-    /// Returns true when this failure took the server out of rotation.
-    pub fn failed(&self, settings: &UpstreamSettings, servers: usize) -> bool {
+    /// timed out, or the connection broke before the response head); at
+    /// `max_fails` in a row it goes out of rotation for `fail_timeout`.
+    pub fn failed(&self, settings: &UpstreamSettings, servers: usize) {
         let fails = self.fails.fetch_add(1, Ordering::AcqRel) + 1;
         // A lone server is never ejected (nginx does the same): there is
         // nothing to fail over to, and trying is the only way to see it
         // come back. Its health check can still take it out.
         if servers < 2 || settings.max_fails == 0 || fails < settings.max_fails {
-            return false;
+            return;
         }
         let until = self.now_ms()
             + u64::try_from(settings.fail_timeout.as_millis()).unwrap_or(u64::MAX / 2);
@@ -250,7 +250,6 @@ impl Server {
             fail_timeout_s = settings.fail_timeout.as_secs_f64(),
             "upstream server taken out of rotation after failed connects; it gets traffic again after fail_timeout"
         );
-        true
     }
 
     /// Seconds until this server may be back in rotation (at least 1).
@@ -273,7 +272,7 @@ impl Server {
         let (passes, failures) = streak;
         match problem {
             None => {
-                *passes += 1;
+                *passes = passes.saturating_add(1);
                 *failures = 0;
                 if !self.healthy.load(Ordering::Acquire) && *passes >= h.healthy_threshold {
                     self.healthy.store(true, Ordering::Release);
@@ -293,7 +292,7 @@ impl Server {
                 }
             }
             Some(why) => {
-                *failures += 1;
+                *failures = failures.saturating_add(1);
                 *passes = 0;
                 if self.healthy.load(Ordering::Acquire) && *failures >= h.unhealthy_threshold {
                     self.healthy.store(false, Ordering::Release);
