@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The test command. Installs the system tools the tests drive (curl and
 # openssl as real clients, systemd-socket-activate for socket activation,
-# promtool and a Prometheus server from the prometheus package),
+# promtool and a Prometheus server from the prometheus package, unshare,
+# nsenter and mount for the full-disk registry test),
 # then checks formatting and lints and runs the whole suite once, in the dev
 # profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus; do
+for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux mount:mount; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -168,7 +168,9 @@ fn registry_error(e: RegistryError) -> Response<Full<Bytes>> {
     let status = match &e {
         RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
         RegistryError::BadFingerprint(_) => StatusCode::BAD_REQUEST,
-        RegistryError::Store(_) | RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        RegistryError::Store(_)
+        | RegistryError::AuditUnavailable { .. }
+        | RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         RegistryError::Audit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json(status, serde_json::json!({"error": e.to_string()}))

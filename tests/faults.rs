@@ -204,3 +204,166 @@ async fn a_backend_that_accepts_but_never_answers_gives_504_at_the_timeout() {
     );
     held.abort();
 }
+
+/// certgate in its own mount namespace with the registry directory on a
+/// small tmpfs, so the test can fill it or make it read-only (as root,
+/// `chmod` would not stop a write). Loopback only; the namespace dies with
+/// the process.
+struct RegistryOnTmpfs {
+    proc: Proc,
+    admin: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl RegistryOnTmpfs {
+    /// `None` when not root: a mount namespace needs CAP_SYS_ADMIN (CI and
+    /// `scripts/test.sh` under sudo have it; a plain user run says so).
+    fn start(pki: &Pki, backend: std::net::SocketAddr) -> Option<RegistryOnTmpfs> {
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIPPED: the full-disk registry test needs root for its mount namespace");
+            return None;
+        }
+        require_tool("unshare");
+        require_tool("nsenter");
+        let dir = pki.dir.path().join("registry");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cb = ConfigBuilder::new(pki, backend);
+        cb.extra_top = registry_table(&dir, "manual");
+        let config = cb.write(pki.dir.path());
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o size=4m tmpfs "$0" && exec "$@""#)
+            .arg(&dir)
+            .arg(certgate_bin())
+            .args(["run", "--config"])
+            .arg(&config);
+        let (mut proc, started) = spawn_logged(cmd, "127.0.0.1:0".parse().unwrap());
+        let addr = started
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("not started:\n{}", proc.log.lock().unwrap()));
+        proc.addr = addr.parse().unwrap();
+        let admin = proc.admin_addr();
+        Some(RegistryOnTmpfs { proc, admin, dir })
+    }
+
+    /// Runs a shell command inside certgate's mount namespace.
+    fn inside(&self, script: &str) {
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &self.proc.pid().to_string(), "-m", "--", "sh", "-c"])
+            .arg(script)
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "inside the namespace: {script}");
+    }
+
+    async fn approve(&self, c: &ClientCert) -> (http::StatusCode, serde_json::Value) {
+        let fp = sha256_hex(&c.der);
+        admin_call(
+            self.admin,
+            "POST",
+            &format!("/api/devices/{fp}/approve"),
+            None,
+            None,
+        )
+        .await
+    }
+}
+
+/// Must-show 3, registry: with its directory full or read-only (a
+/// read-only bind mount over it: the open store file stays writable, as
+/// after a `chmod`, but nothing new can be created), admitted
+/// devices keep being served from the in-memory snapshot, the failure is
+/// logged and counted, and an admin change fails loudly (an error answer,
+/// not applied) instead of pretending to succeed; once space is back,
+/// changes are saved again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_registry_keeps_serving_and_admin_writes_fail_loudly() {
+    let mut pki = Pki::new();
+    let a = pki.client("device-a", Kind::Good);
+    let b = pki.client("device-b", Kind::Good);
+    let c = pki.client("device-c", Kind::Good);
+    let backend = Backend::start().await;
+    let Some(gw) = RegistryOnTmpfs::start(&pki, backend.addr) else {
+        return;
+    };
+    let addr = gw.proc.addr;
+    let client = |d: &ClientCert| no_resumption(&client_config(&pki, Some(d), &[]));
+    const WRITE_ERRORS: &str = "certgate_registry_write_errors_total";
+
+    // a: seen, approved, served. b: seen (pending), saved to disk.
+    assert!(get(addr, client(&a), "/", &[]).await.is_err());
+    assert!(get(addr, client(&b), "/", &[]).await.is_err());
+    let (s, v) = gw.approve(&a).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(get(addr, client(&a), "/a1", &[]).await.unwrap().0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(scraped(gw.admin, WRITE_ERRORS).await, 0.0);
+
+    // The disk fills up.
+    gw.inside(r#"dd if=/dev/zero of="$0/filler" bs=64k 2>/dev/null; true"#);
+    let (s, v) = gw.approve(&b).await;
+    assert!(
+        s.is_server_error(),
+        "approval on a full disk answered {s}: {v}"
+    );
+    println!("approve on a full disk: {s} {v}");
+    assert!(
+        get(addr, client(&b), "/", &[]).await.is_err(),
+        "an approval that was not saved must not be applied"
+    );
+    // Admitted devices are served from memory; a stranger is still
+    // refused and its first-seen record fails to save, counted.
+    for i in 0..3 {
+        assert_eq!(
+            get(addr, client(&a), &format!("/full{i}"), &[])
+                .await
+                .unwrap()
+                .0,
+            200
+        );
+    }
+    assert!(get(addr, client(&c), "/", &[]).await.is_err());
+    let mut counted = false;
+    for _ in 0..50 {
+        if scraped(gw.admin, WRITE_ERRORS).await >= 2.0 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        counted,
+        "write errors counted:\n{}",
+        gw.proc.log.lock().unwrap()
+    );
+    assert!(
+        gw.proc
+            .log
+            .lock()
+            .unwrap()
+            .contains("admin change NOT saved")
+    );
+
+    // Space is back: the same approval is saved and applied.
+    gw.inside(r#"rm -f "$0/filler""#);
+    let (s, v) = gw.approve(&b).await;
+    assert_eq!(s, 200, "after space was freed: {v}");
+    assert_eq!(get(addr, client(&b), "/b1", &[]).await.unwrap().0, 200);
+
+    // Read-only: same story.
+    gw.inside(r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0""#);
+    let (s, v) = gw.approve(&c).await;
+    println!("approve on a read-only dir: {s} {v}");
+    assert!(
+        s.is_server_error(),
+        "approval on a read-only fs answered {s}: {v}"
+    );
+    assert!(get(addr, client(&c), "/", &[]).await.is_err());
+    assert_eq!(get(addr, client(&a), "/ro", &[]).await.unwrap().0, 200);
+    gw.inside(r#"umount "$0""#);
+    let (s, v) = gw.approve(&c).await;
+    assert_eq!(s, 200, "after the fs is writable again: {v}");
+    assert_eq!(get(addr, client(&c), "/c1", &[]).await.unwrap().0, 200);
+}

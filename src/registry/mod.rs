@@ -449,6 +449,18 @@ pub enum RegistryError {
     /// The store refused the write: nothing changed.
     #[error("the change was NOT saved: {0}")]
     Store(#[from] StoreError),
+    /// The audit log cannot be opened for appending: nothing changed (a
+    /// change that could not be audited is not made).
+    #[error(
+        "the change was NOT saved: the audit log {path} cannot be opened for appending: {message} \
+         (check the directory's permissions and free space)"
+    )]
+    AuditUnavailable {
+        /// The audit log.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The change is saved but the audit log could not be written.
     #[error("the change was saved, but the audit log {path} could not be written: {message}")]
     Audit {
@@ -983,6 +995,9 @@ impl Writer {
                 updated.push(d);
             }
         }
+        // The audit log must be able to take the change before it is made:
+        // an approval without its audit line would be a silent gap.
+        let audit_log = self.open_audit()?;
         // Durable first: only a committed change is applied and answered.
         let store = self.store.clone();
         let to_put = updated.clone();
@@ -1023,12 +1038,36 @@ impl Writer {
             info!(action = change.action(), %who, fingerprint = %d.fingerprint,
                 subject = %d.subject, status = d.status.as_str(), "device changed by administrator");
         }
-        self.audit(&change, who, now, &all)?;
+        self.audit(audit_log, &change, who, now, &all)?;
         Ok(all)
     }
 
+    /// Opens the audit log for appending (creating it and its directory).
+    fn open_audit(&self) -> Result<std::fs::File, RegistryError> {
+        let err = |e: std::io::Error| {
+            error!(path = %self.audit_path.display(), error = %e,
+                "audit log cannot be opened; admin change refused");
+            RegistryError::AuditUnavailable {
+                path: self.audit_path.clone(),
+                message: e.to_string(),
+            }
+        };
+        if let Some(dir) = self.audit_path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.audit_path)
+            .map_err(err)
+    }
+
+    /// Appends and syncs one line per changed device to the opened log.
     fn audit(
         &self,
+        mut f: std::fs::File,
         change: &Change,
         who: &str,
         at: i64,
@@ -1041,16 +1080,6 @@ impl Writer {
                 message: e.to_string(),
             }
         };
-        if let Some(dir) = self.audit_path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.audit_path)
-            .map_err(err)?;
         let mut text = String::new();
         for d in devices {
             let mut line = serde_json::json!({

@@ -68,8 +68,13 @@ pub trait DeviceStore: Send + Sync + 'static {
 
 /// The embedded redb store: one table, fingerprint → JSON record.
 pub struct RedbStore {
-    db: redb::Database,
+    /// `None` only between dropping a failed handle and opening the next.
+    db: std::sync::Mutex<Option<redb::Database>>,
     path: PathBuf,
+    /// A write failed. redb then refuses every later transaction ("previous
+    /// I/O error, close and re-open") even once the disk has room again, so
+    /// the next operation reopens the file first (redb repairs it on open).
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -93,22 +98,53 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let db = redb::Database::create(path).map_err(|e| {
-            let hint = match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "; another certgate process has it open".to_string()
-                }
-                _ => String::new(),
-            };
-            open_err(format!("{e}{hint}"))
-        })?;
+        let db = Self::create(path).map_err(open_err)?;
         let store = RedbStore {
-            db,
+            db: std::sync::Mutex::new(Some(db)),
             path: path.to_path_buf(),
+            broken: std::sync::atomic::AtomicBool::new(false),
         };
         // Create the table so that reads never meet a missing one.
         store.put(&[])?;
         Ok(store)
+    }
+
+    fn create(path: &Path) -> Result<redb::Database, String> {
+        redb::Database::create(path).map_err(|e| {
+            let hint = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "; another certgate process has it open"
+                }
+                _ => "",
+            };
+            format!("{e}{hint}")
+        })
+    }
+
+    /// Runs `op` on the database, reopening it first after a failed write,
+    /// and marks it for reopening when `op` fails.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&redb::Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if self.broken.load(Ordering::Acquire) || guard.is_none() {
+            // Drop the failed handle first: it holds the file lock.
+            *guard = None;
+            let db = Self::create(&self.path)
+                .map_err(|m| self.io(format!("reopening after a failed write: {m}")))?;
+            *guard = Some(db);
+            self.broken.store(false, Ordering::Release);
+        }
+        let Some(db) = guard.as_ref() else {
+            return Err(self.io("store not open"));
+        };
+        let r = op(db);
+        if r.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
     }
 
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
@@ -121,45 +157,51 @@ impl RedbStore {
 
 impl DeviceStore for RedbStore {
     fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
-        let mut out = Vec::new();
-        let mut problems = Vec::new();
-        for item in table.iter().map_err(|e| self.io(e))? {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            match Device::decode(v.value()) {
-                Ok(d) => out.push(d),
-                Err(e) => problems.push(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    key: k.value().to_string(),
-                    message: e.to_string(),
-                }),
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(|e| self.io(e))?;
+            let table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+            let mut out = Vec::new();
+            let mut problems = Vec::new();
+            for item in table.iter().map_err(|e| self.io(e))? {
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                match Device::decode(v.value()) {
+                    Ok(d) => out.push(d),
+                    Err(e) => problems.push(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        key: k.value().to_string(),
+                        message: e.to_string(),
+                    }),
+                }
             }
-        }
-        Ok((out, problems))
+            Ok((out, problems))
+        })
     }
 
     fn put(&self, devices: &[Device]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
-            for d in devices {
-                let bytes = d.encode();
-                table
-                    .insert(d.fingerprint.as_str(), bytes.as_slice())
-                    .map_err(|e| self.io(e))?;
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+                for d in devices {
+                    let bytes = d.encode();
+                    table
+                        .insert(d.fingerprint.as_str(), bytes.as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
             }
-        }
-        tx.commit().map_err(|e| self.io(e))
+            tx.commit().map_err(|e| self.io(e))
+        })
     }
 
     fn delete(&self, fingerprint: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
-        let existed = {
-            let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
-            table.remove(fingerprint).map_err(|e| self.io(e))?.is_some()
-        };
-        tx.commit().map_err(|e| self.io(e))?;
-        Ok(existed)
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.io(e))?;
+            let existed = {
+                let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+                table.remove(fingerprint).map_err(|e| self.io(e))?.is_some()
+            };
+            tx.commit().map_err(|e| self.io(e))?;
+            Ok(existed)
+        })
     }
 }
