@@ -113,7 +113,7 @@ impl<IO> FramingScan<IO> {
 
     /// Follows `data`, the next bytes of the stream. Iterative: a read full
     /// of pipelined requests must not cost a stack frame per request.
-    fn feed(&mut self, mut data: &[u8]) {
+    pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -136,12 +136,18 @@ impl<IO> FramingScan<IO> {
                     // at a time costs one short search per byte, not a parse.
                     let mut from = old.saturating_sub(3);
                     let used = loop {
+                        // Limits are checked on what the head needs, not on
+                        // how much arrived, so the verdict does not depend on
+                        // how the stream was cut into reads.
                         let Some(end) = blank_line_end(&self.buf, from) else {
                             if self.buf.len() > self.max_head {
                                 self.off();
                             }
                             return;
                         };
+                        if end > self.max_head {
+                            return self.off();
+                        }
                         match inspect(&self.buf[..end]) {
                             // A blank line httparse skips (leading CRLFs):
                             // look for the next one.
@@ -167,6 +173,9 @@ impl<IO> FramingScan<IO> {
                 State::ChunkSize => {
                     self.buf.extend_from_slice(data);
                     match httparse::parse_chunk_size(&self.buf) {
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE => {
+                            return self.off();
+                        }
                         Ok(httparse::Status::Complete((used, size))) => {
                             self.state = if size == 0 {
                                 State::Trailers
@@ -190,6 +199,7 @@ impl<IO> FramingScan<IO> {
                             .map(|p| p + 4)
                     };
                     match end {
+                        Some(end) if end > MAX_LINE => return self.off(),
                         Some(end) => {
                             self.state = State::Head;
                             data = self.consumed(data, end);

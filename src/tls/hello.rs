@@ -72,8 +72,10 @@ pub fn offered(b: &[u8]) -> Offered {
         // SSL 2.0 record: 2-byte length, msg type 1 (client hello), version.
         return match (b.get(2), u16_at(b, 3)) {
             (Some(1), Some(v)) => Offered::Ssl2Hello(v),
+            // A client hello whose version has not arrived yet (found by
+            // the client_hello fuzz target: this said "not TLS").
+            (Some(1), None) | (None, _) => Offered::Incomplete,
             (Some(_), _) => Offered::NotTls,
-            _ => Offered::Incomplete,
         };
     }
     if first != 0x16 {
@@ -237,6 +239,18 @@ mod tests {
         rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
         rec.extend_from_slice(&hs);
         rec
+    }
+
+    #[test]
+    fn an_ssl2_hello_cut_before_its_version_is_incomplete_not_foreign() {
+        // Regression from `fuzz/` (client_hello): "af 01 01" said NotTls.
+        assert_eq!(offered(&[0xaf, 0x01, 0x01]), Offered::Incomplete);
+        assert_eq!(offered(&[0xaf, 0x01]), Offered::Incomplete);
+        assert_eq!(
+            offered(&[0xaf, 0x01, 0x01, 0x00, 0x02]),
+            Offered::Ssl2Hello(0x0002)
+        );
+        assert_eq!(offered(&[0xaf, 0x01, 0x07]), Offered::NotTls);
     }
 
     #[test]

@@ -1,0 +1,40 @@
+//! Header rewriting on any request head httparse accepts: never panics, and
+//! whatever identity headers the client sent, the backend sees only
+//! certgate's (here: an anonymous client, so none but X-Client-Verify).
+#![no_main]
+use certgate::proxy::headers::{ClientFacts, ambiguous_framing, is_identity_header, prepare_request};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    if !matches!(req.parse(data), Ok(httparse::Status::Complete(_))) {
+        return;
+    }
+    let mut headers = HeaderMap::new();
+    for h in req.headers.iter() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let _ = ambiguous_framing(&headers);
+    let facts = ClientFacts {
+        forwarded_for: HeaderValue::from_static("192.0.2.1"),
+        proto: HeaderValue::from_static("https"),
+        verify: HeaderValue::from_static("NONE"),
+        identity: None,
+    };
+    let upgrade = certgate::proxy::headers::is_upgrade(&headers);
+    prepare_request(&mut headers, &facts, None, upgrade);
+    for (name, value) in &headers {
+        if is_identity_header(name) {
+            assert_eq!(name.as_str(), "x-client-verify", "spoofed {name} survived");
+            assert_eq!(value, "NONE");
+        }
+    }
+    assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+});
