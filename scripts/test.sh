@@ -2,14 +2,15 @@
 # The test command. Installs the system tools the tests drive (curl and
 # openssl as real clients, systemd-socket-activate for socket activation,
 # promtool and a Prometheus server from the prometheus package, unshare,
-# nsenter and mount for the full-disk registry test),
+# nsenter and mount for the full-disk registry test, prlimit for the
+# 10,000-connection test),
 # then checks formatting and lints and runs the whole suite once, in the dev
 # profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux mount:mount; do
+for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
