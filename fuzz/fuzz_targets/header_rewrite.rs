@@ -30,11 +30,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let upgrade = certgate::proxy::headers::is_upgrade(&headers);
     prepare_request(&mut headers, &facts, None, upgrade);
+    // certgate's own values, once each; every other identity header gone.
+    let ours = [
+        ("x-client-verify", "NONE"),
+        ("x-forwarded-for", "192.0.2.1"),
+        ("x-forwarded-proto", "https"),
+    ];
     for (name, value) in &headers {
         if is_identity_header(name) {
-            assert_eq!(name.as_str(), "x-client-verify", "spoofed {name} survived");
-            assert_eq!(value, "NONE");
+            let want = ours.iter().find(|(n, _)| *n == name.as_str());
+            assert!(want.is_some(), "spoofed {name} survived");
+            assert_eq!(Some(value.as_bytes()), want.map(|(_, v)| v.as_bytes()), "{name}");
         }
     }
-    assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+    for (n, _) in ours {
+        assert_eq!(headers.get_all(n).iter().count(), 1, "{n}");
+    }
 });
