@@ -363,7 +363,7 @@ impl Metrics {
         let conn_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_refused",
-            "Connections closed at accept, before TLS, by reason (per_source_limit)",
+            "Connections closed at accept, before TLS, by reason (per_source_limit, handshake_rate)",
             conn_refused.clone(),
         );
         let request_seconds = Family::<RequestTimeLabels, Histogram>::new_with_constructor(
