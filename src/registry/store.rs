@@ -55,6 +55,9 @@ impl StoreError {
     }
 }
 
+/// Page cache of the device store (see [`RedbStore`]).
+const STORE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Persistent device records, keyed by fingerprint.
 pub trait DeviceStore: Send + Sync + 'static {
     /// Every record, plus the problems met with records that could not be
@@ -110,15 +113,22 @@ impl RedbStore {
     }
 
     fn create(path: &Path) -> Result<redb::Database, String> {
-        redb::Database::create(path).map_err(|e| {
-            let hint = match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "; another certgate process has it open"
-                }
-                _ => "",
-            };
-            format!("{e}{hint}")
-        })
+        // redb's default page cache is 1 GiB; a gateway's memory must not
+        // be able to grow toward that. Every record also lives in the
+        // registry's in-memory snapshot (the store is read once, at start),
+        // so a small cache for the write path is enough.
+        redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                let hint = match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        "; another certgate process has it open"
+                    }
+                    _ => "",
+                };
+                format!("{e}{hint}")
+            })
     }
 
     /// Runs `op` on the database, reopening it first after a failed write,
