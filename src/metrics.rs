@@ -28,6 +28,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    listener: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandshakeLabels {
     listener: String,
     version: String,
@@ -136,6 +142,7 @@ pub struct Metrics {
     crl_state: std::sync::Mutex<Vec<(CrlLabels, Option<i64>)>>,
     handshake_seconds: Family<ListenerLabel, Histogram>,
     conn_refused: Family<ReasonLabels, Counter>,
+    timed_out: Family<PhaseLabels, Counter>,
     request_seconds: Family<RequestTimeLabels, Histogram>,
     bytes_in: Family<ListenerLabel, Counter>,
     bytes_out: Family<ListenerLabel, Counter>,
@@ -366,6 +373,12 @@ impl Metrics {
             "Connections closed at accept, before TLS, by reason (per_source_limit, handshake_rate)",
             conn_refused.clone(),
         );
+        let timed_out = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by a timeout after the handshake, by phase (request_header: a slow or stalled request head; idle: no request for idle_timeout, or none on a keep-alive connection within request_header_timeout)",
+            timed_out.clone(),
+        );
         let request_seconds = Family::<RequestTimeLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -432,6 +445,7 @@ impl Metrics {
             crl_state: std::sync::Mutex::new(Vec::new()),
             handshake_seconds,
             conn_refused,
+            timed_out,
             request_seconds,
             bytes_in,
             bytes_out,
@@ -490,6 +504,14 @@ impl Metrics {
                     .clone()
             })
             .collect()
+    }
+
+    /// Drops the up gauge of a server a reload removed from `upstream`.
+    pub fn forget_server(&self, upstream: &str, server: std::net::SocketAddr) {
+        self.server_up.remove(&ServerLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        });
     }
 
     /// The counter of dropped readiness events.
@@ -582,6 +604,7 @@ impl Metrics {
             sources_refused: self.sources_refused.get_or_create(&l).clone(),
             handshake_seconds: self.handshake_seconds.get_or_create(&l).clone(),
             conn_refused: self.conn_refused.clone(),
+            timed_out: self.timed_out.clone(),
             request_seconds: self
                 .request_seconds
                 .get_or_create(&RequestTimeLabels {
@@ -657,6 +680,7 @@ pub struct ListenerMetrics {
     /// Admitted handshake durations.
     pub handshake_seconds: Histogram,
     conn_refused: Family<ReasonLabels, Counter>,
+    timed_out: Family<PhaseLabels, Counter>,
     /// Request durations (head to end of response body).
     pub request_seconds: Histogram,
     /// Request body bytes.
@@ -683,6 +707,16 @@ impl ListenerMetrics {
             .get_or_create(&ReasonLabels {
                 listener: self.listener.clone(),
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed by a timeout after its handshake.
+    pub fn timed_out(&self, phase: &'static str) {
+        self.timed_out
+            .get_or_create(&PhaseLabels {
+                listener: self.listener.clone(),
+                phase: phase.to_string(),
             })
             .inc();
     }

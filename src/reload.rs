@@ -161,6 +161,12 @@ impl Built {
                 None => match Upstream::new(
                     u,
                     metrics.map_or_else(Vec::new, |m| m.server_up(&u.name, &u.servers)),
+                    previous.and_then(|p| {
+                        p.upstreams
+                            .iter()
+                            .find(|old| old.settings.name == u.name)
+                            .map(|old| &**old)
+                    }),
                 ) {
                     Ok(up) => upstreams.push(Arc::new(up)),
                     Err(e) => errors.push(ConfigError::Invalid {
@@ -784,6 +790,16 @@ impl Controller {
             }
         }
 
+        // A server no longer in its upstream (or whose upstream is gone)
+        // loses its up gauge; a stale 0 would page someone forever.
+        for old in &self.settings.upstreams {
+            let now = settings.upstreams.iter().find(|u| u.name == old.name);
+            for server in &old.servers {
+                if !now.is_some_and(|u| u.servers.contains(server)) {
+                    self.metrics.forget_server(&old.name, *server);
+                }
+            }
+        }
         for u in &settings.upstreams {
             let before = self.settings.upstreams.iter().find(|o| o.name == u.name);
             if !initial && before != Some(u) {

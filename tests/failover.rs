@@ -357,3 +357,62 @@ async fn a_post_that_reached_a_server_is_not_repeated_but_a_bodiless_get_is() {
         "the GET was retried on the live server"
     );
 }
+
+/// A reload that edits an upstream keeps what the health check knows: a
+/// server found down stays down (its gauge never flips back to 1 while the
+/// new health check starts over), and a server removed from the upstream
+/// loses its gauge instead of reporting a stale 0 forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_edits_an_upstream_keeps_a_down_verdict_and_drops_removed_servers() {
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let client = client_config(&pki, Some(&device), &[]);
+    let a = Backend::start().await;
+    let dead = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, a.addr);
+    cb.servers = vec![a.addr.to_string(), dead.addr.to_string()];
+    let health =
+        |timeout: &str| format!("max_fails = 0\nconnect_timeout = \"{timeout}\"\n{FAST_HEALTH}");
+    cb.extra_upstream = health("1s");
+    let config = cb.write(pki.dir.path());
+    let gw = start_gateway(&config).await;
+    let addr = gw.addr("agents").unwrap();
+    let (dead_addr, _) = dead.kill();
+    assert!(
+        eventually(Duration::from_secs(3), || metric(
+            &gw,
+            &up_metric(dead_addr)
+        ) == 0.0)
+        .await,
+        "the dead server is not marked down"
+    );
+
+    cb.extra_upstream = health("2s");
+    cb.write(pki.dir.path());
+    gw.reload().await.unwrap();
+    // The new health check needs unhealthy_threshold (2) failures, 100 ms
+    // apart, to find the server down on its own; watch well past that.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_millis(500) {
+        assert_eq!(
+            metric(&gw, &up_metric(dead_addr)),
+            0.0,
+            "the reload put a server known to be down back in rotation ({:?} after)",
+            watch.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&gw, &up_metric(a.addr)), 1.0);
+    assert_eq!(get(addr, client.clone(), "/", &[]).await.unwrap().0, 200);
+
+    cb.servers = vec![a.addr.to_string()];
+    cb.write(pki.dir.path());
+    gw.reload().await.unwrap();
+    let exposition = gw.metrics.encode();
+    assert!(
+        !exposition.contains(&dead_addr.to_string()),
+        "the removed server still has a gauge:\n{exposition}"
+    );
+    assert_eq!(metric(&gw, &up_metric(a.addr)), 1.0);
+    assert_eq!(get(addr, client, "/", &[]).await.unwrap().0, 200);
+}

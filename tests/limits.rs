@@ -303,3 +303,104 @@ async fn new_connections_beyond_the_handshake_rate_per_source_are_closed_before_
     let (status, _) = get(f.addr, client.clone(), "/later", &[]).await.unwrap();
     assert_eq!(status, 200);
 }
+
+/// Reads until the gateway closes the stream (EOF or reset); how long that
+/// took, or `None` if it was still open after `limit`.
+async fn closed_within(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut response = Vec::new();
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(started.elapsed())
+}
+
+/// Slowloris: a client that trickles a request head, one header line every
+/// 200 ms, is closed at `request_header_timeout` and never reaches the
+/// backend; a keep-alive connection that simply sends no next request is
+/// closed too, but counted as idle, not as a slow client. `idle_timeout`
+/// closes a connection that sent nothing for that long, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_is_cut_at_the_header_timeout_and_idle_ones_are_counted_apart() {
+    const SLOW: &str =
+        "certgate_connections_timed_out_total{listener=\"agents\",phase=\"request_header\"}";
+    const IDLE: &str = "certgate_connections_timed_out_total{listener=\"agents\",phase=\"idle\"}";
+    let f = Fixture::with(|cb| {
+        cb.extra_listener = "request_header_timeout = \"1s\"\nidle_timeout = \"60s\"\n".into();
+    })
+    .await;
+    let tls = tls_connect(f.addr, f.device_client()).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // One complete request first: a slow head after it must still count as
+    // a slow client, not as an idle keep-alive connection.
+    wr.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        // Bounded: 25 lines at most, 5 s; the gateway should cut it at ~1 s.
+        for i in 0..25 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr
+                .write_all(format!("X-Drip-{i}: {i}\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let (_, took) = tokio::join!(trickle, closed_within(&mut rd, Duration::from_secs(5)));
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(4)),
+        "a trickled head was not cut at the 1 s header timeout: {took:?}"
+    );
+    assert_eq!(f.backend.count(), 1, "the backend saw the slow request");
+    assert_eq!(f.backend.last().path, "/first");
+    assert!(eventually(Duration::from_secs(2), || metric(&f.gw, SLOW) == 1.0).await);
+    assert_eq!(metric(&f.gw, IDLE), 0.0);
+
+    // One request, answered; then nothing: closed as idle at the same timer.
+    let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
+    tls.write_all(b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut tls, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900)),
+        "{took:?}"
+    );
+    assert_eq!(f.backend.count(), 2);
+    assert!(eventually(Duration::from_secs(2), || metric(&f.gw, IDLE) == 1.0).await);
+    assert_eq!(
+        metric(&f.gw, SLOW),
+        1.0,
+        "an idle keep-alive is not a slow client"
+    );
+
+    // idle_timeout shorter than the header timeout: it closes first.
+    let g = Fixture::with(|cb| {
+        cb.extra_listener = "request_header_timeout = \"30s\"\nidle_timeout = \"1s\"\n".into();
+    })
+    .await;
+    let mut tls = tls_connect(g.addr, g.device_client()).await.unwrap();
+    tls.write_all(b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut tls, Duration::from_secs(10)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(8)),
+        "idle_timeout did not close the connection: {took:?}"
+    );
+    assert!(eventually(Duration::from_secs(2), || metric(&g.gw, IDLE) == 1.0).await);
+}

@@ -19,7 +19,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,6 +38,8 @@ pub struct Framing {
     /// whose framing is ambiguous; `u64::MAX` while none is.
     first_ambiguous: AtomicU64,
     why: std::sync::OnceLock<&'static str>,
+    /// Part of a request head has arrived and its end has not.
+    head_started: AtomicBool,
 }
 
 impl Default for Framing {
@@ -45,6 +47,7 @@ impl Default for Framing {
         Framing {
             first_ambiguous: AtomicU64::new(u64::MAX),
             why: std::sync::OnceLock::new(),
+            head_started: AtomicBool::new(false),
         }
     }
 }
@@ -58,6 +61,12 @@ impl Framing {
         } else {
             None
         }
+    }
+
+    /// Whether the client has sent part of a request head and not its end
+    /// (a slow or stalled client, as opposed to an idle keep-alive one).
+    pub fn head_started(&self) -> bool {
+        self.head_started.load(Ordering::Relaxed)
     }
 }
 
@@ -320,6 +329,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingScan<IO> {
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && !matches!(this.state, State::Off) {
             this.feed(&buf.filled()[before..]);
+            let started = matches!(this.state, State::Head) && !this.buf.is_empty();
+            if this.found.head_started.load(Ordering::Relaxed) != started {
+                this.found.head_started.store(started, Ordering::Relaxed);
+            }
         }
         r
     }

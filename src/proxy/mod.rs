@@ -866,7 +866,7 @@ async fn serve_http<IO>(
     let activity = Arc::new(Activity::default());
     let (io, framing) = framing::FramingScan::new(io, state.limits.max_request_header_bytes);
     let ctx = Arc::new(ConnContext {
-        framing,
+        framing: framing.clone(),
         shared: shared.clone(),
         peer,
         facts,
@@ -911,8 +911,25 @@ async fn serve_http<IO>(
         }
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
-                    debug!(listener = %name, %peer, error = %service::error_chain(e.as_ref()), "connection ended with error");
+                match r {
+                    Ok(()) => {}
+                    Err(e) if is_header_timeout(e.as_ref()) => {
+                        // hyper's header timer also runs while a keep-alive
+                        // connection waits for its next request: that is an
+                        // idle close, not a slow client.
+                        if activity.requests() == 0 || framing.head_started() {
+                            state.metrics.timed_out("request_header");
+                            info!(listener = %name, %peer, requests = activity.requests(),
+                                timeout = ?state.limits.request_header_timeout,
+                                "no complete request head within request_header_timeout (slow or stalled client); connection closed");
+                        } else {
+                            state.metrics.timed_out("idle");
+                            debug!(listener = %name, %peer, "keep-alive connection sent no new request within request_header_timeout; closed");
+                        }
+                    }
+                    Err(e) => {
+                        debug!(listener = %name, %peer, error = %service::error_chain(e.as_ref()), "connection ended with error");
+                    }
                 }
                 return;
             }
@@ -934,6 +951,7 @@ async fn serve_http<IO>(
             }
             _ = tokio::time::sleep_until(idle_deadline.into()), if closing.is_none() => {
                 if activity.idle_since().is_some_and(|t| t.elapsed() >= idle_timeout) {
+                    state.metrics.timed_out("idle");
                     debug!(listener = %name, %peer, "idle timeout; closing");
                     closing = Some(now() + state.grace);
                     conn.as_mut().graceful_shutdown();
@@ -941,4 +959,10 @@ async fn serve_http<IO>(
             }
         }
     }
+}
+
+/// Whether a connection ended because hyper's request-head timer ran out.
+fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }

@@ -370,9 +370,14 @@ impl fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the clients for `settings` and, inside a Tokio runtime,
     /// starts its health checks. `up` are the servers' gauges, in order.
+    /// `previous` is the upstream of the same name this one replaces (a
+    /// reload that changed its settings): a server it also had keeps its
+    /// verdict, so a server known to be down is not put back in rotation
+    /// by an unrelated edit (HAProxy keeps it with its server-state file).
     pub fn new(
         settings: &UpstreamSettings,
         up: Vec<Gauge>,
+        previous: Option<&Upstream>,
     ) -> Result<Upstream, http::uri::InvalidUri> {
         let authority = http::uri::Authority::try_from(settings.name.as_str())?;
         let mut up = up.into_iter();
@@ -393,21 +398,29 @@ impl Upstream {
                     // We set Host ourselves from what the client sent.
                     .set_host(false)
                     .build(connector);
-                let gauge = up.next();
-                if let Some(g) = &gauge {
-                    g.set(1);
-                }
-                Arc::new(Server {
+                let before = previous.and_then(|p| p.servers.iter().find(|s| s.addr == addr));
+                // The health verdict carries over only while there is a
+                // health check to revise it; a passive ejection runs out
+                // by itself, so it always carries over.
+                let healthy = match (before, &settings.health_check) {
+                    (Some(b), Some(_)) => b.healthy.load(Ordering::Acquire),
+                    _ => true,
+                };
+                let server = Server {
                     addr,
                     client,
                     upstream: settings.name.clone(),
                     in_flight: AtomicUsize::new(0),
-                    healthy: AtomicBool::new(true),
-                    fails: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                    epoch,
-                    up: gauge,
-                })
+                    healthy: AtomicBool::new(healthy),
+                    fails: AtomicU32::new(before.map_or(0, |b| b.fails.load(Ordering::Acquire))),
+                    ejected_until_ms: AtomicU64::new(
+                        before.map_or(0, |b| b.ejected_until_ms.load(Ordering::Acquire)),
+                    ),
+                    epoch: before.map_or(epoch, |b| b.epoch),
+                    up: up.next(),
+                };
+                server.set_up(server.available());
+                Arc::new(server)
             })
             .collect();
         let health = match (
