@@ -16,15 +16,31 @@ const HELD: usize = 10_000;
 /// connection) with `prlimit`; the gateway gets its own through `ulimit`.
 fn raise_nofile(want: u64) {
     let pid = std::process::id().to_string();
+    // Raising the hard limit needs CAP_SYS_RESOURCE (root in a container
+    // may not have it): then the soft limit goes as far as the hard one,
+    // and the count below says if that is not enough.
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        })
+        .and_then(|h| h.parse::<u64>().ok())
+        .unwrap_or(want);
+    let limit = if hard >= want {
+        format!("--nofile={want}:{hard}")
+    } else {
+        format!("--nofile={want}:{want}")
+    };
     let ok = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={want}:{want}")])
+        .args(["--pid", &pid, &limit])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        // Not root and the hard limit is lower: raise the soft limit as far
-        // as allowed and let the count below say if it is not enough.
         let _ = std::process::Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--nofile={want}:")])
+            .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
             .status();
     }
 }
