@@ -119,6 +119,8 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     connections_accepted: Family<ListenerLabel, Counter>,
+    connections_limit: Family<ListenerLabel, Gauge>,
+    connections_limit_reached: Family<ListenerLabel, Counter>,
     connections_active: Family<ListenerLabel, Gauge>,
     handshakes: Family<HandshakeLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
@@ -237,6 +239,18 @@ impl Metrics {
             "connections_accepted",
             "TCP connections accepted",
             connections_accepted.clone(),
+        );
+        let connections_limit = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_limit",
+            "The listener's max_connections; beyond it new connections wait in the kernel backlog",
+            connections_limit.clone(),
+        );
+        let connections_limit_reached = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "connections_limit_reached",
+            "Times a listener was full (max_connections open) and stopped accepting until a connection closed",
+            connections_limit_reached.clone(),
         );
         let connections_active = Family::<ListenerLabel, Gauge>::default();
         registry.register(
@@ -422,6 +436,8 @@ impl Metrics {
         Metrics {
             registry,
             connections_accepted,
+            connections_limit,
+            connections_limit_reached,
             connections_active,
             handshakes,
             handshake_failures,
@@ -587,6 +603,8 @@ impl Metrics {
             listener: listener.to_string(),
             upstream: upstream.to_string(),
             accepted: self.connections_accepted.get_or_create(&l).clone(),
+            limit: self.connections_limit.get_or_create(&l).clone(),
+            limit_reached: self.connections_limit_reached.get_or_create(&l).clone(),
             active: self.connections_active.get_or_create(&l).clone(),
             requests_by_class: [
                 code("1xx"),
@@ -667,6 +685,10 @@ pub struct ListenerMetrics {
     upstream: String,
     /// Connections accepted.
     pub accepted: Counter,
+    /// The listener's connection cap.
+    pub limit: Gauge,
+    /// Times the listener was found full.
+    pub limit_reached: Counter,
     /// Connections open now.
     pub active: Gauge,
     requests_by_class: [Counter; 5],

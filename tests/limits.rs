@@ -202,13 +202,19 @@ async fn resumed_session_is_reverified_and_refused_once_the_cert_expired() {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_until_a_slot_frees() {
+    const REACHED: &str = "certgate_connections_limit_reached_total{listener=\"agents\"}";
     let Fixture {
         pki,
         device,
         backend: _backend,
-        gw: _gw,
+        gw,
         addr,
     } = Fixture::with(|cb| cb.extra_listener = "max_connections = 1\n".into()).await;
+    assert_eq!(
+        metric(&gw, "certgate_connections_limit{listener=\"agents\"}"),
+        1.0
+    );
+    assert_eq!(metric(&gw, REACHED), 0.0);
     let client = client_config(&pki, Some(&device), &[]);
 
     let first = tls_connect(addr, client.clone()).await.unwrap();
@@ -221,6 +227,10 @@ async fn connections_beyond_max_connections_wait_until_a_slot_frees() {
     assert!(
         second.is_err(),
         "a second connection was served beyond max_connections = 1"
+    );
+    assert!(
+        metric(&gw, REACHED) >= 1.0,
+        "a full listener is not counted"
     );
 
     drop(first);
@@ -403,4 +413,52 @@ async fn a_trickled_request_head_is_cut_at_the_header_timeout_and_idle_ones_are_
         "idle_timeout did not close the connection: {took:?}"
     );
     assert!(eventually(Duration::from_secs(2), || metric(&g.gw, IDLE) == 1.0).await);
+}
+
+/// Lingering close: a client that sends its whole body before it reads
+/// (as most agents do) gets the 413 for a body over the limit, not a broken
+/// pipe. certgate answers as soon as it sees the length and closes; a
+/// socket closed under a client still sending resets the connection, so
+/// certgate keeps reading and discarding for a moment first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_a_refused_body_to_the_end_reads_its_413() {
+    const BODY: usize = 16 * 1024 * 1024;
+    let f =
+        Fixture::with(|cb| cb.extra_listener = "max_request_body_bytes = 100000\n".into()).await;
+    let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let sent = tokio::time::timeout(Duration::from_secs(20), async {
+        tls.write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        // More than any socket buffer holds: certgate has answered and
+        // closed long before the client is done.
+        for _ in 0..BODY / chunk.len() {
+            tls.write_all(&chunk).await?;
+        }
+        tls.flush().await
+    })
+    .await
+    .expect("sending the body hung");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the connection was kept open after the 413");
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        sent.is_ok() && text.starts_with("HTTP/1.1 413"),
+        "the client did not get its 413 (sending: {sent:?}, reading: {read:?}): {text:?}"
+    );
+    assert_eq!(f.backend.count(), 0);
 }

@@ -24,6 +24,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// How long a connection closed with request bytes still unread keeps
+/// reading (and discarding) them before it is closed: closing a socket with
+/// unread data makes the kernel send a reset, which can destroy the
+/// response (a 400, 413 or 431) in the client's receive buffer before the
+/// client reads it. nginx calls this lingering close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bytes read per poll while lingering before yielding to other tasks.
+const LINGER_READ_BUDGET: usize = 256 * 1024;
+
 /// The longest chunk-size line or trailer section followed; longer ones
 /// turn the scan off (hyper refuses them).
 const MAX_LINE: usize = 4096;
@@ -95,6 +104,11 @@ pub struct FramingScan<IO> {
     max_head: usize,
     index: u64,
     found: Arc<Framing>,
+    /// Turned off where request bytes may remain unread (a refused head,
+    /// an unfollowable body), as opposed to a protocol switch.
+    off_unread: bool,
+    /// Set once the write side is shut down and lingering began.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> FramingScan<IO> {
@@ -110,6 +124,8 @@ impl<IO> FramingScan<IO> {
                 max_head,
                 index: 0,
                 found: found.clone(),
+                off_unread: false,
+                linger: None,
             },
             found,
         )
@@ -118,6 +134,18 @@ impl<IO> FramingScan<IO> {
     fn off(&mut self) {
         self.state = State::Off;
         self.buf = Vec::new();
+        self.off_unread = true;
+    }
+
+    /// Whether the client may still be sending bytes of a request hyper did
+    /// not read: the stream stopped inside a head or a body, or at a
+    /// request the scan could not follow because it is refused.
+    fn unread_expected(&self) -> bool {
+        match self.state {
+            State::Head => !self.buf.is_empty(),
+            State::Off => self.off_unread,
+            State::Body(_) | State::ChunkSize | State::ChunkData(_) | State::Trailers => true,
+        }
     }
 
     /// Follows `data`, the next bytes of the stream. Iterative: a read full
@@ -162,6 +190,11 @@ impl<IO> FramingScan<IO> {
                             // look for the next one.
                             Inspect::Partial => from = end - 1,
                             Inspect::Stop => return self.off(),
+                            Inspect::NotHttp1 => {
+                                self.state = State::Off;
+                                self.buf = Vec::new();
+                                return;
+                            }
                             Inspect::Ambiguous(why) => {
                                 let _ = self.found.why.set(why);
                                 self.found
@@ -244,14 +277,19 @@ enum Inspect {
     Ambiguous(&'static str),
     /// httparse wants more bytes.
     Partial,
-    /// Not something to follow (hyper refuses it, or the bytes after it
-    /// are not HTTP/1 requests).
+    /// Not something to follow: hyper refuses it.
     Stop,
+    /// The bytes after it are not HTTP/1 requests (an upgrade, CONNECT,
+    /// the HTTP/2 preface).
+    NotHttp1,
 }
 
 /// Parses the head at the start of `buf` and checks its framing.
 fn inspect(buf: &[u8]) -> Inspect {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
+        return Inspect::NotHttp1;
+    }
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(used)) => used,
@@ -259,7 +297,7 @@ fn inspect(buf: &[u8]) -> Inspect {
         Err(_) => return Inspect::Stop,
     };
     if req.method == Some("CONNECT") {
-        return Inspect::Stop;
+        return Inspect::NotHttp1;
     }
     // Counts and the first value of each: no allocation per request.
     let (mut lengths, mut codings, mut upgrade) = (0usize, 0usize, false);
@@ -283,7 +321,7 @@ fn inspect(buf: &[u8]) -> Inspect {
     }
     if upgrade {
         // The bytes after an accepted upgrade are not HTTP.
-        return Inspect::Stop;
+        return Inspect::NotHttp1;
     }
     let next = match (lengths, codings) {
         (0, 0) => State::Head,
@@ -338,7 +376,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingScan<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingScan<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingScan<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -351,8 +389,36 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingScan<IO> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            // The response is complete: the client gets its end (TLS
+            // close_notify, then FIN) before anything else happens.
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            if !this.unread_expected() {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 8192];
+        let mut read = 0;
+        while read < LINGER_READ_BUDGET {
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+                // The client closed too, or gave up: done.
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => read += rb.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        if read >= LINGER_READ_BUDGET {
+            cx.waker().wake_by_ref();
+        }
+        match this.linger.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_write_vectored(

@@ -78,6 +78,9 @@ impl ListenerState {
         metrics: ListenerMetrics,
         grace: Duration,
     ) -> ListenerState {
+        metrics
+            .limit
+            .set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -365,6 +368,7 @@ pub async fn serve(
     let sources = Arc::new(SourceCounts::default());
     let mut rates = HandshakeRates::default();
     let refusal_log = LogLimit::default();
+    let full_log = LogLimit::default();
     let mut cap = shared.current().limits.max_connections;
     let mut slots = Arc::new(Semaphore::new(cap));
     loop {
@@ -377,12 +381,27 @@ pub async fn serve(
         }
         // Wait for a free slot before accepting: beyond the cap clients queue
         // in the kernel backlog instead of being accepted and dropped.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut stop) => return,
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Agents queued here see slow connects, not refusals: the
+                // admin needs to hear it from certgate.
+                state.metrics.limit_reached.inc();
+                if full_log.should_log() {
+                    warn!(listener = %state.name, max_connections = cap,
+                        "listener full: max_connections open, new connections wait in the kernel backlog \
+                         until one closes (raise [[listener]] max_connections if the host can take more; \
+                         counted in certgate_connections_limit_reached_total)");
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = stopped(&mut stop) => return,
+                }
+            }
         };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
