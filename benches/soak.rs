@@ -9,6 +9,9 @@
 //! `benches/soak.sh` (release build, 30 minutes by default):
 //!
 //!   SOAK_SECONDS (1800)  SOAK_SAMPLE (30)  SOAK_KEEPALIVE (8)
+//!   SOAK_FORGET (0): 1 deletes each approved device once it was served,
+//!   so the registry stays the same size and any RSS growth left is not
+//!   the registry's data (a new device record is expected to cost memory)
 //!   SOAK_SESSION_CACHE (2000): the TLS session cache grows by one entry
 //!   per full handshake (~700 a minute here) up to its bound; the default
 //!   20,000 would take the whole run to fill and look like a leak, so the
@@ -300,7 +303,8 @@ fn start_gateway(config: &Path) -> Gateway {
     }
 }
 
-async fn approve(admin: SocketAddr, fp: &str) -> Result<(), String> {
+/// `method path` on the admin API; an error unless it answers 200.
+async fn admin_call(admin: SocketAddr, method: http::Method, path: &str) -> Result<(), String> {
     let tcp = tokio::net::TcpStream::connect(admin)
         .await
         .map_err(|e| e.to_string())?;
@@ -308,13 +312,15 @@ async fn approve(admin: SocketAddr, fp: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::post(format!("/api/devices/{fp}/approve"))
+    let req = http::Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header("host", "admin")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
     if resp.status() != 200 {
-        return Err(format!("approve answered {}", resp.status()));
+        return Err(format!("{method} {path} answered {}", resp.status()));
     }
     Ok(())
 }
@@ -334,15 +340,16 @@ fn main() {
     let seconds = env_num("SOAK_SECONDS", 1800);
     let sample = Duration::from_secs(env_num("SOAK_SAMPLE", 30));
     let keepalive = env_num("SOAK_KEEPALIVE", 8) as usize;
+    let forget = env_num("SOAK_FORGET", 0) == 1;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(soak(seconds, sample, keepalive));
+    rt.block_on(soak(seconds, sample, keepalive, forget));
 }
 
-async fn soak(seconds: u64, sample: Duration, keepalive: usize) {
+async fn soak(seconds: u64, sample: Duration, keepalive: usize, forget: bool) {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("soak server CA");
     let client_ca = Ca::new("soak client CA");
@@ -399,7 +406,13 @@ servers = ["{backend}"]
         (der, key)
     };
     let steady = device("soak steady");
-    approve(admin, &sha256_hex(&steady.0)).await.unwrap();
+    admin_call(
+        admin,
+        http::Method::POST,
+        &format!("/api/devices/{}/approve", sha256_hex(&steady.0)),
+    )
+    .await
+    .unwrap();
     let resumed_cfg = client_config(&server_ca.pem, Some((&steady.0, &steady.1)), true);
     let full_cfg = client_config(&server_ca.pem, Some((&steady.0, &steady.1)), false);
     let stranger = {
@@ -531,12 +544,23 @@ servers = ["{backend}"]
             while Instant::now() < deadline {
                 n += 1;
                 let (der, _, key) = issuer_ca.leaf(&format!("new device {n}"), false);
+                let fp = sha256_hex(&der);
                 let r = async {
-                    approve(admin, &sha256_hex(&der)).await?;
+                    admin_call(
+                        admin,
+                        http::Method::POST,
+                        &format!("/api/devices/{fp}/approve"),
+                    )
+                    .await?;
                     let mut s =
                         connect(addr, client_config(&server_pem, Some((&der, &key)), false))
                             .await?;
-                    request(&mut s, "GET", "/approved", Bytes::new()).await
+                    request(&mut s, "GET", "/approved", Bytes::new()).await?;
+                    if forget {
+                        admin_call(admin, http::Method::DELETE, &format!("/api/devices/{fp}"))
+                            .await?;
+                    }
+                    Ok::<_, String>(())
                 }
                 .await;
                 match r {
@@ -566,7 +590,12 @@ servers = ["{backend}"]
     }
 
     println!(
-        "soak: {seconds} s, {keepalive} keep-alive clients + new connections every 20 ms + 256 KiB upload every 250 ms + 2 refusals every 200 ms + an approval every 3 s + a cert rotation every 60 s"
+        "soak: {seconds} s, {keepalive} keep-alive clients + new connections every 20 ms + 256 KiB upload every 250 ms + 2 refusals every 200 ms + an approval every 3 s{} + a cert rotation every 60 s",
+        if forget {
+            " (deleted again once served)"
+        } else {
+            ""
+        }
     );
     println!(
         "| t (s) | RSS MiB | fds | keep-alive req/s | p50 ms | p99 ms | handshakes | uploads | refused | approvals | rotations | errors |"
