@@ -12,6 +12,8 @@
 //!   SOAK_FORGET (0): 1 deletes each approved device once it was served,
 //!   so the registry stays the same size and any RSS growth left is not
 //!   the registry's data (a new device record is expected to cost memory)
+//!   SOAK_HEAPTRACK (unset): a file path; certgate runs with heaptrack's
+//!   preload library writing its raw allocation record there
 //!   SOAK_SESSION_CACHE (2000): the TLS session cache grows by one entry
 //!   per full handshake (~700 a minute here) up to its bound; the default
 //!   20,000 would take the whole run to fill and look like a leak, so the
@@ -249,6 +251,17 @@ struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // SIGTERM first: certgate shuts down cleanly, so a heap profiler
+        // preloaded into it (SOAK_HEAPTRACK) writes its last data.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..150 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -256,7 +269,16 @@ impl Drop for Gateway {
 
 fn start_gateway(config: &Path) -> Gateway {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"));
+    if let Ok(raw) = std::env::var("SOAK_HEAPTRACK") {
+        // Where a leak hunt starts: heaptrack's preload library records
+        // every allocation with its stack; turn the raw file into a report
+        // with `/usr/lib/heaptrack/libexec/heaptrack_interpret < RAW | gzip
+        // > ht.gz; heaptrack_print -f ht.gz` (apt-get install heaptrack).
+        cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+            .env("DUMP_HEAPTRACK_OUTPUT", raw);
+    }
+    let mut child = cmd
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn,certgate=info")
