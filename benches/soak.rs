@@ -347,6 +347,26 @@ async fn admin_call(admin: SocketAddr, method: http::Method, path: &str) -> Resu
     Ok(())
 }
 
+/// Every `every` until `deadline`: a new connection with the next of
+/// `cfgs` in turn, one GET of `path`, its outcome handed to `tally`.
+fn alternating(
+    addr: SocketAddr,
+    cfgs: [Arc<rustls::ClientConfig>; 2],
+    path: &'static str,
+    every: Duration,
+    deadline: Instant,
+    tally: impl Fn(Result<Bytes, String>) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        while Instant::now() < deadline {
+            n += 1;
+            tally(once(addr, cfgs[n % 2].clone(), path).await);
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -485,27 +505,20 @@ servers = ["{backend}"]
     }
     // New connections: alternately resumed and full handshakes, every 20 ms.
     {
-        let (c, a, b) = (c.clone(), resumed_cfg.clone(), full_cfg.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                n += 1;
-                let cfg = if n.is_multiple_of(2) {
-                    a.clone()
-                } else {
-                    b.clone()
-                };
-                let r = once(addr, cfg, "/new").await;
-                match r {
-                    Ok(_) => c.handshakes.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        c.error(format!("new connection: {e}"));
-                        0
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
+        let c = c.clone();
+        tasks.push(alternating(
+            addr,
+            [resumed_cfg.clone(), full_cfg.clone()],
+            "/new",
+            Duration::from_millis(20),
+            deadline,
+            move |r| match r {
+                Ok(_) => {
+                    c.handshakes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => c.error(format!("new connection: {e}")),
+            },
+        ));
     }
     // Uploads: 256 KiB every 250 ms on one keep-alive connection.
     {
@@ -536,26 +549,19 @@ servers = ["{backend}"]
     // Refusals: an unknown CA and an unapproved device, every 100 ms.
     {
         let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                n += 1;
-                let cfg = if n.is_multiple_of(2) {
-                    stranger.clone()
-                } else {
-                    unapproved.clone()
-                };
-                let r = once(addr, cfg, "/refused").await;
-                match r {
-                    Err(_) => c.refused_as_expected.fetch_add(1, Ordering::Relaxed),
-                    Ok(_) => {
-                        c.error("a device that must be refused was served".into());
-                        0
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
+        tasks.push(alternating(
+            addr,
+            [stranger, unapproved],
+            "/refused",
+            Duration::from_millis(100),
+            deadline,
+            move |r| match r {
+                Err(_) => {
+                    c.refused_as_expected.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => c.error("a device that must be refused was served".into()),
+            },
+        ));
     }
     // A new device approved every 3 s, then served.
     {

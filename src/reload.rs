@@ -154,19 +154,13 @@ impl Built {
         let mut errors = Vec::new();
         let mut upstreams = Vec::new();
         for u in &settings.upstreams {
-            let reused =
-                previous.and_then(|p| p.upstreams.iter().find(|old| old.settings == *u).cloned());
-            match reused {
-                Some(up) => upstreams.push(up),
-                None => match Upstream::new(
+            let old = previous.and_then(|p| p.upstreams.iter().find(|o| o.settings.name == u.name));
+            match old {
+                Some(up) if up.settings == *u => upstreams.push(up.clone()),
+                _ => match Upstream::new(
                     u,
                     metrics.map_or_else(Vec::new, |m| m.server_up(&u.name, &u.servers)),
-                    previous.and_then(|p| {
-                        p.upstreams
-                            .iter()
-                            .find(|old| old.settings.name == u.name)
-                            .map(|old| &**old)
-                    }),
+                    old.map(|o| &**o),
                 ) {
                     Ok(up) => upstreams.push(Arc::new(up)),
                     Err(e) => errors.push(ConfigError::Invalid {

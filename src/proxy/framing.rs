@@ -131,10 +131,16 @@ impl<IO> FramingScan<IO> {
         )
     }
 
+    /// Stops following: at a request hyper will refuse (its bytes, or
+    /// the rest of its body, may still be arriving).
     fn off(&mut self) {
+        self.stop(true);
+    }
+
+    fn stop(&mut self, unread: bool) {
         self.state = State::Off;
         self.buf = Vec::new();
-        self.off_unread = true;
+        self.off_unread = unread;
     }
 
     /// Whether the client may still be sending bytes of a request hyper did
@@ -190,11 +196,7 @@ impl<IO> FramingScan<IO> {
                             // look for the next one.
                             Inspect::Partial => from = end - 1,
                             Inspect::Stop => return self.off(),
-                            Inspect::NotHttp1 => {
-                                self.state = State::Off;
-                                self.buf = Vec::new();
-                                return;
-                            }
+                            Inspect::NotHttp1 => return self.stop(false),
                             Inspect::Ambiguous(why) => {
                                 let _ = self.found.why.set(why);
                                 self.found

@@ -345,6 +345,10 @@ impl HandshakeRates {
 #[derive(Debug, Default)]
 struct LogLimit(std::sync::atomic::AtomicU64);
 
+/// Slow request heads are logged through this one limit: a slowloris
+/// attack opens thousands of connections, each ending in that line.
+static SLOW_HEAD_LOG: LogLimit = LogLimit(std::sync::atomic::AtomicU64::new(0));
+
 impl LogLimit {
     fn should_log(&self) -> bool {
         let now = u64::try_from(crate::reload::now_unix()).unwrap_or(0);
@@ -938,9 +942,12 @@ async fn serve_http<IO>(
                         // idle close, not a slow client.
                         if activity.requests() == 0 || framing.head_started() {
                             state.metrics.timed_out("request_header");
-                            info!(listener = %name, %peer, requests = activity.requests(),
-                                timeout = ?state.limits.request_header_timeout,
-                                "no complete request head within request_header_timeout (slow or stalled client); connection closed");
+                            if SLOW_HEAD_LOG.should_log() {
+                                info!(listener = %name, %peer, requests = activity.requests(),
+                                    timeout = ?state.limits.request_header_timeout,
+                                    "no complete request head within request_header_timeout (slow or stalled client); connection closed \
+                                     (further ones are counted in certgate_connections_timed_out_total, logged at most once a second)");
+                            }
                         } else {
                             state.metrics.timed_out("idle");
                             debug!(listener = %name, %peer, "keep-alive connection sent no new request within request_header_timeout; closed");
