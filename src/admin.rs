@@ -2,7 +2,10 @@
 //! `/healthz`, `POST /api/reload` and the device API under
 //! `/api/devices`. It is served on its own address, loopback by default,
 //! and never shares a port with device traffic. With a token file, every
-//! `/api/` call needs `Authorization: Bearer <token>`.
+//! `/api/` call needs `Authorization: Bearer <token>`; with or without one,
+//! [`guard`] refuses what a browser sends on behalf of another site.
+
+pub mod guard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -40,8 +43,8 @@ pub struct AdminContext {
     pub registry: Option<Registry>,
     /// Connection classifications.
     pub readiness: Option<Readiness>,
-    /// Bearer tokens (swapped on reload).
-    pub tokens: Arc<ArcSwap<Tokens>>,
+    /// Bearer tokens and allowed host names (swapped on reload).
+    pub access: Arc<ArcSwap<Access>>,
     /// Listeners and their upstreams as running now.
     pub view: Arc<ArcSwap<crate::reload::View>>,
 }
@@ -58,7 +61,7 @@ pub async fn serve(
         .header_read_timeout(std::time::Duration::from_secs(10));
     let http = Arc::new(http);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -71,10 +74,14 @@ pub async fn serve(
         };
         let ctx = ctx.clone();
         let http = http.clone();
+        // The address the client connected to: a Host naming it is this
+        // listener, whatever the configured address (0.0.0.0, a socket from
+        // systemd).
+        let local = tcp.local_addr().unwrap_or(peer);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(route(&ctx, req).await) }
+                async move { Ok::<_, Infallible>(route(&ctx, local, req).await) }
             });
             let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
         });
@@ -91,7 +98,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    ctx: &AdminContext,
+    local: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
@@ -123,9 +134,28 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Response<Full<Byte
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     }
-    let who = match ctx.tokens.load().authorize(req.headers()) {
+    let access = ctx.access.load();
+    let has_body = !hyper::body::Body::is_end_stream(req.body());
+    if let Err(refused) = guard::check(
+        &access.hosts,
+        local,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        has_body,
+    ) {
+        let reason = refused.reason.as_str();
+        ctx.metrics.admin_refused(reason);
+        warn!(method = %req.method(), path = %path, reason, "admin request refused: {}", refused.message);
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": refused.message, "reason": reason}),
+        );
+    }
+    let who = match access.tokens.authorize(req.headers()) {
         Ok(who) => who,
         Err(status) => {
+            ctx.metrics.admin_refused("token");
             let mut r = json(
                 status,
                 serde_json::json!({"error": "missing or wrong bearer token (Authorization: Bearer <token> from the admin token_file)"}),
@@ -478,12 +508,31 @@ async fn reload(ctx: &AdminContext) -> Response<Full<Bytes>> {
     json(status, body)
 }
 
+/// What the admin API admits, built from `[admin]` on every (re)load.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Bearer tokens (none: loopback only, everyone is `local`).
+    pub tokens: Tokens,
+    /// The names `Host` may carry.
+    pub hosts: guard::HostRules,
+}
+
 /// The admin API's bearer tokens, from `[admin] token_file`: lines of
 /// `name:token` (a line without `name:` is named `admin`); `#` comments.
 /// The name is what the audit log records as "who".
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    tokens: Vec<(String, String)>,
+    /// (name, SHA-256 of the token): compared digest to digest, so every
+    /// comparison has the same length whatever the caller sends.
+    tokens: Vec<(String, [u8; 32])>,
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+    );
+    out
 }
 
 impl Tokens {
@@ -511,7 +560,7 @@ impl Tokens {
                     i + 1
                 )));
             }
-            tokens.push((name, token));
+            tokens.push((name, token_digest(&token)));
         }
         if tokens.is_empty() {
             return Err(err("contains no token; add a line name:token".into()));
@@ -532,13 +581,16 @@ impl Tokens {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(StatusCode::UNAUTHORIZED)?;
-        self.tokens
-            .iter()
-            .find(|(_, t)| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(t.as_bytes(), given.as_bytes())
-                    .is_ok()
-            })
-            .map(|(n, _)| n.clone())
-            .ok_or(StatusCode::UNAUTHORIZED)
+        // Every token is compared, in constant time each, so the time taken
+        // says neither which token nor how much of one matched.
+        let given = token_digest(given);
+        let mut who = None;
+        for (name, digest) in &self.tokens {
+            let equal = aws_lc_rs::constant_time::verify_slices_are_equal(digest, &given).is_ok();
+            if equal && who.is_none() {
+                who = Some(name);
+            }
+        }
+        who.cloned().ok_or(StatusCode::UNAUTHORIZED)
     }
 }

@@ -106,6 +106,8 @@ struct RawLog {
 struct RawAdmin {
     listen: String,
     token_file: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +174,7 @@ struct RawClientAuth {
     #[serde(default)]
     allow_uri: Vec<String>,
     crl_stale: Option<String>,
+    require_crl: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +276,11 @@ pub struct AdminSettings {
     /// File of `name:token` lines; mutating API calls need
     /// `Authorization: Bearer <token>`. Required off loopback.
     pub token_file: Option<ConfigPath>,
+    /// Extra names (lowercase, optionally `name:port`) that `/api/*`
+    /// requests may carry in `Host`, beside the listener's own address and
+    /// the loopback names: what admins type to reach it through a DNS name
+    /// or a reverse proxy.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How a first-seen device with a valid certificate is treated.
@@ -461,6 +469,11 @@ pub struct ClientAuthSettings {
     pub crl: Vec<ConfigPath>,
     /// What a CRL past its `nextUpdate` does.
     pub crl_stale: CrlStale,
+    /// Every CA must have a CRL: a device whose issuer has none is refused
+    /// (`unknown_revocation_status`), and `check` names each CA that lacks
+    /// one. Off by default: a CA without a CRL is then not revocation
+    /// checked, and never affects another CA's devices.
+    pub require_crl: bool,
     /// Static pre-approval rules.
     pub allow: AllowRules,
 }
@@ -666,7 +679,18 @@ fn validate(raw: RawConfig, source: &Path, base: &Path, errors: &mut Vec<ConfigE
                     ),
                 ));
             }
-            Some(AdminSettings { listen, token_file })
+            let mut allowed_hosts = Vec::new();
+            for (i, h) in a.allowed_hosts.iter().enumerate() {
+                match normalize_allowed_host(h) {
+                    Ok(h) => allowed_hosts.push(h),
+                    Err(m) => errors.push(invalid(format!("admin.allowed_hosts[{i}]"), m)),
+                }
+            }
+            Some(AdminSettings {
+                listen,
+                token_file,
+                allowed_hosts,
+            })
         }
         Err(m) => {
             errors.push(invalid("admin.listen", m));
@@ -1115,6 +1139,7 @@ fn validate_tls(
                 ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
                 crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
                 crl_stale,
+                require_crl: ca.require_crl.unwrap_or(false),
                 allow,
             })
         }
@@ -1129,6 +1154,28 @@ fn validate_tls(
         session_cache: t.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
         session_tickets: t.session_tickets.unwrap_or(true),
         client_auth: client_auth?,
+    })
+}
+
+/// An `[admin] allowed_hosts` entry as it is compared with a `Host`
+/// header: lowercase, without a trailing dot; `name` or `name:port`.
+fn normalize_allowed_host(h: &str) -> Result<String, String> {
+    let t = h.trim().to_ascii_lowercase();
+    let bad = t.is_empty()
+        || t.contains("://")
+        || t.contains('/')
+        || t.contains('@')
+        || t.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(format!(
+            "\"{h}\" is not a host name; give the name admins use in the URL, e.g. \"gw1.example.net\" or \"gw1.example.net:9900\" (no scheme, no path)"
+        ));
+    }
+    Ok(match t.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') || name.ends_with(']') => {
+            format!("{}:{port}", name.trim_end_matches('.'))
+        }
+        _ => t.trim_end_matches('.').to_string(),
     })
 }
 

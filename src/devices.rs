@@ -572,6 +572,14 @@ pub async fn readiness(
             );
         }
     }
+    if refuse
+        .iter()
+        .any(|c| c["refused_now"].as_bool() == Some(true))
+    {
+        println!(
+            "Status \"blocked\": blocked by an admin; refused now in every mode, observe included."
+        );
+    }
     let legacy = r["legacy_sources"].as_array().cloned().unwrap_or_default();
     if !legacy.is_empty() {
         println!();

@@ -293,7 +293,10 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 fn check(config: &Path) -> ExitCode {
     let errors = match Settings::load(config) {
         Ok(settings) => match gateway::check(&settings) {
-            Ok(_) => {
+            Ok(built) => {
+                for w in built.warnings() {
+                    eprintln!("certgate: warning: {w}");
+                }
                 println!(
                     "certgate: {} is valid ({} listener(s), {} upstream(s))",
                     config.display(),

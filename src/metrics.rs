@@ -28,6 +28,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminRefusedLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     listener: String,
     phase: String,
@@ -137,6 +142,7 @@ pub struct Metrics {
     registry_write_errors: Counter,
     client_auth: Family<ClientAuthLabels, Counter>,
     sources_refused: Family<ListenerLabel, Counter>,
+    admin_refused: Family<AdminRefusedLabel, Counter>,
     readiness_dropped: Counter,
     server_up: Family<ServerLabels, Gauge>,
     crl_next_update: Family<CrlLabels, Gauge>,
@@ -348,6 +354,12 @@ impl Metrics {
             "Connections to a plain-HTTP listener from a source outside its allow_from (answered 403)",
             sources_refused.clone(),
         );
+        let admin_refused = Family::<AdminRefusedLabel, Counter>::default();
+        registry.register(
+            "admin_requests_refused",
+            "Admin API requests refused before they ran: reason host (Host names another site: DNS rebinding), origin or fetch_site (sent by another site's page), content_type (a form or text body), token (missing or wrong bearer token)",
+            admin_refused.clone(),
+        );
         let readiness_dropped = Counter::default();
         registry.register(
             "readiness_events_dropped",
@@ -454,6 +466,7 @@ impl Metrics {
             registry_write_errors,
             client_auth,
             sources_refused,
+            admin_refused,
             readiness_dropped,
             server_up,
             crl_next_update,
@@ -528,6 +541,15 @@ impl Metrics {
             upstream: upstream.to_string(),
             server: server.to_string(),
         });
+    }
+
+    /// Counts an admin request refused with `reason`.
+    pub fn admin_refused(&self, reason: &'static str) {
+        self.admin_refused
+            .get_or_create(&AdminRefusedLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// The counter of dropped readiness events.

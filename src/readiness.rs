@@ -95,6 +95,10 @@ pub struct Client {
     pub attempts: u64,
     /// Unix seconds.
     pub last_seen: i64,
+    /// Refused already, whatever the mode: an admin blocked the device,
+    /// and a block is enforced in observe mode too. The other entries
+    /// are admitted in observe mode and would be refused by enforcing.
+    pub refused_now: bool,
 }
 
 /// A source that offered only TLS 1.0/1.1 (or SSL).
@@ -265,9 +269,11 @@ fn add(d: &mut ListenerData, e: Event) {
         reason: e.reason,
         attempts: 0,
         last_seen: e.at,
+        refused_now: false,
     });
     c.peer = e.peer.to_string();
     c.status = e.status;
+    c.refused_now = e.status == Status::Blocked;
     c.reason = e.reason;
     if e.subject.is_some() {
         c.subject = e.subject;

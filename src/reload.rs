@@ -137,7 +137,7 @@ pub struct View {
 pub struct Built {
     listeners: Vec<(ListenerSettings, Option<Arc<ListenerTls>>, Arc<Upstream>)>,
     upstreams: Vec<Arc<Upstream>>,
-    tokens: admin::Tokens,
+    access: admin::Access,
 }
 
 impl Built {
@@ -180,6 +180,19 @@ impl Built {
             },
             None => admin::Tokens::default(),
         };
+        if let Some(r) = &settings.registry {
+            for (key, path) in [
+                ("registry.path", &r.path),
+                ("registry.audit_log", &r.audit_log),
+            ] {
+                if let Err(message) = crate::registry::store::check_writable(&path.resolved) {
+                    errors.push(ConfigError::File {
+                        context: key.into(),
+                        message,
+                    });
+                }
+            }
+        }
         let mut listeners = Vec::new();
         for l in &settings.listeners {
             let old = previous.and_then(|p| {
@@ -221,9 +234,42 @@ impl Built {
             None => Ok(Built {
                 listeners,
                 upstreams,
-                tokens,
+                access: admin::Access {
+                    tokens,
+                    hosts: admin::guard::HostRules {
+                        listen: settings.admin.as_ref().map(|a| a.listen),
+                        allowed: settings
+                            .admin
+                            .as_ref()
+                            .map(|a| a.allowed_hosts.clone())
+                            .unwrap_or_default(),
+                    },
+                },
             }),
         }
+    }
+
+    /// Warnings that do not make the config invalid: certificates that
+    /// expire within 14 days (what `run` logs at start and on reload).
+    pub fn warnings(&self) -> Vec<String> {
+        let now = now_unix();
+        self.listeners
+            .iter()
+            .filter_map(|(l, t, _)| t.as_deref().map(|t| expiries(&l.name, t)))
+            .flatten()
+            .filter_map(|c| {
+                let days = (c.not_after - now).div_euclid(86_400);
+                (days < EXPIRY_WARNING_DAYS).then(|| {
+                    format!(
+                        "listener \"{}\": the {} certificate \"{}\" expires in {} day(s); replace it",
+                        c.listener,
+                        if c.role == "server" { "server" } else { "client CA" },
+                        c.subject,
+                        days
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The built TLS state of each listener, by name.
@@ -267,7 +313,7 @@ pub struct Controller {
     drain: mpsc::Sender<()>,
     view: Arc<ArcSwap<View>>,
     handle: ReloadHandle,
-    tokens: Arc<ArcSwap<admin::Tokens>>,
+    access: Arc<ArcSwap<admin::Access>>,
     /// Digest of the config text and every file it names, as in force.
     digest: [u8; 32],
     /// Digest of the last refused attempt: the same bytes are not retried
@@ -309,7 +355,7 @@ impl Controller {
             drain,
             view: Arc::new(ArcSwap::from_pointee(View::default())),
             handle,
-            tokens: Arc::new(ArcSwap::from_pointee(admin::Tokens::default())),
+            access: Arc::new(ArcSwap::from_pointee(admin::Access::default())),
             digest,
             refused: None,
             watcher,
@@ -673,7 +719,11 @@ impl Controller {
             (None, None) => None,
         };
 
-        // Commit: nothing below can fail.
+        // Commit: nothing below can fail. Admin access first: the admin
+        // listener may start serving below, and must never serve a request
+        // under the empty (loopback, no token) rules of a controller that
+        // has not been configured yet.
+        self.access.store(Arc::new(built.access));
         let mut old: Vec<Option<Running>> = std::mem::take(&mut self.listeners)
             .into_iter()
             .map(Some)
@@ -770,7 +820,7 @@ impl Controller {
                         reload: self.handle.clone(),
                         registry: self.registry.clone(),
                         readiness: self.readiness.clone(),
-                        tokens: self.tokens.clone(),
+                        access: self.access.clone(),
                         view: self.view.clone(),
                     },
                     stop_rx,
@@ -812,7 +862,6 @@ impl Controller {
             warn!("[log] changes take effect when certgate is restarted");
         }
         self.upstreams = built.upstreams;
-        self.tokens.store(Arc::new(built.tokens));
         self.metrics.set_certificates(&expiry);
         let crls: Vec<(String, String, Option<i64>)> = self
             .listeners

@@ -25,7 +25,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, RootCertStore, ServerConfig, SupportedCipherSuite};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+mod alert;
 pub mod hello;
+pub mod trust;
 
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
@@ -402,6 +404,34 @@ fn load_certified_key(
             format!("not valid X.509 ({e})"),
         )
     })?;
+    // An expired or not-yet-valid server certificate fails every agent's
+    // handshake: refuse it here, where the admin is looking.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let validity = x509.validity();
+    if validity.not_after.timestamp() <= now {
+        return Err(file_error(
+            cert_ctx,
+            cert_path,
+            format!(
+                "the certificate \"{}\" expired on {}; every client would refuse it: \
+                 install a renewed certificate",
+                rfc4514_subject(&x509),
+                validity.not_after
+            ),
+        ));
+    }
+    if validity.not_before.timestamp() > now {
+        return Err(file_error(
+            cert_ctx,
+            cert_path,
+            format!(
+                "the certificate \"{}\" is not valid before {}; clients would refuse it \
+                 until then: check this machine's clock, or install it when it becomes valid",
+                rfc4514_subject(&x509),
+                validity.not_before
+            ),
+        ));
+    }
     let names = server_names(&x509);
     let summary = CertSummary {
         fingerprint: sha256_hex(leaf),
@@ -486,7 +516,8 @@ impl ResolvesServerCert for SniResolver {
 /// The client CA and CRL files of a listener, read once per (re)load.
 struct TrustFiles {
     cas: Vec<(String, ConfigPath, Vec<CertificateDer<'static>>)>,
-    crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Each CRL with the config key and file it came from.
+    crls: Vec<(String, ConfigPath, CertificateRevocationListDer<'static>)>,
     summaries: Vec<CrlSummary>,
     digest: [u8; 32],
 }
@@ -521,7 +552,13 @@ impl TrustFiles {
             )
             .as_bytes(),
         );
-        digest.update(format!("crl_stale={:?};", settings.client_auth.crl_stale).as_bytes());
+        digest.update(
+            format!(
+                "crl_stale={:?};require_crl={};",
+                settings.client_auth.crl_stale, settings.client_auth.require_crl
+            )
+            .as_bytes(),
+        );
         let mut files = TrustFiles {
             cas: Vec::new(),
             crls: Vec::new(),
@@ -537,6 +574,25 @@ impl TrustFiles {
             let ctx = format!("listener \"{listener}\": client_auth.ca[{i}]");
             match read_pem_certs(&ctx, path) {
                 Ok(certs) => {
+                    // A certificate that is no CA here (the server's own, a
+                    // device's) would refuse every device at handshake time.
+                    for (j, c) in certs.iter().enumerate() {
+                        if let Ok((_, x509)) = X509Certificate::from_der(c)
+                            && let Some(why) = trust::not_a_ca(&x509)
+                        {
+                            errors.push(file_error(
+                                ctx.clone(),
+                                path,
+                                format!(
+                                    "certificate #{} (\"{}\") is not a CA certificate: {why}. \
+                                     client_auth.ca must hold the CA that issues the device \
+                                     certificates, not a server or device certificate",
+                                    j + 1,
+                                    rfc4514_subject(&x509)
+                                ),
+                            ));
+                        }
+                    }
                     digest.update(b"ca;");
                     for c in &certs {
                         digest.update(c);
@@ -562,9 +618,37 @@ impl TrustFiles {
                             });
                         }
                     }
-                    files.crls.extend(c);
+                    files
+                        .crls
+                        .extend(c.into_iter().map(|crl| (ctx.clone(), path.clone(), crl)));
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        // A CRL is used only once it is known to come from one of these
+        // CAs: one that does not verify would refuse that CA's whole fleet
+        // at handshake time (RFC 5280 §6.3.3 (f)).
+        let all_cas: Vec<CertificateDer<'static>> = files
+            .cas
+            .iter()
+            .flat_map(|(_, _, certs)| certs.iter().cloned())
+            .collect();
+        for (ctx, path, crl) in &files.crls {
+            if let Err(why) = trust::verify_crl(crl, &all_cas) {
+                errors.push(file_error(ctx.clone(), path, why));
+            }
+        }
+        if settings.client_auth.require_crl {
+            let crls: Vec<_> = files.crls.iter().map(|(_, _, c)| c.clone()).collect();
+            for subject in trust::without_crl(&all_cas, &crls) {
+                errors.push(ConfigError::Invalid {
+                    context: format!("listener \"{listener}\": client_auth.crl"),
+                    message: format!(
+                        "require_crl = true, but no CRL is configured for the CA \"{subject}\"; \
+                         add its CRL to crl = [...] (or set require_crl = false to leave that \
+                         CA's devices unchecked)"
+                    ),
+                });
             }
         }
         if let Some(e) = ConfigError::from_list(errors) {
@@ -586,8 +670,26 @@ impl TrustFiles {
         let mut errors = Vec::new();
         let mut roots = RootCertStore::empty();
         let mut trusted = Vec::new();
+        let all: Vec<CertificateDer<'static>> = self
+            .cas
+            .iter()
+            .flat_map(|(_, _, certs)| certs.iter().cloned())
+            .collect();
+        let (anchors, intermediates) = trust::split_anchors(&all);
         for (ctx, path, certs) in &self.cas {
             for (j, c) in certs.iter().enumerate() {
+                // A CA issued by another configured CA is not an anchor: it
+                // is validated and revocation-checked as part of the path.
+                if !anchors.contains(c) {
+                    if let Ok((_, x509)) = X509Certificate::from_der(c) {
+                        trusted.push(CertSummary {
+                            fingerprint: sha256_hex(c),
+                            subject: rfc4514_subject(&x509),
+                            not_after: x509.validity().not_after.timestamp(),
+                        });
+                    }
+                    continue;
+                }
                 if let Err(e) = roots.add(c.clone()) {
                     errors.push(file_error(
                         ctx.clone(),
@@ -607,17 +709,31 @@ impl TrustFiles {
             return Err(e);
         }
 
-        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            // Name every configured CA in the CertificateRequest, as when
+            // they were all anchors: clients (SChannel) pick their
+            // certificate by these names.
+            .add_root_hint_subjects(intermediates.iter().filter_map(|c| {
+                X509Certificate::from_der(c)
+                    .ok()
+                    .map(|(_, x)| rustls::DistinguishedName::from(x.subject().as_raw().to_vec()))
+            }));
         if settings.client_auth.mode == ClientAuthMode::Observe {
             // Ask for a certificate, admit without one.
             builder = builder.allow_unauthenticated();
         }
-        if !self.crls.is_empty() {
-            // Only the device certificate is checked against the CRLs: a
-            // two-level client PKI then needs the issuing CA's CRL only.
-            builder = builder
-                .with_crls(self.crls.iter().cloned())
-                .only_check_end_entity_revocation();
+        let crls: Vec<CertificateRevocationListDer<'static>> =
+            self.crls.iter().map(|(_, _, c)| c.clone()).collect();
+        if !crls.is_empty() {
+            // Every certificate of the path is checked against its issuer's
+            // CRL (RFC 5280 §6.3), so a revoked sub-CA takes its devices
+            // with it. Revocation is decided per CA: a CA without a CRL is
+            // not checked unless require_crl, and never changes what happens
+            // to another CA's devices.
+            builder = builder.with_crls(crls.iter().cloned());
+            if !settings.client_auth.require_crl {
+                builder = builder.allow_unknown_revocation_status();
+            }
             if settings.client_auth.crl_stale == crate::config::CrlStale::FailClosed {
                 // A CRL past nextUpdate refuses its CA's devices: a stale CRL
                 // may hide revocations.
@@ -633,6 +749,8 @@ impl TrustFiles {
         let crl_deadline = self.summaries.iter().filter_map(|c| c.next_update).min();
         let verifier: Arc<dyn ClientCertVerifier> = Arc::new(ChainCache {
             inner: verifier,
+            intermediates,
+            revoked: trust::RevokedIndex::new(&crls),
             crl_deadline,
             verified: std::sync::Mutex::new(HashMap::new()),
         });
@@ -724,6 +842,14 @@ pub fn failure_reason(err: &rustls::Error) -> &'static str {
             CertificateError::ApplicationVerificationFailure => "access_denied",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "invalid_purpose"
+            }
+            CertificateError::Other(o) => {
+                match (o.0.as_ref() as &(dyn std::error::Error + 'static))
+                    .downcast_ref::<trust::ChainError>()
+                {
+                    Some(c) => c.reason(),
+                    None => "bad_certificate",
+                }
             }
             _ => "bad_certificate",
         },
@@ -846,14 +972,20 @@ pub fn serial_hex(raw: &[u8]) -> String {
 }
 
 /// Formats a certificate subject per RFC 4514 (last RDN first, `,`
-/// separated, special characters escaped), like nginx's `$ssl_client_s_dn`.
+/// separated, `+` within a multi-valued RDN, special characters escaped),
+/// like nginx's `$ssl_client_s_dn`.
 ///
 /// Hand-written: x509-parser's `Display` keeps encoding order and does not
 /// escape, and a subject that can inject `,` or `=` into a header a backend
-/// parses is exactly what we must not pass on. Non-ASCII bytes are written
-/// as `\XX` escapes (valid RFC 4514) so the value is always a legal header.
+/// parses is exactly what we must not pass on. String values of every
+/// directory string type (UTF8String, PrintableString, IA5String,
+/// BMPString, UniversalString, T61String, ...) are converted to Unicode
+/// first; non-ASCII is then written as `\XX` escapes of its UTF-8 bytes
+/// (valid RFC 4514, and always a legal header value). An attribute type
+/// without a short name is written as its dotted OID with the value as
+/// `#` + hex of its whole BER encoding (RFC 4514 §2.4), as is a value that
+/// is not a string.
 pub fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
-    let registry = x509_parser::objects::oid_registry();
     let rdns: Vec<_> = cert.subject().iter_rdn().collect();
     let mut out = String::new();
     for (i, rdn) in rdns.iter().rev().enumerate() {
@@ -864,21 +996,92 @@ pub fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
             if j > 0 {
                 out.push('+');
             }
-            match x509_parser::objects::oid2abbrev(attr.attr_type(), registry) {
-                Ok(name) => out.push_str(name),
-                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
-            }
+            let oid = attr.attr_type().to_id_string();
+            let name = short_name(&oid);
+            out.push_str(name.unwrap_or(&oid));
             out.push('=');
-            match attr.as_str() {
-                Ok(v) => escape_dn_value(&mut out, v),
-                Err(_) => {
+            match (name, directory_string(attr.attr_value())) {
+                (Some(_), Some(v)) => escape_dn_value(&mut out, &v),
+                _ => {
                     out.push('#');
-                    out.push_str(&hex_lower(attr.attr_value().as_bytes()));
+                    out.push_str(&hex_lower(&ber_of(attr.attr_value())));
                 }
             }
         }
     }
     out
+}
+
+/// Short names of attribute types: RFC 4514 §3's table, then the RFC 4519
+/// (and PKCS #9 `emailAddress`) descriptors OpenSSL prints for them.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.6" => "C",
+        "2.5.4.9" => "STREET",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.12" => "title",
+        "2.5.4.42" => "GN",
+        "2.5.4.43" => "initials",
+        "2.5.4.44" => "generationQualifier",
+        "2.5.4.46" => "dnQualifier",
+        "2.5.4.65" => "pseudonym",
+        "2.5.4.17" => "postalCode",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// The Unicode text of a directory string value, whatever its ASN.1
+/// string type; `None` for other types or malformed contents.
+fn directory_string(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::{Class, Tag};
+    if v.class() != Class::Universal || v.header.is_constructed() {
+        return None;
+    }
+    let data = v.data;
+    match v.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::VisibleString
+        | Tag::NumericString => std::str::from_utf8(data).ok().map(str::to_string),
+        // T.61 in practice carries Latin-1 (what OpenSSL assumes too).
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
+        Tag::BmpString => {
+            if data.len() % 2 != 0 {
+                return None;
+            }
+            let units = data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        Tag::UniversalString => {
+            if data.len() % 4 != 0 {
+                return None;
+            }
+            data.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// The BER (here DER) encoding of a value: tag, length and contents.
+fn ber_of(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Vec<u8> {
+    use x509_parser::der_parser::asn1_rs::ToDer as _;
+    v.to_der_vec().unwrap_or_else(|_| v.data.to_vec())
 }
 
 fn escape_dn_value(out: &mut String, value: &str) {
@@ -971,6 +1174,11 @@ pub struct HandshakeNote {
 #[derive(Debug)]
 struct ChainCache {
     inner: Arc<dyn ClientCertVerifier>,
+    /// Configured CAs issued by another configured CA: offered to path
+    /// building after the ones the client sends.
+    intermediates: Vec<CertificateDer<'static>>,
+    /// Which serials the CRLs revoke, to name the revoked certificate.
+    revoked: trust::RevokedIndex,
     crl_deadline: Option<i64>,
     /// Chain digest → usable until (seconds since the epoch).
     verified: std::sync::Mutex<HashMap<[u8; 32], i64>>,
@@ -1030,9 +1238,33 @@ impl ClientCertVerifier for ChainCache {
         if hit {
             return Ok(rustls::server::danger::ClientCertVerified::assertion());
         }
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        let verified = if self.intermediates.is_empty() {
+            self.inner
+                .verify_client_cert(end_entity, intermediates, now)
+        } else {
+            let mut all = intermediates.to_vec();
+            all.extend(self.intermediates.iter().cloned());
+            self.inner.verify_client_cert(end_entity, &all, now)
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)) => {
+                let chain = std::iter::once(end_entity.as_ref())
+                    .chain(intermediates.iter().map(|c| c.as_ref()))
+                    .chain(self.intermediates.iter().map(|c| c.as_ref()));
+                return Err(match self.revoked.revoked_ca(chain) {
+                    Some(e) => e.into_rustls(),
+                    None => rustls::Error::InvalidCertificate(CertificateError::Revoked),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // webpki checks the extended key usage, not the key usage: a
+        // certificate that may not sign is refused here, before it is
+        // remembered as verified.
+        if let Some(e) = trust::key_usage_refusal(end_entity) {
+            return Err(e.into_rustls());
+        }
         if let Some(until) = self.usable_until(end_entity, intermediates)
             && now_s < until
             && let Ok(mut m) = self.verified.lock()
@@ -1128,10 +1360,14 @@ impl ClientCertVerifier for PolicyVerifier {
             n.der = keep_der.then(|| end_entity.to_vec());
             n.ca_failure = ca_failure;
         });
-        if self.observe {
-            return Ok(rustls::server::danger::ClientCertVerified::assertion());
-        }
         match verdict {
+            // Observe softens the automatic verdicts (CA failures,
+            // unapproved) into a report; an admin's block is refused in
+            // every mode.
+            Some(Verdict::Refuse { by_admin: true, .. }) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+            _ if self.observe => Ok(rustls::server::danger::ClientCertVerified::assertion()),
             Some(Verdict::Refuse { .. }) => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             )),

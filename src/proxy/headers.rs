@@ -109,6 +109,13 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// `Transfer-Encoding` and `Upgrade`. With `keep_upgrade`, the upgrade
 /// handshake (`Connection: upgrade` + `Upgrade`) is kept for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // A message framed by Transfer-Encoding was read by that framing, which
+    // overrides any Content-Length (RFC 9112 §6.3); forwarding the length
+    // as well would have the next hop cut the body short. A proxy must
+    // remove it. (Requests with both never get here: they are refused.)
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -197,14 +197,16 @@ impl Admission {
                 }
             }
             // Blocked (or no longer approved) in the registry: a status
-            // lookup, no chain verification.
-            if tls.mode == ClientAuthMode::Required
-                && let (Some(policy), Some(fp), Some(leaf)) = (
-                    &tls.policy,
-                    &self.fingerprint,
-                    self.chain.as_deref().and_then(|c| c.first()),
-                )
-                && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+            // lookup, no chain verification. A block closes connections in
+            // observe mode too.
+            if let (Some(policy), Some(fp), Some(leaf)) = (
+                &tls.policy,
+                &self.fingerprint,
+                self.chain.as_deref().and_then(|c| c.first()),
+            ) && let Verdict::Refuse {
+                reason, by_admin, ..
+            } = policy.decide(fp, leaf)
+                && (by_admin || tls.mode == ClientAuthMode::Required)
             {
                 return reason;
             }
@@ -631,9 +633,9 @@ async fn connection(
     ))
     .await;
     let policy_refusal = match note.verdict {
-        Some(Verdict::Refuse { reason, .. }) if tls_state.mode == ClientAuthMode::Required => {
-            Some(reason)
-        }
+        Some(Verdict::Refuse {
+            reason, by_admin, ..
+        }) if by_admin || tls_state.mode == ClientAuthMode::Required => Some(reason),
         _ => None,
     };
     let stream = match accepted {

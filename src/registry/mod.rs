@@ -238,6 +238,10 @@ pub enum Verdict {
         reason: &'static str,
         /// Record the device as pending (first seen in manual mode).
         record_pending: bool,
+        /// An administrator's decision (a block): enforced in every mode,
+        /// observe included. The other refusals are automatic verdicts,
+        /// which observe mode only reports.
+        by_admin: bool,
     },
 }
 
@@ -286,12 +290,14 @@ impl Policy {
             return Verdict::Refuse {
                 reason: "not_allowed",
                 record_pending: false,
+                by_admin: false,
             };
         };
         match reg.status(fingerprint) {
             Some(DeviceStatus::Blocked) => Verdict::Refuse {
                 reason: "blocked",
                 record_pending: false,
+                by_admin: true,
             },
             Some(DeviceStatus::Approved) => Verdict::Admit {
                 why: "approved",
@@ -312,6 +318,7 @@ impl Policy {
                     Verdict::Refuse {
                         reason: "unapproved",
                         record_pending: status.is_none(),
+                        by_admin: false,
                     }
                 }
             }

@@ -88,6 +88,79 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Whether certgate will be able to create or write the file at `path`
+/// (the store, the audit log), without creating anything: what `check`
+/// and every reload tell the admin before `run` would fail on it. The
+/// error says what is wrong and what to do.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    use rustix::fs::{Access, access};
+    let why = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::ROFS => "it is on a read-only file system".to_string(),
+        rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => {
+            "permission denied for the user certgate runs as".to_string()
+        }
+        other => other.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(format!(
+                "{} is a directory; give a file path inside it",
+                path.display()
+            ));
+        }
+        Ok(_) => {
+            return access(path, Access::READ_OK | Access::WRITE_OK).map_err(|e| {
+                format!(
+                    "{} exists but cannot be written ({}); fix its owner or mode, or choose another path",
+                    path.display(),
+                    why(e)
+                )
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{} cannot be checked ({e})", path.display())),
+    }
+    // The file will be created: the nearest existing ancestor must be a
+    // directory we may write (directories below it are created at start).
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {
+                return access(d, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+                    format!(
+                        "{} cannot be created: the directory {} cannot be written ({}); \
+                         create it writable for the certgate user, or choose another path",
+                        path.display(),
+                        d.display(),
+                        why(e)
+                    )
+                });
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "{} cannot be created: {} is a file, not a directory; choose another path",
+                    path.display(),
+                    d.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir = d.parent(),
+            Err(e) => {
+                return Err(format!(
+                    "{} cannot be created: {} cannot be read ({e})",
+                    path.display(),
+                    d.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl RedbStore {
     /// Opens (or creates) the store at `path`; its directory is created.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {

@@ -138,6 +138,9 @@ pub fn offered(b: &[u8]) -> Offered {
 pub struct Recorded<S> {
     inner: S,
     head: Option<Vec<u8>>,
+    /// Rewrites TLS 1.2's `certificate_required` alert until the
+    /// handshake is done.
+    alerts: Option<super::alert::AlertRewrite>,
 }
 
 /// How much of the ClientHello is kept: enough for the version fields and
@@ -150,6 +153,7 @@ impl<S> Recorded<S> {
         Recorded {
             inner,
             head: Some(Vec::new()),
+            alerts: Some(super::alert::AlertRewrite::default()),
         }
     }
 
@@ -158,9 +162,11 @@ impl<S> Recorded<S> {
         self.head.as_deref().map_or(Offered::Incomplete, offered)
     }
 
-    /// Stops recording and frees the copy.
+    /// Stops recording and frees the copy; the handshake is done, so the
+    /// output is no longer watched for alerts either.
     pub fn forget(&mut self) {
         self.head = None;
+        self.alerts = None;
     }
 }
 
@@ -189,7 +195,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let Some(alerts) = this.alerts.as_mut() else {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        let patched = alerts.rewrite(buf);
+        let out = patched.as_deref().unwrap_or(buf);
+        let r = Pin::new(&mut this.inner).poll_write(cx, out);
+        if let Poll::Ready(Ok(n)) = &r {
+            alerts.advance(&out[..(*n).min(out.len())]);
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -205,6 +221,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.alerts.is_some() {
+            // During the handshake, one slice at a time through the alert
+            // rewrite (a short write is always allowed).
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

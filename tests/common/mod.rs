@@ -1289,7 +1289,7 @@ pub async fn http_plain(
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "admin")
+        .header("host", addr.to_string())
         .body(empty())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
@@ -1407,9 +1407,12 @@ pub async fn admin_call(
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "admin");
+        .header("host", addr.to_string());
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let resp = sender
