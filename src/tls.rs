@@ -872,6 +872,18 @@ pub fn failure_reason(err: &rustls::Error) -> &'static str {
     }
 }
 
+/// The sentence for the log about why a handshake failed: rustls's own
+/// text, or certgate's for the checks it adds ([`trust::ChainError`]).
+pub fn failure_detail(err: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(CertificateError::Other(o)) = err
+        && let Some(c) =
+            (o.0.as_ref() as &(dyn std::error::Error + 'static)).downcast_ref::<trust::ChainError>()
+    {
+        return c.to_string();
+    }
+    err.to_string()
+}
+
 /// The verified identity of a client certificate, computed once per
 /// connection and attached to every request on it.
 #[derive(Debug, Clone)]

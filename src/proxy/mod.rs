@@ -485,7 +485,7 @@ fn check_session(stream: Tls, tls: &ListenerTls) -> Result<Tls, (&'static str, S
             .ok()
             .flatten();
         let reason = noted.unwrap_or_else(|| tls::failure_reason(&e));
-        return Err((reason, e.to_string()));
+        return Err((reason, tls::failure_detail(&e)));
     }
     Ok(stream)
 }
@@ -651,7 +651,7 @@ async fn connection(
                 e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
             ) {
                 (Some(r), _) => (r, policy_detail(r).to_string()),
-                (None, Some(te)) => (tls::failure_reason(te), te.to_string()),
+                (None, Some(te)) => (tls::failure_reason(te), tls::failure_detail(te)),
                 (None, None) => ("io", e.to_string()),
             };
             let mut legacy = None;

@@ -88,6 +88,14 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Not there (or below a file, which the walk up then finds).
+fn missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
 /// Whether certgate will be able to create or write the file at `path`
 /// (the store, the audit log), without creating anything: what `check`
 /// and every reload tell the admin before `run` would fail on it. The
@@ -117,7 +125,7 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
                 )
             });
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if missing(&e) => {}
         Err(e) => return Err(format!("{} cannot be checked ({e})", path.display())),
     }
     // The file will be created: the nearest existing ancestor must be a
@@ -148,7 +156,7 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
                     d.display()
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir = d.parent(),
+            Err(e) if missing(&e) => dir = d.parent(),
             Err(e) => {
                 return Err(format!(
                     "{} cannot be created: {} cannot be read ({e})",
