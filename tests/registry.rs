@@ -702,3 +702,94 @@ async fn a_resumed_session_is_refused_once_its_device_is_blocked_or_revoked() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_device_is_refused_in_observe_mode_too() {
+    let f = registry_gateway("manual", |cb| cb.mode = "observe").await;
+    let admin = f.gw.admin_addr().unwrap();
+    let fp = fp_of(&f.device);
+    let mut pki = f.pki;
+    let other = pki.client("device-b", Kind::Good);
+    let client = no_resumption(&client_config(&pki, Some(&f.device), &[]));
+    let other_client = no_resumption(&client_config(&pki, Some(&other), &[]));
+
+    // Observe mode: an unapproved device is admitted and reported.
+    let (s, _) = get(f.addr, client.clone(), "/before", &[]).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        f.backend.last().headers["x-client-verify"],
+        "FAILED:unapproved"
+    );
+    let mut open = h1_sender(f.addr, client.clone()).await.unwrap();
+    let req = || {
+        http::Request::get("/open")
+            .header("host", "localhost")
+            .body(empty())
+            .unwrap()
+    };
+    assert_eq!(open.send_request(req()).await.unwrap().status(), 200);
+
+    // An admin's block applies at once: the open connection is closed and
+    // the next handshake is refused, although the listener only observes.
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/block"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        eventually(Duration::from_secs(2), || open.is_closed()).await,
+        "the blocked device's open connection must be closed in observe mode"
+    );
+    let e = tls_handshake_error(f.addr, client.clone()).await;
+    assert_eq!(
+        alert_of(&e),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{e}"
+    );
+    assert!(
+        metric(
+            &f.gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}"
+        ) >= 1.0,
+        "{}",
+        f.gw.metrics.encode()
+    );
+    // Unapproved devices stay admitted: observe softens only the
+    // automatic verdicts.
+    let (s, _) = get(f.addr, other_client, "/other", &[]).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(f.backend.last().path, "/other");
+
+    // The readiness report says the blocked device is refused now.
+    let mut entry = serde_json::Value::Null;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) && entry.is_null() {
+        let (s, r) = admin_call(admin, "GET", "/api/readiness?listener=agents", None, None).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        if let Some(e) = r["would_refuse"].as_array().and_then(|a| {
+            a.iter()
+                .find(|c| c["fingerprint"] == fp.as_str() && c["status"] == "blocked")
+        }) {
+            entry = e.clone();
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(entry["refused_now"], true, "{entry}");
+    let out = std::process::Command::new(certgate_bin())
+        .args(["readiness", "--admin"])
+        .arg(admin.to_string())
+        .args(["--listener", "agents"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("refused now in every mode, observe included"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
