@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
+for tool in curl:curl openssl:openssl java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

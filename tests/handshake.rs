@@ -284,3 +284,171 @@ async fn cbc_and_non_ecdhe_suites_are_refused() {
         gw.metrics.encode()
     );
 }
+
+// ---------------------------------------------------------------------------
+// The alert for a missing client certificate.
+// ---------------------------------------------------------------------------
+
+/// A stream that keeps a copy of every byte the server sent.
+#[derive(Debug)]
+struct Tap {
+    inner: tokio::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Tap {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&new);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tap {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The TLS records in `bytes`, as (content type, version, payload).
+fn records(bytes: &[u8]) -> Vec<(u8, [u8; 2], Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[i + 3], bytes[i + 4]]));
+        let end = (i + 5 + len).min(bytes.len());
+        out.push((
+            bytes[i],
+            [bytes[i + 1], bytes[i + 2]],
+            bytes[i + 5..end].to_vec(),
+        ));
+        i += 5 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_tls12_client_without_a_certificate_gets_handshake_failure_not_a_tls13_alert() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let (_dir, gw) = gateway_with_versions(&pki, &backend, None).await;
+    let addr = gw.addr("agents").unwrap();
+
+    // A TLS 1.2 client that reads the raw records the server sends.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tap = Tap {
+        inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
+        seen: seen.clone(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&pki.server_ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    use rustls::pki_types::pem::PemObject as _;
+    let err = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tap,
+        )
+        .await
+        .expect_err("a client without a certificate must be refused");
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{err}"
+    );
+    let recs = records(&seen.lock().unwrap());
+    let (ty, version, payload) = recs.last().expect("the server sent records").clone();
+    assert_eq!(
+        (ty, version, payload),
+        (21, [3, 3], vec![2, 40]),
+        "the last record is a plaintext TLS 1.2 fatal handshake_failure alert: {recs:?}"
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|(t, _, p)| *t == 21 && p.get(1) == Some(&116)),
+        "no certificate_required alert on TLS 1.2: {recs:?}"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_certificate\"}"
+        ),
+        1.0
+    );
+
+    // OpenSSL's client says what it got.
+    require_tool("openssl");
+    let out = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-tls1_2", "-connect"])
+        .arg(addr.to_string())
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(&pki.server_ca)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("alert handshake failure"), "{text}");
+    assert!(!text.contains("certificate required"), "{text}");
+}
+
+#[tokio::test]
+async fn a_tls13_client_without_a_certificate_still_gets_certificate_required() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let (_dir, gw) = gateway_with_versions(&pki, &backend, Some("[\"1.2\", \"1.3\"]")).await;
+    let addr = gw.addr("agents").unwrap();
+    let cfg = client_config(&pki, None, &[]);
+    let err = match tls_connect(addr, cfg).await {
+        Err(e) => e,
+        Ok(mut s) => {
+            use tokio::io::AsyncReadExt as _;
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Err(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::CertificateRequired),
+        "{err}"
+    );
+}

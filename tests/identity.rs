@@ -229,3 +229,124 @@ async fn curl_with_client_cert_gets_200_and_without_is_refused() {
         "a request without a cert reached the backend"
     );
 }
+
+/// Parses each DN with Java's `javax.naming.ldap.LdapName` (a strict
+/// RFC 2253/4514 parser) and prints, left to right, each attribute's type
+/// and value: `S:` + hex of the UTF-8 of a string value, `B:` + hex of a
+/// `#`-encoded value's BER bytes.
+const LDAP_PARSE: &str = r#"
+import javax.naming.ldap.LdapName;
+import javax.naming.ldap.Rdn;
+import java.nio.charset.StandardCharsets;
+public class Parse {
+    static String hex(byte[] b) {
+        StringBuilder s = new StringBuilder();
+        for (byte x : b) s.append(String.format("%02x", x));
+        return s.toString();
+    }
+    public static void main(String[] args) throws Exception {
+        LdapName name = new LdapName(args[0]);
+        for (int i = name.size() - 1; i >= 0; i--) {
+            Rdn rdn = name.getRdns().get(i);
+            Object v = rdn.getValue();
+            String value = v instanceof byte[]
+                ? "B:" + hex((byte[]) v)
+                : "S:" + hex(((String) v).getBytes(StandardCharsets.UTF_8));
+            System.out.println(rdn.getType() + "\t" + value);
+        }
+    }
+}
+"#;
+
+#[tokio::test]
+async fn subjects_in_every_string_type_round_trip_through_a_strict_rfc4514_parser() {
+    use rcgen::string::{BmpString, Ia5String, TeletexString, UniversalString};
+    use rcgen::{DnType, DnValue};
+    let mut pki = Pki::new();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(
+        DnType::CountryName,
+        DnValue::PrintableString("DE".try_into().unwrap()),
+    );
+    // Older Microsoft CAs write names as BMPString.
+    name.push(
+        DnType::OrganizationName,
+        DnValue::BmpString(BmpString::try_from("Müller & Söhne, GmbH").unwrap()),
+    );
+    name.push(
+        DnType::OrganizationalUnitName,
+        DnValue::TeletexString(TeletexString::try_from("Zentrale+Nord").unwrap()),
+    );
+    name.push(
+        DnType::LocalityName,
+        DnValue::UniversalString(UniversalString::try_from("Zürich 東京").unwrap()),
+    );
+    // A type known only by its OID (a PKI's own device-id attribute).
+    name.push(
+        DnType::CustomDnType(vec![1, 3, 6, 1, 4, 1, 55555, 1]),
+        "dev-42",
+    );
+    name.push(
+        DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+        DnValue::Ia5String(Ia5String::try_from("agent@example.com").unwrap()),
+    );
+    name.push(DnType::CommonName, "#laptop, \"7\" <a+b>;c=d\\e ");
+    let device = pki.client_named("oddly-named", name, Kind::Good);
+    let backend = Backend::start().await;
+    let cb = ConfigBuilder::new(&pki, backend.addr);
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let (s, _) = get(addr, client_config(&pki, Some(&device), &[]), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let subject = backend.last().headers["x-client-cert-subject"]
+        .to_str()
+        .expect("the subject header is ASCII")
+        .to_string();
+
+    let hex = |s: &str| common::hex(s.as_bytes());
+    let expected = [
+        (
+            "CN".to_string(),
+            format!("S:{}", hex("#laptop, \"7\" <a+b>;c=d\\e ")),
+        ),
+        (
+            "emailAddress".to_string(),
+            format!("S:{}", hex("agent@example.com")),
+        ),
+        // UTF8String "dev-42", BER: tag 0x0c, length 6.
+        (
+            "1.3.6.1.4.1.55555.1".to_string(),
+            format!("B:0c06{}", hex("dev-42")),
+        ),
+        ("L".to_string(), format!("S:{}", hex("Zürich 東京"))),
+        ("OU".to_string(), format!("S:{}", hex("Zentrale+Nord"))),
+        (
+            "O".to_string(),
+            format!("S:{}", hex("Müller & Söhne, GmbH")),
+        ),
+        ("C".to_string(), format!("S:{}", hex("DE"))),
+    ];
+
+    require_tool("java");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Parse.java");
+    std::fs::write(&src, LDAP_PARSE).unwrap();
+    let out = std::process::Command::new("java")
+        .arg(&src)
+        .arg(&subject)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "LdapName refused {subject:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(t, v)| (t.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(parsed, expected, "subject header: {subject}");
+}

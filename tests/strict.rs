@@ -116,3 +116,76 @@ async fn ambiguous_requests_get_400_close_and_never_reach_the_backend() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A backend that answers every request with the raw `response` bytes
+/// (reading one request head first) and closes.
+async fn raw_backend(response: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_response_with_content_length_and_chunked_arrives_whole() {
+    // Content-Length says 5, the chunked body is 26 bytes: Transfer-Encoding
+    // wins (RFC 9112 §6.3), and the client must get all 26.
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\
+          Content-Type: text/plain\r\n\r\n\
+          d\r\nabcdefghijklm\r\nd\r\nnopqrstuvwxyz\r\n0\r\n\r\n",
+    )
+    .await;
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let cb = ConfigBuilder::new(&pki, backend);
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    for http2 in [false, true] {
+        let alpn: &[&[u8]] = if http2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let cfg = client_config(&pki, Some(&device), alpn);
+        let (status, body) = if http2 {
+            let tls = tls_connect(addr, cfg).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tls),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("https://localhost/both")
+                .body(empty())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            use http_body_util::BodyExt as _;
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        } else {
+            get(addr, cfg, "/both", &[]).await.unwrap()
+        };
+        assert_eq!(status, 200, "http2={http2}");
+        assert_eq!(
+            &body[..],
+            b"abcdefghijklmnopqrstuvwxyz",
+            "http2={http2}: the body must arrive whole, not cut to the Content-Length"
+        );
+    }
+}

@@ -157,12 +157,25 @@ impl Pki {
 
     /// Issues a client certificate of the given kind, named `cn`.
     pub fn client(&mut self, cn: &str, kind: Kind) -> ClientCert {
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Fleet");
+        name.push(DnType::CommonName, cn);
+        self.client_named(cn, name, kind)
+    }
+
+    /// Issues a client certificate with the subject `name`, written to
+    /// `file.pem` / `file.key`.
+    pub fn client_named(
+        &mut self,
+        file: &str,
+        name: rcgen::DistinguishedName,
+        kind: Kind,
+    ) -> ClientCert {
+        let cn = file;
         let serial = vec![0x10, self.next_serial];
         self.next_serial += 1;
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::OrganizationName, "Fleet");
-        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name = name;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.not_before = now() - time::Duration::days(1);
