@@ -1068,7 +1068,7 @@ fn directory_string(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<Str
         // T.61 in practice carries Latin-1 (what OpenSSL assumes too).
         Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units = data
@@ -1079,7 +1079,7 @@ fn directory_string(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<Str
                 .ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             data.chunks_exact(4)
