@@ -34,12 +34,7 @@ async fn manual_mode_refuses_a_new_device_lists_it_pending_and_admits_it_once_ap
     // Refused in the handshake with access_denied.
     let status = get(f.addr, client.clone(), "/x", &[]).await;
     assert!(status.is_err(), "an unapproved device must be refused");
-    let e = tls_handshake_error(f.addr, client.clone()).await;
-    assert_eq!(
-        alert_of(&e),
-        Some(rustls::AlertDescription::AccessDenied),
-        "{e}"
-    );
+    assert_access_denied(f.addr, client.clone()).await;
     assert!(
         metric(
             &f.gw,
@@ -108,6 +103,38 @@ async fn manual_mode_refuses_a_new_device_lists_it_pending_and_admits_it_once_ap
     assert_eq!(shown["changed_by"], "local");
 }
 
+/// Expects a full handshake to end with the `access_denied` alert.
+async fn assert_access_denied(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) {
+    let e = tls_handshake_error(addr, cfg).await;
+    assert_eq!(
+        alert_of(&e),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{e}"
+    );
+}
+
+/// Blocks `fp` through the API and expects the device's `open`
+/// connection to be closed within 1 s.
+async fn block_and_see_closed<B>(
+    admin: std::net::SocketAddr,
+    fp: &str,
+    open: &hyper::client::conn::http1::SendRequest<B>,
+) {
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/block"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        eventually(Duration::from_secs(1), || open.is_closed()).await,
+        "the blocked device's open connection must be closed within 1 s of the block"
+    );
+}
+
 /// The error a full handshake ends with (the server's alert, read on the
 /// client's first read after a TLS 1.2 handshake).
 async fn tls_handshake_error(
@@ -154,19 +181,7 @@ async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshake
     );
 
     let blocked_at = Instant::now();
-    let (s, v) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/block"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(
-        eventually(Duration::from_secs(1), || open.is_closed()).await,
-        "the open connection must be closed within 1 s of the block"
-    );
+    block_and_see_closed(admin, &fp, &open).await;
     println!(
         "open connection closed {:?} after the block",
         blocked_at.elapsed()
@@ -731,25 +746,8 @@ async fn a_blocked_device_is_refused_in_observe_mode_too() {
 
     // An admin's block applies at once: the open connection is closed and
     // the next handshake is refused, although the listener only observes.
-    let (s, v) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/block"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(
-        eventually(Duration::from_secs(2), || open.is_closed()).await,
-        "the blocked device's open connection must be closed in observe mode"
-    );
-    let e = tls_handshake_error(f.addr, client.clone()).await;
-    assert_eq!(
-        alert_of(&e),
-        Some(rustls::AlertDescription::AccessDenied),
-        "{e}"
-    );
+    block_and_see_closed(admin, &fp, &open).await;
+    assert_access_denied(f.addr, client.clone()).await;
     assert!(
         metric(
             &f.gw,

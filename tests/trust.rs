@@ -11,8 +11,7 @@ use std::sync::Arc;
 use common::*;
 use http::StatusCode;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
     SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
@@ -30,14 +29,7 @@ struct Ca {
 }
 
 fn ca(cn: &str, serial: u8, parent: Option<&Ca>) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let mut p = ca_params(cn);
     let s = vec![0x40, serial];
     p.serial_number = Some(SerialNumber::from_slice(&s));
     p.not_before = now() - time::Duration::days(10);
@@ -105,26 +97,7 @@ fn crl(
     by: &CertifiedIssuer<'static, KeyPair>,
     serials: &[&[u8]],
 ) -> PathBuf {
-    let params = CertificateRevocationListParams {
-        this_update: now() - time::Duration::hours(1),
-        next_update: now() + time::Duration::days(7),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: serials
-            .iter()
-            .map(|s| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(s),
-                revocation_time: now() - time::Duration::minutes(5),
-                reason_code: None,
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    let crl = params.signed_by(by).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, crl.pem().unwrap()).unwrap();
-    path
+    write_crl(&dir.join(name), by, serials, true)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -58,7 +58,8 @@ pub struct ServerPair {
     pub der: CertificateDer<'static>,
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
+/// Parameters of a CA certificate named `cn` (CA:TRUE, keyCertSign, cRLSign).
+pub fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -277,31 +278,42 @@ impl Pki {
 
     /// Writes a CRL from the client CA revoking `revoked`; returns its path.
     pub fn crl(&self, name: &str, revoked: &[&ClientCert], pem: bool) -> PathBuf {
-        let params = CertificateRevocationListParams {
-            this_update: now() - time::Duration::hours(1),
-            next_update: now() + time::Duration::days(7),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|c| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(&c.serial),
-                    revocation_time: now() - time::Duration::minutes(5),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        let crl = params.signed_by(&self.client_issuer).unwrap();
-        let path = self.path(name);
-        if pem {
-            std::fs::write(&path, crl.pem().unwrap()).unwrap();
-        } else {
-            std::fs::write(&path, crl.der().as_ref()).unwrap();
-        }
-        path
+        let serials: Vec<&[u8]> = revoked.iter().map(|c| c.serial.as_slice()).collect();
+        write_crl(&self.path(name), &self.client_issuer, &serials, pem)
     }
+}
+
+/// Writes a CRL signed by `by` revoking `serials` (valid from an hour ago
+/// for a week) to `path`, as PEM or DER; returns the path.
+pub fn write_crl(
+    path: &Path,
+    by: &CertifiedIssuer<'static, KeyPair>,
+    serials: &[&[u8]],
+    pem: bool,
+) -> PathBuf {
+    let params = CertificateRevocationListParams {
+        this_update: now() - time::Duration::hours(1),
+        next_update: now() + time::Duration::days(7),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now() - time::Duration::minutes(5),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(by).unwrap();
+    if pem {
+        std::fs::write(path, crl.pem().unwrap()).unwrap();
+    } else {
+        std::fs::write(path, crl.der().as_ref()).unwrap();
+    }
+    path.to_path_buf()
 }
 
 // ---------------------------------------------------------------------------
