@@ -181,11 +181,17 @@ impl Built {
             None => admin::Tokens::default(),
         };
         if let Some(r) = &settings.registry {
-            for (key, path) in [
-                ("registry.path", &r.path),
-                ("registry.audit_log", &r.audit_log),
-            ] {
-                if let Err(message) = crate::registry::store::check_writable(&path.resolved) {
+            let store = crate::registry::store::check_writable(&r.path.resolved);
+            // The audit log usually lives beside the store: one problem with
+            // their directory is reported once.
+            let same_dir = r.audit_log.resolved.parent() == r.path.resolved.parent();
+            let audit = if store.is_err() && same_dir {
+                Ok(())
+            } else {
+                crate::registry::store::check_writable(&r.audit_log.resolved)
+            };
+            for (key, result) in [("registry.path", store), ("registry.audit_log", audit)] {
+                if let Err(message) = result {
                     errors.push(ConfigError::File {
                         context: key.into(),
                         message,

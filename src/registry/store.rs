@@ -97,9 +97,11 @@ fn missing(e: &std::io::Error) -> bool {
 }
 
 /// Whether certgate will be able to create or write the file at `path`
-/// (the store, the audit log), without creating anything: what `check`
-/// and every reload tell the admin before `run` would fail on it. The
-/// error says what is wrong and what to do.
+/// (the store, the audit log): what `check` and every reload tell the
+/// admin before `run` would fail on it. Nothing is left behind: missing
+/// directories are not created, and the probe file that tests the nearest
+/// existing one is removed at once. The error says what is wrong and what
+/// to do.
 pub fn check_writable(path: &Path) -> Result<(), String> {
     use rustix::fs::{Access, access};
     let why = |e: rustix::io::Errno| match e {
@@ -117,13 +119,26 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
             ));
         }
         Ok(_) => {
-            return access(path, Access::READ_OK | Access::WRITE_OK).map_err(|e| {
+            access(path, Access::READ_OK | Access::WRITE_OK).map_err(|e| {
                 format!(
                     "{} exists but cannot be written ({}); fix its owner or mode, or choose another path",
                     path.display(),
                     why(e)
                 )
-            });
+            })?;
+            // Opening for writing changes nothing, and catches what the
+            // mode bits do not say (read-only mounts, file systems that
+            // refuse writes).
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(drop)
+                .map_err(|e| {
+                    format!(
+                        "{} cannot be written ({e}); choose another path",
+                        path.display()
+                    )
+                });
         }
         Err(e) if missing(&e) => {}
         Err(e) => return Err(format!("{} cannot be checked ({e})", path.display())),
@@ -139,15 +154,30 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
         };
         match std::fs::metadata(d) {
             Ok(m) if m.is_dir() => {
-                return access(d, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+                let refused = |what: String| {
                     format!(
-                        "{} cannot be created: the directory {} cannot be written ({}); \
+                        "{} cannot be created: the directory {} cannot be written ({what}); \
                          create it writable for the certgate user, or choose another path",
                         path.display(),
                         d.display(),
-                        why(e)
                     )
-                });
+                };
+                access(d, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| refused(why(e)))?;
+                // A probe file, removed at once: the mode bits do not tell
+                // about read-only mounts or file systems that refuse files.
+                let probe = d.join(format!(".certgate-check-{}", std::process::id()));
+                return match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&probe)
+                {
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(&probe);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(refused(e.to_string())),
+                };
             }
             Ok(_) => {
                 return Err(format!(
