@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod dn;
 pub mod error;
 pub mod gateway;
 pub mod handover;

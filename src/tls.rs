@@ -29,6 +29,8 @@ mod alert;
 pub mod hello;
 pub mod trust;
 
+pub use crate::dn::rfc4514_subject;
+
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
 use crate::registry::{Policy, Verdict};
@@ -454,7 +456,7 @@ fn server_names(cert: &X509Certificate<'_>) -> Vec<String> {
         return names;
     }
     for cn in cert.subject().iter_common_name() {
-        if let Ok(s) = cn.as_str() {
+        if let Some(s) = crate::dn::attribute_text(cn) {
             names.push(s.to_ascii_lowercase());
         }
     }
@@ -983,149 +985,9 @@ pub fn serial_hex(raw: &[u8]) -> String {
     s
 }
 
-/// Formats a certificate subject per RFC 4514 (last RDN first, `,`
-/// separated, `+` within a multi-valued RDN, special characters escaped),
-/// like nginx's `$ssl_client_s_dn`.
-///
-/// Hand-written: x509-parser's `Display` keeps encoding order and does not
-/// escape, and a subject that can inject `,` or `=` into a header a backend
-/// parses is exactly what we must not pass on. String values of every
-/// directory string type (UTF8String, PrintableString, IA5String,
-/// BMPString, UniversalString, T61String, ...) are converted to Unicode
-/// first; non-ASCII is then written as `\XX` escapes of its UTF-8 bytes
-/// (valid RFC 4514, and always a legal header value). An attribute type
-/// without a short name is written as its dotted OID with the value as
-/// `#` + hex of its whole BER encoding (RFC 4514 §2.4), as is a value that
-/// is not a string.
-pub fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
-    let rdns: Vec<_> = cert.subject().iter_rdn().collect();
-    let mut out = String::new();
-    for (i, rdn) in rdns.iter().rev().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        for (j, attr) in rdn.iter().enumerate() {
-            if j > 0 {
-                out.push('+');
-            }
-            let oid = attr.attr_type().to_id_string();
-            let name = short_name(&oid);
-            out.push_str(name.unwrap_or(&oid));
-            out.push('=');
-            match (name, directory_string(attr.attr_value())) {
-                (Some(_), Some(v)) => escape_dn_value(&mut out, &v),
-                _ => {
-                    out.push('#');
-                    out.push_str(&hex_lower(&ber_of(attr.attr_value())));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Short names of attribute types: RFC 4514 §3's table, then the RFC 4519
-/// (and PKCS #9 `emailAddress`) descriptors OpenSSL prints for them.
-fn short_name(oid: &str) -> Option<&'static str> {
-    Some(match oid {
-        "2.5.4.3" => "CN",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.6" => "C",
-        "2.5.4.9" => "STREET",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        "0.9.2342.19200300.100.1.1" => "UID",
-        "2.5.4.4" => "SN",
-        "2.5.4.5" => "serialNumber",
-        "2.5.4.12" => "title",
-        "2.5.4.42" => "GN",
-        "2.5.4.43" => "initials",
-        "2.5.4.44" => "generationQualifier",
-        "2.5.4.46" => "dnQualifier",
-        "2.5.4.65" => "pseudonym",
-        "2.5.4.17" => "postalCode",
-        "1.2.840.113549.1.9.1" => "emailAddress",
-        _ => return None,
-    })
-}
-
-/// The Unicode text of a directory string value, whatever its ASN.1
-/// string type; `None` for other types or malformed contents.
-fn directory_string(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Option<String> {
-    use x509_parser::der_parser::asn1_rs::{Class, Tag};
-    if v.class() != Class::Universal || v.header.is_constructed() {
-        return None;
-    }
-    let data = v.data;
-    match v.tag() {
-        Tag::Utf8String
-        | Tag::PrintableString
-        | Tag::Ia5String
-        | Tag::VisibleString
-        | Tag::NumericString => std::str::from_utf8(data).ok().map(str::to_string),
-        // T.61 in practice carries Latin-1 (what OpenSSL assumes too).
-        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
-        Tag::BmpString => {
-            if !data.len().is_multiple_of(2) {
-                return None;
-            }
-            let units = data
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]));
-            char::decode_utf16(units)
-                .collect::<Result<String, _>>()
-                .ok()
-        }
-        Tag::UniversalString => {
-            if !data.len().is_multiple_of(4) {
-                return None;
-            }
-            data.chunks_exact(4)
-                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-                .collect()
-        }
-        _ => None,
-    }
-}
-
-/// The BER (here DER) encoding of a value: tag, length and contents.
-fn ber_of(v: &x509_parser::der_parser::asn1_rs::Any<'_>) -> Vec<u8> {
-    use x509_parser::der_parser::asn1_rs::ToDer as _;
-    v.to_der_vec().unwrap_or_else(|_| v.data.to_vec())
-}
-
-fn escape_dn_value(out: &mut String, value: &str) {
-    let bytes = value.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let first = i == 0;
-        let last = i + 1 == bytes.len();
-        match b {
-            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' | b'=' => {
-                out.push('\\');
-                out.push(b as char);
-            }
-            b'#' if first => out.push_str("\\#"),
-            b' ' if first || last => out.push_str("\\ "),
-            0x21..=0x7e | b' ' => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\{b:02X}");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dn_values_are_escaped_and_ascii() {
-        let mut s = String::new();
-        escape_dn_value(&mut s, " a,b=c\u{e9}\n");
-        assert_eq!(s, "\\ a\\,b\\=c\\C3\\A9\\0A");
-    }
 
     #[test]
     fn serial_drops_sign_byte() {

@@ -350,3 +350,49 @@ async fn subjects_in_every_string_type_round_trip_through_a_strict_rfc4514_parse
         .collect();
     assert_eq!(parsed, expected, "subject header: {subject}");
 }
+
+#[tokio::test]
+async fn allow_rules_match_names_written_as_bmpstring() {
+    use rcgen::string::BmpString;
+    use rcgen::{DnType, DnValue};
+    let mut pki = Pki::new();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(
+        DnType::OrganizationalUnitName,
+        DnValue::BmpString(BmpString::try_from("Kassen").unwrap()),
+    );
+    name.push(
+        DnType::CommonName,
+        DnValue::BmpString(BmpString::try_from("kiosk-Süd-7").unwrap()),
+    );
+    let kiosk = pki.client_named("kiosk", name, Kind::Good);
+    let other = pki.client("laptop-1", Kind::Good);
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = "allow_cn = [\"kiosk-*\"]\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let (s, _) = get(addr, client_config(&pki, Some(&kiosk), &[]), "/", &[])
+        .await
+        .expect("a BMPString CN matching allow_cn is admitted");
+    assert_eq!(s, 200);
+    assert_eq!(
+        backend.last().headers["x-client-cert-subject"],
+        "CN=kiosk-S\\C3\\BCd-7,OU=Kassen"
+    );
+    assert!(
+        get(addr, client_config(&pki, Some(&other), &[]), "/", &[])
+            .await
+            .is_err()
+    );
+    drop(gw);
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = "allow_ou = [\"Kassen\"]\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    assert!(
+        get(addr, client_config(&pki, Some(&kiosk), &[]), "/", &[])
+            .await
+            .is_ok()
+    );
+}

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::config::{AllowRules, Approval, RegistrySettings};
-use crate::tls::rfc4514_subject;
+use crate::dn::{attribute_text, rfc4514_subject};
 pub use store::{DeviceStore, RedbStore, StoreError};
 
 /// A device's approval state.
@@ -344,16 +344,16 @@ pub fn rules_match(rules: &AllowRules, der: &[u8]) -> bool {
     if !rules.cn.is_empty()
         && subject
             .iter_common_name()
-            .filter_map(|a| a.as_str().ok())
-            .any(|v| any(&rules.cn, v, false))
+            .filter_map(attribute_text)
+            .any(|v| any(&rules.cn, &v, false))
     {
         return true;
     }
     if !rules.ou.is_empty()
         && subject
             .iter_organizational_unit()
-            .filter_map(|a| a.as_str().ok())
-            .any(|v| any(&rules.ou, v, false))
+            .filter_map(attribute_text)
+            .any(|v| any(&rules.ou, &v, false))
     {
         return true;
     }

@@ -82,7 +82,7 @@ pub(crate) fn verify_crl(
     let (_, parsed) =
         CertificateRevocationList::from_der(crl).map_err(|e| format!("not a valid CRL ({e})"))?;
     let issuer_raw = parsed.issuer().as_raw();
-    let issuer = parsed.issuer().to_string();
+    let issuer = crate::dn::rfc4514(parsed.issuer());
     let named: Vec<X509Certificate<'_>> = cas
         .iter()
         .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, x)| x))
@@ -205,7 +205,7 @@ impl RevokedIndex {
             if let Ok((_, crl)) = CertificateRevocationList::from_der(c) {
                 let entry = by_issuer
                     .entry(crl.issuer().as_raw().to_vec())
-                    .or_insert_with(|| (crl.issuer().to_string(), HashSet::new()));
+                    .or_insert_with(|| (crate::dn::rfc4514(crl.issuer()), HashSet::new()));
                 for r in crl.iter_revoked_certificates() {
                     entry.1.insert(trim_serial(r.raw_serial()));
                 }
