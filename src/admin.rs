@@ -70,7 +70,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::proxy::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         let ctx = ctx.clone();
         let http = http.clone();

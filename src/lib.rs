@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod devices;
@@ -24,6 +25,7 @@ pub mod proxy;
 pub mod readiness;
 pub mod registry;
 pub mod reload;
+pub mod shutdown;
 pub mod tls;
 
 pub use config::Settings;

@@ -429,7 +429,7 @@ impl Metrics {
             bytes_out.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector {
-            start: crate::reload::now_unix(),
+            start: crate::clock::now_unix(),
         }));
         for r in ["success", "failure"] {
             reloads
@@ -510,7 +510,7 @@ impl Metrics {
 
     /// Staleness depends on the clock, not on a reload: computed at scrape.
     fn update_crl_staleness(&self) {
-        let now = crate::reload::now_unix();
+        let now = crate::clock::now_unix();
         if let Ok(s) = self.crl_state.lock() {
             for (labels, next) in s.iter() {
                 let stale = next.is_some_and(|n| n < now);

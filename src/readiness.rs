@@ -291,7 +291,7 @@ fn add(d: &mut ListenerData, e: Event) {
 }
 
 fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
-    let now = crate::reload::now_unix();
+    let now = crate::clock::now_unix();
     let since = now - window;
     let first_minute = since.div_euclid(60);
     let mut counts = [0u64; 5];

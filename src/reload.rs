@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::admin;
+use crate::clock::now_unix;
 use crate::config::{Approval, ListenerSettings, Settings};
 use crate::error::{ConfigError, RunError};
 use crate::handover;
@@ -399,7 +400,7 @@ impl Controller {
         let mut handed_over = false;
         loop {
             tokio::select! {
-                _ = proxy::stopped(&mut shutdown) => break,
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload { cause, reply }) => {
                         let out = self.reload(cause, true, false).await;
@@ -1053,13 +1054,6 @@ fn files_digest(files: &[PathBuf]) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Watches the directories that hold the config's files. Directories, not

@@ -31,6 +31,7 @@ use crate::config::{ClientAuthMode, ListenerLimits};
 use crate::metrics::ListenerMetrics;
 use crate::readiness::{Event as ReadinessEvent, Readiness, Status};
 use crate::registry::{DeviceStatus, Observation, Verdict};
+use crate::shutdown::stopped;
 use crate::tls::hello::{self, Offered, Recorded};
 use crate::tls::{self, HandshakeNote, ListenerTls, PeerIdentity};
 use headers::ClientFacts;
@@ -353,14 +354,9 @@ static SLOW_HEAD_LOG: LogLimit = LogLimit(std::sync::atomic::AtomicU64::new(0));
 
 impl LogLimit {
     fn should_log(&self) -> bool {
-        let now = u64::try_from(crate::reload::now_unix()).unwrap_or(0);
+        let now = u64::try_from(crate::clock::now_unix()).unwrap_or(0);
         self.0.swap(now, std::sync::atomic::Ordering::Relaxed) != now
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Accepts connections until `stop` turns true. Each connection task
@@ -532,7 +528,7 @@ fn observe(
         fingerprint: fp,
         der: note.der.clone(),
         peer,
-        at: crate::reload::now_unix(),
+        at: crate::clock::now_unix(),
         refused,
         record,
     });
@@ -581,7 +577,7 @@ fn record(
             fingerprint: note.fingerprint.map(|f| tls::sha256_hex_of(&f)),
             subject,
             legacy_version: legacy,
-            at: crate::reload::now_unix(),
+            at: crate::clock::now_unix(),
         });
     }
 }

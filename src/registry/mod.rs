@@ -974,7 +974,7 @@ impl Writer {
         change: Change,
         who: &str,
     ) -> Result<Vec<Device>, RegistryError> {
-        let now = crate::reload::now_unix();
+        let now = crate::clock::now_unix();
         let mut updated = Vec::new();
         let mut forget = Vec::new();
         for raw in &fingerprints {
@@ -1107,7 +1107,7 @@ impl Writer {
     }
 
     fn page(&self, q: &Query) -> Page {
-        let now = crate::reload::now_unix();
+        let now = crate::clock::now_unix();
         let text = q.text.as_ref().map(|t| t.to_ascii_lowercase());
         let mut matching: Vec<&Device> = self
             .records
