@@ -1,0 +1,42 @@
+//! TLS policy: the crypto provider (versions and suites), loading server
+//! certificates and keys, the SNI certificate store, the client-certificate
+//! verifier (CA chain, CRL) and the device identity taken from a verified
+//! certificate.
+//!
+//! Everything here is built whole from [`TlsSettings`](crate::config::TlsSettings)
+//! into a [`ListenerTls`] and then only read: a connection takes the current
+//! `ListenerTls` at accept and keeps it. This module does file I/O only while
+//! building.
+//!
+//! # Layout
+//! - [`provider`]: versions and suites.
+//! - `files`, `sni`: server certificates and keys, chosen by SNI.
+//! - `trust_files`, [`trust`]: client CAs and CRLs, checked at load; the verifier.
+//! - `chain_cache`, `policy_verifier`, `sessions`: what runs in the handshake.
+//! - [`note`], [`failure`]: what a handshake tells its connection task.
+//! - [`identity`]: the device identity of a verified certificate.
+//! - [`state`]: one listener's TLS state, built whole.
+
+mod alert;
+mod chain_cache;
+pub mod failure;
+mod files;
+pub mod hello;
+pub mod identity;
+pub mod note;
+mod policy_verifier;
+pub mod provider;
+mod sessions;
+mod sni;
+pub mod state;
+pub mod trust;
+mod trust_files;
+
+pub use crate::dn::rfc4514_subject;
+pub use failure::{failure_detail, failure_reason, reverify};
+pub use identity::{
+    IdentityHeaders, PeerIdentity, serial_hex, sha256_hex, sha256_hex_of, subject_of,
+};
+pub use note::{HANDSHAKE, HandshakeNote};
+pub use provider::crypto_provider;
+pub use state::{CertSummary, CrlSummary, ListenerTls};

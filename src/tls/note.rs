@@ -1,0 +1,28 @@
+//! What the verifier learned during one handshake, passed to the task
+//! that runs it.
+
+use crate::registry::Verdict;
+
+tokio::task_local! {
+    /// What the verifier learned during one handshake, for the connection
+    /// task that runs it: the accept future runs inside `HANDSHAKE.scope`.
+    /// rustls's verifier API has no per-connection context, and the peer
+    /// address (for logs and the registry) is only known to that task.
+    pub static HANDSHAKE: std::cell::RefCell<HandshakeNote>;
+}
+
+/// See [`HANDSHAKE`].
+#[derive(Debug, Default)]
+pub struct HandshakeNote {
+    /// Fingerprint of the client certificate the verifier saw.
+    pub fingerprint: Option<[u8; 32]>,
+    /// The policy verdict, when the certificate passed CA validation.
+    pub verdict: Option<Verdict>,
+    /// The certificate, kept when the registry may need to create a record.
+    pub der: Option<Vec<u8>>,
+    /// Why CA validation (chain, validity, CRL) failed, if it did.
+    pub ca_failure: Option<&'static str>,
+    /// Fingerprint of the device whose stored session (cache entry or
+    /// ticket) this handshake resumes.
+    pub resumed: Option<[u8; 32]>,
+}
