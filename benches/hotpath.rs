@@ -7,8 +7,8 @@
 
 use std::hint::black_box;
 
+use certgate::proxy::headers::ClientIdentity;
 use certgate::proxy::headers::{ClientFacts, ambiguous_framing, prepare_request};
-use certgate::tls::PeerIdentity;
 use certgate::tls::hello::offered;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -75,14 +75,14 @@ fn bench(c: &mut Criterion) {
     let der = device_cert();
     c.bench_function(
         "identity: PeerIdentity::from_der (once per connection)",
-        |b| b.iter(|| PeerIdentity::from_der(black_box(&der)).unwrap()),
+        |b| b.iter(|| ClientIdentity::from_der(black_box(&der)).unwrap()),
     );
 
     let facts = ClientFacts {
         forwarded_for: HeaderValue::from_static("10.1.2.3"),
         proto: HeaderValue::from_static("https"),
         verify: HeaderValue::from_static("SUCCESS"),
-        identity: PeerIdentity::from_der(&der),
+        identity: ClientIdentity::from_der(&der),
     };
     let template = agent_request_headers();
     let host = HeaderValue::from_static("mgmt.example.com");

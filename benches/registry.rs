@@ -46,13 +46,13 @@ fn bench(c: &mut Criterion) {
     let mut devices: Vec<Device> = (0..10_000u32)
         .map(|i| {
             Device::bare(
-                certgate::tls::sha256_hex(format!("device {i}").as_bytes()),
+                certgate::identity::sha256_hex(format!("device {i}").as_bytes()),
                 DeviceStatus::Approved,
             )
         })
         .collect();
     devices.push(Device::bare(
-        certgate::tls::sha256_hex(&approved),
+        certgate::identity::sha256_hex(&approved),
         DeviceStatus::Approved,
     ));
     store.put(&devices).unwrap();

@@ -307,7 +307,7 @@ pub fn read_import(path: &Path) -> anyhow::Result<Vec<String>> {
             let c = c.with_context(|| {
                 format!("{}: certificate #{} is malformed", path.display(), i + 1)
             })?;
-            out.push(crate::tls::sha256_hex(&c));
+            out.push(crate::identity::sha256_hex(&c));
         }
         return Ok(out);
     }

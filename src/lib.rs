@@ -19,6 +19,7 @@ pub mod dn;
 pub mod error;
 pub mod gateway;
 pub mod handover;
+pub mod identity;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

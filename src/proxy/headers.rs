@@ -4,7 +4,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::tls::PeerIdentity;
+use base64::Engine as _;
+
+use crate::identity::PeerIdentity;
 
 /// `X-Client-Verify`: the outcome of client-certificate verification.
 pub const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
@@ -174,7 +176,49 @@ pub struct ClientFacts {
     /// `X-Client-Verify` value.
     pub verify: HeaderValue,
     /// The verified certificate, if any.
-    pub identity: Option<PeerIdentity>,
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A verified client certificate's identity with its header values,
+/// built once per connection so that requests only clone them.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// The identity.
+    pub id: PeerIdentity,
+    /// Its header values.
+    pub headers: IdentityHeaders,
+}
+
+/// Header values derived from a client certificate.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// `X-Client-Cert-Fingerprint`.
+    pub fingerprint: HeaderValue,
+    /// `X-Client-Cert-Subject`.
+    pub subject: HeaderValue,
+    /// `X-Client-Cert-Serial`.
+    pub serial: HeaderValue,
+    /// `Client-Cert` (RFC 9440): `:base64(DER):`.
+    pub client_cert: HeaderValue,
+}
+
+impl ClientIdentity {
+    /// The identity and header values of a (verified) certificate; `None`
+    /// only if the DER does not parse, which the verifier would have refused.
+    pub fn from_der(der: &[u8]) -> Option<ClientIdentity> {
+        let id = PeerIdentity::from_der(der)?;
+        let client_cert = format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        );
+        let headers = IdentityHeaders {
+            fingerprint: HeaderValue::from_str(&id.fingerprint).ok()?,
+            subject: HeaderValue::from_str(&id.subject).ok()?,
+            serial: HeaderValue::from_str(&id.serial).ok()?,
+            client_cert: HeaderValue::from_str(&client_cert).ok()?,
+        };
+        Some(ClientIdentity { id, headers })
+    }
 }
 
 /// Rewrites request headers for the backend: hop-by-hop and spoofable

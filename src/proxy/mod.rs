@@ -28,13 +28,15 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, ListenerLimits};
+use crate::identity;
 use crate::metrics::ListenerMetrics;
 use crate::readiness::{Event as ReadinessEvent, Readiness, Status};
 use crate::registry::{DeviceStatus, Observation, Verdict};
 use crate::shutdown::stopped;
 use crate::tls::hello::{self, Offered, Recorded};
-use crate::tls::{self, HandshakeNote, ListenerTls, PeerIdentity};
+use crate::tls::{self, HandshakeNote, ListenerTls};
 use headers::ClientFacts;
+use headers::ClientIdentity;
 use service::{Activity, ConnContext};
 use upstream::Upstream;
 
@@ -574,7 +576,7 @@ fn record(
             status,
             reason,
             peer: peer.ip().to_canonical(),
-            fingerprint: note.fingerprint.map(|f| tls::sha256_hex_of(&f)),
+            fingerprint: note.fingerprint.map(|f| identity::sha256_hex_of(&f)),
             subject,
             legacy_version: legacy,
             at: crate::clock::now_unix(),
@@ -660,7 +662,7 @@ async fn connection(
                 legacy = Some(version);
             }
             state.metrics.handshake_failure(reason);
-            let fp_hex = note.fingerprint.map(|f| tls::sha256_hex_of(&f));
+            let fp_hex = note.fingerprint.map(|f| identity::sha256_hex_of(&f));
             if let Some(r) = policy_refusal {
                 state.metrics.decision(r);
             }
@@ -718,7 +720,7 @@ async fn connection(
     let mut chain = None;
     let identity = match certs {
         Some(certs) if ca_valid => {
-            let Some(id) = certs.first().and_then(|c| PeerIdentity::from_der(c)) else {
+            let Some(id) = certs.first().and_then(|c| ClientIdentity::from_der(c)) else {
                 state.metrics.handshake_failure("bad_certificate");
                 warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
                 return;
@@ -742,10 +744,10 @@ async fn connection(
     if let Some(c) = class {
         // The report may show the subject of a certificate that failed
         // validation (it helps find the device); headers never do.
-        let subject = identity.as_ref().map(|i| i.subject.clone()).or_else(|| {
+        let subject = identity.as_ref().map(|i| i.id.subject.clone()).or_else(|| {
             certs
                 .and_then(|c| c.first())
-                .and_then(|c| tls::subject_of(c))
+                .and_then(|c| identity::subject_of(c))
         });
         record(&state, peer, c, &note, subject, None);
     }
@@ -772,12 +774,12 @@ async fn connection(
         handshake_ms: handshake_time.as_secs_f64() * 1000.0,
     };
     debug!(listener = %name, %peer, version, resumed,
-        fingerprint = identity.as_ref().map(|i| i.fingerprint.as_str()).unwrap_or("-"),
+        fingerprint = identity.as_ref().map(|i| i.id.fingerprint.as_str()).unwrap_or("-"),
         "TLS handshake complete");
 
     let admission = Admission {
         shared: shared.clone(),
-        fingerprint: identity.as_ref().map(|i| i.fingerprint_bytes),
+        fingerprint: identity.as_ref().map(|i| i.id.fingerprint_bytes),
         chain,
         digest: tls_state.trust_digest,
     };

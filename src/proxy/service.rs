@@ -236,8 +236,12 @@ pub async fn handle(
     let mut entry = access::enabled().then(|| access::Entry {
         listener: state.name.to_string(),
         peer: Some(ctx.peer),
-        fingerprint: ctx.facts.identity.as_ref().map(|i| i.fingerprint.clone()),
-        subject: ctx.facts.identity.as_ref().map(|i| i.subject.clone()),
+        fingerprint: ctx
+            .facts
+            .identity
+            .as_ref()
+            .map(|i| i.id.fingerprint.clone()),
+        subject: ctx.facts.identity.as_ref().map(|i| i.id.subject.clone()),
         tls_version: ctx.tls.map(|t| t.version),
         cipher: ctx.tls.map(|t| t.cipher),
         method: req.method().to_string(),

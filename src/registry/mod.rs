@@ -28,6 +28,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::config::{AllowRules, Approval, RegistrySettings};
 use crate::dn::{attribute_text, rfc4514_subject};
+pub use crate::identity::fingerprint;
 pub use store::{DeviceStore, RedbStore, StoreError};
 
 /// A device's approval state.
@@ -121,7 +122,7 @@ impl Device {
         if let Ok((_, cert)) = X509Certificate::from_der(der) {
             d.subject = rfc4514_subject(&cert);
             d.issuer = cert.issuer().to_string();
-            d.serial = crate::tls::serial_hex(cert.raw_serial());
+            d.serial = crate::identity::serial_hex(cert.raw_serial());
             d.not_before = cert.validity().not_before.timestamp();
             d.not_after = cert.validity().not_after.timestamp();
             if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -1148,14 +1149,6 @@ impl Writer {
                 .collect(),
         }
     }
-}
-
-/// Fingerprint bytes of a certificate.
-pub fn fingerprint(der: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// Prints a warning once if `settings` changed in a way that needs a

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 
 use super::CertSummary;
 use super::rfc4514_subject;
-use super::sha256_hex;
+use crate::identity::sha256_hex;
 
 pub(super) fn file_error(
     context: String,

@@ -14,7 +14,6 @@
 //! - `trust_files`, [`trust`]: client CAs and CRLs, checked at load; the verifier.
 //! - `chain_cache`, `policy_verifier`, `sessions`: what runs in the handshake.
 //! - [`note`], [`failure`]: what a handshake tells its connection task.
-//! - [`identity`]: the device identity of a verified certificate.
 //! - [`state`]: one listener's TLS state, built whole.
 
 mod alert;
@@ -22,7 +21,6 @@ mod chain_cache;
 pub mod failure;
 mod files;
 pub mod hello;
-pub mod identity;
 pub mod note;
 mod policy_verifier;
 pub mod provider;
@@ -34,9 +32,6 @@ mod trust_files;
 
 pub use crate::dn::rfc4514_subject;
 pub use failure::{failure_detail, failure_reason, reverify};
-pub use identity::{
-    IdentityHeaders, PeerIdentity, serial_hex, sha256_hex, sha256_hex_of, subject_of,
-};
 pub use note::{HANDSHAKE, HandshakeNote};
 pub use provider::crypto_provider;
 pub use state::{CertSummary, CrlSummary, ListenerTls};

@@ -43,7 +43,7 @@ impl ClientCertVerifier for PolicyVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let fp = crate::registry::fingerprint(end_entity);
+        let fp = crate::identity::fingerprint(end_entity);
         let ca = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);

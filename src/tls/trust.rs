@@ -235,7 +235,7 @@ impl RevokedIndex {
                 return Some(ChainError::CaRevoked {
                     position: i + 1,
                     subject: rfc4514_subject(&cert),
-                    serial: super::serial_hex(cert.raw_serial()),
+                    serial: crate::identity::serial_hex(cert.raw_serial()),
                     crl_issuer: crl_issuer.clone(),
                 });
             }

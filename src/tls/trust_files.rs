@@ -21,8 +21,8 @@ use super::files::file_error;
 use super::files::read_crls;
 use super::files::read_pem_certs;
 use super::rfc4514_subject;
-use super::sha256_hex;
 use super::trust;
+use crate::identity::sha256_hex;
 
 /// The client CA and CRL files of a listener, read once per (re)load.
 pub(super) struct TrustFiles {

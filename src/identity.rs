@@ -1,16 +1,16 @@
-//! The verified identity of a client certificate: fingerprint, subject,
-//! serial, and the header values derived from them.
+//! The device identity of a certificate: its fingerprint (the registry's
+//! key), serial and RFC 4514 subject. A leaf module: no HTTP, no TLS
+//! state; header values are made from it by the proxy's header rules.
 
-use base64::Engine as _;
-use http::HeaderValue;
 use std::fmt::Write as _;
+
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::rfc4514_subject;
+use crate::dn::rfc4514_subject;
 
 /// The verified identity of a client certificate, computed once per
-/// connection and attached to every request on it.
-#[derive(Debug, Clone)]
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
     /// Lowercase hex SHA-256 of the certificate DER: the device key.
     pub fingerprint: String,
@@ -20,21 +20,6 @@ pub struct PeerIdentity {
     pub subject: String,
     /// Serial number, uppercase hex without leading zero bytes.
     pub serial: String,
-    /// Pre-built header values, so requests only clone them.
-    pub headers: IdentityHeaders,
-}
-
-/// Header values derived from a client certificate.
-#[derive(Debug, Clone)]
-pub struct IdentityHeaders {
-    /// `X-Client-Cert-Fingerprint`.
-    pub fingerprint: HeaderValue,
-    /// `X-Client-Cert-Subject`.
-    pub subject: HeaderValue,
-    /// `X-Client-Cert-Serial`.
-    pub serial: HeaderValue,
-    /// `Client-Cert` (RFC 9440): `:base64(DER):`.
-    pub client_cert: HeaderValue,
 }
 
 impl PeerIdentity {
@@ -42,28 +27,22 @@ impl PeerIdentity {
     /// if the DER does not parse, which the verifier would have refused.
     pub fn from_der(der: &[u8]) -> Option<PeerIdentity> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let fingerprint_bytes = crate::registry::fingerprint(der);
-        let fingerprint = sha256_hex_of(&fingerprint_bytes);
-        let subject = rfc4514_subject(&cert);
-        let serial = serial_hex(cert.raw_serial());
-        let client_cert = format!(
-            ":{}:",
-            base64::engine::general_purpose::STANDARD.encode(der)
-        );
-        let headers = IdentityHeaders {
-            fingerprint: HeaderValue::from_str(&fingerprint).ok()?,
-            subject: HeaderValue::from_str(&subject).ok()?,
-            serial: HeaderValue::from_str(&serial).ok()?,
-            client_cert: HeaderValue::from_str(&client_cert).ok()?,
-        };
+        let fingerprint_bytes = fingerprint(der);
         Some(PeerIdentity {
-            fingerprint,
+            fingerprint: sha256_hex_of(&fingerprint_bytes),
             fingerprint_bytes,
-            subject,
-            serial,
-            headers,
+            subject: rfc4514_subject(&cert),
+            serial: serial_hex(cert.raw_serial()),
         })
     }
+}
+
+/// Fingerprint bytes of a certificate: SHA-256 of its DER.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// The RFC 4514 subject of a certificate, if it parses.
@@ -80,11 +59,11 @@ pub fn sha256_hex_of(digest: &[u8; 32]) -> String {
 
 /// Lowercase hex SHA-256 of `der`: how a device is keyed.
 pub fn sha256_hex(der: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    hex_lower(digest.as_ref())
+    hex_lower(&fingerprint(der))
 }
 
-pub(super) fn hex_lower(bytes: &[u8]) -> String {
+/// Lowercase hex of any bytes.
+pub fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -115,5 +94,13 @@ mod tests {
     fn serial_drops_sign_byte() {
         assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8F01");
         assert_eq!(serial_hex(&[0x00]), "00");
+    }
+
+    #[test]
+    fn fingerprint_hex_is_lowercase_sha256() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }
