@@ -24,13 +24,13 @@ use arc_swap::ArcSwap;
 use http_body_util::BodyExt as _;
 
 use crate::config::ConfigPath;
+use crate::control::{Cause, ReloadHandle};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::registry::{
     Change, Device, DeviceStatus, Query, Registry, RegistryError, parse_fingerprint,
 };
-use crate::reload::{Cause, ReloadHandle};
 
 /// What the admin API works on.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub struct AdminContext {
     /// Bearer tokens and allowed host names (swapped on reload).
     pub access: Arc<ArcSwap<Access>>,
     /// Listeners and their upstreams as running now.
-    pub view: Arc<ArcSwap<crate::reload::View>>,
+    pub view: Arc<ArcSwap<crate::control::View>>,
 }
 
 /// Serves the admin API until `shutdown` turns true.

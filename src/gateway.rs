@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::control::{Cause, ReloadHandle, ReloadOutcome, View};
 use crate::error::{ConfigError, RunError};
 use crate::handover::{self, InheritedSocket, Takeover};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::reload::{Built, Cause, Controller, ReloadHandle, ReloadOutcome, View};
+use crate::reload::{Built, Controller};
 
 /// Loads every file the settings name and builds the listeners' TLS state,
 /// without binding anything. This is what `certgate check` runs, and what

@@ -13,6 +13,7 @@ pub mod access;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod devices;
 pub mod dn;

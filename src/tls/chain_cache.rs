@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::digest::finish;
 use super::trust;
-use super::trust_files::finish;
 
 /// Remembers which client chains this verifier generation has already
 /// validated (signatures up to a trusted CA, CRLs), so a device that

@@ -18,6 +18,7 @@
 
 mod alert;
 mod chain_cache;
+mod digest;
 pub mod failure;
 mod files;
 pub mod hello;
@@ -27,6 +28,7 @@ pub mod provider;
 mod sessions;
 mod sni;
 pub mod state;
+pub mod summary;
 pub mod trust;
 mod trust_files;
 
@@ -34,4 +36,5 @@ pub use crate::dn::rfc4514_subject;
 pub use failure::{failure_detail, failure_reason, reverify};
 pub use note::{HANDSHAKE, HandshakeNote};
 pub use provider::crypto_provider;
-pub use state::{CertSummary, CrlSummary, ListenerTls};
+pub use state::ListenerTls;
+pub use summary::{CertSummary, CrlSummary};

@@ -19,6 +19,7 @@ use super::sessions::GuardedSessions;
 use super::sessions::GuardedTickets;
 use super::sessions::SessionGuard;
 use super::sni::SniResolver;
+use super::summary::{CertSummary, CrlSummary};
 use super::trust_files::TrustFiles;
 
 /// Everything a TLS listener needs, built once per (re)load and then shared
@@ -57,27 +58,6 @@ impl std::fmt::Debug for ListenerTls {
             .field("served", &self.served)
             .finish_non_exhaustive()
     }
-}
-
-/// What we report about a loaded CRL.
-#[derive(Debug, Clone)]
-pub struct CrlSummary {
-    /// Issuer, RFC 4514.
-    pub issuer: String,
-    /// `nextUpdate`, seconds since the Unix epoch (none if the CRL has no
-    /// nextUpdate).
-    pub next_update: Option<i64>,
-}
-
-/// What we report about a loaded certificate.
-#[derive(Debug, Clone)]
-pub struct CertSummary {
-    /// SHA-256 of the DER, lowercase hex.
-    pub fingerprint: String,
-    /// Subject, RFC 4514.
-    pub subject: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub not_after: i64,
 }
 
 impl ListenerTls {

@@ -17,6 +17,7 @@ use crate::registry::Policy;
 use super::CertSummary;
 use super::CrlSummary;
 use super::chain_cache::ChainCache;
+use super::digest::finish;
 use super::files::file_error;
 use super::files::read_crls;
 use super::files::read_pem_certs;
@@ -267,10 +268,4 @@ impl TrustFiles {
         });
         Ok((Some(verifier), trusted))
     }
-}
-
-pub(super) fn finish(ctx: aws_lc_rs::digest::Context) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }
