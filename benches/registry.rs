@@ -6,9 +6,10 @@
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
+use certgate::admission::Policy;
 use certgate::config::{AllowRules, Approval, ConfigPath, RegistrySettings};
 use certgate::registry::{
-    Device, DeviceStatus, DeviceStore, Policy, Registry, RegistryMetrics, StoreError, fingerprint,
+    Device, DeviceStatus, DeviceStore, Registry, RegistryMetrics, StoreError, fingerprint,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 

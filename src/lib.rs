@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod control;

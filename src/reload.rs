@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::admin;
+use crate::admission::Policy;
 use crate::clock::now_unix;
 use crate::config::{Approval, ListenerSettings, Settings};
 use crate::control::{Cause, Command, ReloadHandle, ReloadOutcome, ReloadReport, View};
@@ -30,7 +31,7 @@ use crate::metrics::{CertExpiry, Metrics};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, ListenerShared, ListenerState};
 use crate::readiness::Readiness;
-use crate::registry::{Policy, Registry};
+use crate::registry::Registry;
 use crate::tls::ListenerTls;
 
 /// How long the files must be quiet before a change is loaded: tools write

@@ -37,6 +37,11 @@ async fn assert_refused(
     assert_eq!(backend.count(), 0, "a refused client reached the backend");
     let line =
         format!("certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}");
+    // Counted just after the client read its alert.
+    eventually(std::time::Duration::from_secs(2), || {
+        metric(&gw, &line) >= 1.0
+    })
+    .await;
     assert_eq!(
         metric(&gw, &line),
         1.0,
@@ -398,13 +403,14 @@ async fn a_tls12_client_without_a_certificate_gets_handshake_failure_not_a_tls13
             .any(|(t, _, p)| *t == 21 && p.get(1) == Some(&116)),
         "no certificate_required alert on TLS 1.2: {recs:?}"
     );
-    assert_eq!(
-        metric(
-            &gw,
-            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_certificate\"}"
-        ),
-        1.0
-    );
+    let counted =
+        "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_certificate\"}";
+    // Counted just after the client read its alert.
+    eventually(std::time::Duration::from_secs(2), || {
+        metric(&gw, counted) >= 1.0
+    })
+    .await;
+    assert_eq!(metric(&gw, counted), 1.0);
 
     // OpenSSL's client says what it got.
     require_tool("openssl");

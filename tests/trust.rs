@@ -128,13 +128,17 @@ fn device_client(pki: &Pki, d: &Device) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-fn failures(gw: &certgate::Gateway, reason: &str) -> f64 {
-    metric(
-        gw,
-        &format!(
-            "certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}"
-        ),
-    )
+/// The count of handshake failures with `reason`, once it reaches
+/// `expected` (the gateway counts a refusal just after the client has read
+/// its alert) or after 2 s.
+async fn failures(gw: &certgate::Gateway, reason: &str, expected: f64) -> f64 {
+    let line =
+        format!("certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{reason}\"}}");
+    eventually(std::time::Duration::from_secs(2), || {
+        metric(gw, &line) >= expected
+    })
+    .await;
+    metric(gw, &line)
 }
 
 fn sign_usages() -> Vec<KeyUsagePurpose> {
@@ -183,7 +187,7 @@ async fn a_sub_ca_revoked_by_the_roots_crl_takes_its_devices_with_it() {
         "only the west device reached the backend"
     );
     assert_eq!(
-        failures(&gw, "ca_revoked"),
+        failures(&gw, "ca_revoked", 1.0).await,
         1.0,
         "the refusal says a CA of the chain is revoked: {}",
         gw.metrics.encode()
@@ -210,7 +214,12 @@ async fn a_sub_ca_revoked_by_the_roots_crl_takes_its_devices_with_it() {
             .is_err(),
         "a device of a revoked sub-CA from the bundle was admitted"
     );
-    assert_eq!(failures(&gw, "ca_revoked"), 1.0, "{}", gw.metrics.encode());
+    assert_eq!(
+        failures(&gw, "ca_revoked", 1.0).await,
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
 
     // The log line names the revoked certificate of the chain.
     let mut cb = ConfigBuilder::new(&pki, backend.addr);
@@ -263,7 +272,12 @@ async fn a_sub_cas_own_crl_still_revokes_its_devices() {
             .await
             .is_err()
     );
-    assert_eq!(failures(&gw, "revoked"), 1.0, "{}", gw.metrics.encode());
+    assert_eq!(
+        failures(&gw, "revoked", 1.0).await,
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,8 +310,13 @@ async fn one_cas_crl_never_changes_another_cas_devices() {
             .await
             .is_err()
     );
-    assert_eq!(failures(&gw, "revoked"), 1.0, "{}", gw.metrics.encode());
-    assert_eq!(failures(&gw, "unknown_revocation_status"), 0.0);
+    assert_eq!(
+        failures(&gw, "revoked", 1.0).await,
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
+    assert_eq!(failures(&gw, "unknown_revocation_status", 0.0).await, 0.0);
     drop(gw);
 
     // require_crl: check names the CA without one, and run refuses to start.
@@ -344,7 +363,12 @@ async fn a_device_certificate_that_may_not_sign_is_refused_with_its_own_reason()
         e.is_err(),
         "a keyUsage without digitalSignature was admitted"
     );
-    assert_eq!(failures(&gw, "key_usage"), 1.0, "{}", gw.metrics.encode());
+    assert_eq!(
+        failures(&gw, "key_usage", 1.0).await,
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
     assert_eq!(backend.count(), 2);
 }
 

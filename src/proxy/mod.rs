@@ -27,11 +27,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admitted, Refusal, Verdict};
 use crate::config::{ClientAuthMode, ListenerLimits};
 use crate::identity;
 use crate::metrics::ListenerMetrics;
 use crate::readiness::{Event as ReadinessEvent, Readiness, Status};
-use crate::registry::{DeviceStatus, Observation, Verdict};
+use crate::registry::{DeviceStatus, Observation};
 use crate::shutdown::stopped;
 use crate::tls::hello::{self, Offered, Recorded};
 use crate::tls::{self, HandshakeNote, ListenerTls};
@@ -206,12 +207,10 @@ impl Admission {
                 &tls.policy,
                 &self.fingerprint,
                 self.chain.as_deref().and_then(|c| c.first()),
-            ) && let Verdict::Refuse {
-                reason, by_admin, ..
-            } = policy.decide(fp, leaf)
-                && (by_admin || tls.mode == ClientAuthMode::Required)
+            ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+                && (reason.by_admin() || tls.mode == ClientAuthMode::Required)
             {
-                return reason;
+                return reason.as_str();
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() {
@@ -468,8 +467,12 @@ type Tls = tokio_rustls::server::TlsStream<Recorded<TcpStream>>;
 
 /// After a completed handshake: a resumed session is verified again
 /// (rustls restores its client chain without calling the verifier), with
-/// the listener state it was accepted under.
-fn check_session(stream: Tls, tls: &ListenerTls) -> Result<Tls, (&'static str, String)> {
+/// the listener state it was accepted under. A refusal says why: the
+/// policy's reason when the policy refused, else the CA failure's.
+fn check_session(
+    stream: Tls,
+    tls: &ListenerTls,
+) -> Result<Tls, (Option<Refusal>, &'static str, String)> {
     let (_, conn) = stream.get_ref();
     if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
         && let (Some(v), Some(certs)) = (&tls.verifier, conn.peer_certificates())
@@ -482,19 +485,10 @@ fn check_session(stream: Tls, tls: &ListenerTls) -> Result<Tls, (&'static str, S
             })
             .ok()
             .flatten();
-        let reason = noted.unwrap_or_else(|| tls::failure_reason(&e));
-        return Err((reason, tls::failure_detail(&e)));
+        let reason = noted.map_or_else(|| tls::failure_reason(&e), Refusal::as_str);
+        return Err((noted, reason, tls::failure_detail(&e)));
     }
     Ok(stream)
-}
-
-fn policy_detail(reason: &str) -> &'static str {
-    match reason {
-        "blocked" => "device is blocked in the registry",
-        "unapproved" => "device is not approved yet; approve it with `certgate devices approve`",
-        "not_allowed" => "certificate matches no allow_* rule of this listener",
-        _ => "refused by policy",
-    }
 }
 
 /// Tells the registry about a handshake of a device it knows, or of a
@@ -536,12 +530,26 @@ fn observe(
     });
 }
 
-/// How a client authenticated, from what the verifier noted.
-fn classify(note: &HandshakeNote, failure: Option<&'static str>) -> (Status, &'static str) {
+/// The readiness status of a policy refusal.
+fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::Blocked => Status::Blocked,
+        Refusal::Unapproved | Refusal::NotAllowed => Status::Unapproved,
+    }
+}
+
+/// How a client authenticated, from what the verifier noted: `policy` when
+/// the policy refused it, `failure` when the handshake failed otherwise.
+fn classify(
+    note: &HandshakeNote,
+    policy: Option<Refusal>,
+    failure: Option<&'static str>,
+) -> (Status, &'static str) {
+    if let Some(r) = policy {
+        return (refusal_status(r), r.as_str());
+    }
     if let Some(r) = failure {
         return match r {
-            "unapproved" | "not_allowed" => (Status::Unapproved, r),
-            "blocked" => (Status::Blocked, r),
             "no_certificate" => (Status::NoCredentials, "none"),
             _ => (Status::Failed, r),
         };
@@ -553,10 +561,7 @@ fn classify(note: &HandshakeNote, failure: Option<&'static str>) -> (Status, &'s
         return (Status::Failed, r);
     }
     match note.verdict {
-        Some(Verdict::Refuse {
-            reason: "blocked", ..
-        }) => (Status::Blocked, "blocked"),
-        Some(Verdict::Refuse { reason, .. }) => (Status::Unapproved, reason),
+        Some(Verdict::Refuse { reason, .. }) => (refusal_status(reason), reason.as_str()),
         _ => (Status::Authenticated, "none"),
     }
 }
@@ -631,9 +636,11 @@ async fn connection(
     ))
     .await;
     let policy_refusal = match note.verdict {
-        Some(Verdict::Refuse {
-            reason, by_admin, ..
-        }) if by_admin || tls_state.mode == ClientAuthMode::Required => Some(reason),
+        Some(Verdict::Refuse { reason, .. })
+            if reason.by_admin() || tls_state.mode == ClientAuthMode::Required =>
+        {
+            Some(reason)
+        }
         _ => None,
     };
     let stream = match accepted {
@@ -648,7 +655,7 @@ async fn connection(
                 policy_refusal,
                 e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
             ) {
-                (Some(r), _) => (r, policy_detail(r).to_string()),
+                (Some(r), _) => (r.as_str(), r.detail().to_string()),
                 (None, Some(te)) => (tls::failure_reason(te), tls::failure_detail(te)),
                 (None, None) => ("io", e.to_string()),
             };
@@ -664,19 +671,24 @@ async fn connection(
             state.metrics.handshake_failure(reason);
             let fp_hex = note.fingerprint.map(|f| identity::sha256_hex_of(&f));
             if let Some(r) = policy_refusal {
-                state.metrics.decision(r);
+                state.metrics.decision(r.as_str());
             }
             info!(listener = %name, %peer, reason, error = %detail,
                 fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
             crate::access::refused(name, peer, reason, fp_hex.as_deref());
             if tls_state.mode != ClientAuthMode::Off {
-                let class = classify(&note, Some(reason));
+                // A legacy client never got as far as a policy verdict.
+                let class = classify(
+                    &note,
+                    policy_refusal.filter(|_| legacy.is_none()),
+                    Some(reason),
+                );
                 record(&state, peer, class, &note, None, legacy);
             }
             observe(&tls_state, &note, peer, Some(reason), false);
             return;
         }
-        Ok(Err((reason, detail))) => {
+        Ok(Err((policy, reason, detail))) => {
             state.metrics.handshake_failure(reason);
             info!(listener = %name, %peer, reason, error = %detail,
                 "resumed TLS session refused on re-verification; closed");
@@ -684,7 +696,7 @@ async fn connection(
                 record(
                     &state,
                     peer,
-                    classify(&note, Some(reason)),
+                    classify(&note, policy, Some(reason)),
                     &note,
                     None,
                     None,
@@ -705,7 +717,7 @@ async fn connection(
         // a resumed session) accepted the certificate.
         (ClientAuthMode::Required, _) => Some((Status::Authenticated, "none")),
         (ClientAuthMode::Observe, None) => Some((Status::NoCredentials, "none")),
-        (ClientAuthMode::Observe, Some(_)) => Some(classify(&note, None)),
+        (ClientAuthMode::Observe, Some(_)) => Some(classify(&note, None, None)),
     };
     if tls_state.mode == ClientAuthMode::Required && certs.is_none() {
         // The verifier requires a certificate; this cannot happen unless
@@ -737,9 +749,9 @@ async fn connection(
     };
     // "ca": observe mode without a registry or rules, no admission decision.
     if let Some(Verdict::Admit { why, .. }) = note.verdict
-        && why != "ca"
+        && why != Admitted::Ca
     {
-        state.metrics.decision(why);
+        state.metrics.decision(why.as_str());
     }
     if let Some(c) = class {
         // The report may show the subject of a certificate that failed

@@ -1,7 +1,7 @@
 //! What the verifier learned during one handshake, passed to the task
 //! that runs it.
 
-use crate::registry::Verdict;
+use crate::admission::Verdict;
 
 tokio::task_local! {
     /// What the verifier learned during one handshake, for the connection

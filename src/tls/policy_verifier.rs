@@ -6,7 +6,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use std::sync::Arc;
 
-use crate::registry::{Policy, Verdict};
+use crate::admission::{Admitted, Policy, Verdict};
 
 use super::HANDSHAKE;
 use super::failure_reason;
@@ -50,7 +50,7 @@ impl ClientCertVerifier for PolicyVerifier {
         let verdict = match (&ca, &self.policy) {
             (Ok(_), Some(p)) => Some(p.decide(&fp, end_entity)),
             (Ok(_), None) => Some(Verdict::Admit {
-                why: "ca",
+                why: Admitted::Ca,
                 record: false,
             }),
             (Err(_), _) => None,
@@ -75,13 +75,10 @@ impl ClientCertVerifier for PolicyVerifier {
             // Observe softens the automatic verdicts (CA failures,
             // unapproved) into a report; an admin's block is refused in
             // every mode.
-            Some(Verdict::Refuse { by_admin: true, .. }) => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(Verdict::Refuse { reason, .. }) if reason.by_admin() || !self.observe => Err(
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+            ),
             _ if self.observe => Ok(rustls::server::danger::ClientCertVerified::assertion()),
-            Some(Verdict::Refuse { .. }) => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
             _ => ca,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::registry::Policy;
+use crate::admission::Policy;
 
 use super::HANDSHAKE;
 

@@ -7,9 +7,9 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use std::sync::Arc;
 
+use crate::admission::Policy;
 use crate::config::{ClientAuthMode, TlsSettings};
 use crate::error::ConfigError;
-use crate::registry::Policy;
 
 use super::crypto_provider;
 use super::files::load_certified_key;

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::admission::Policy;
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings};
 use crate::error::ConfigError;
-use crate::registry::Policy;
 
 use super::CertSummary;
 use super::CrlSummary;
