@@ -12,8 +12,8 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -165,7 +165,7 @@ pub struct Server {
     /// Its address.
     pub addr: SocketAddr,
     /// The pooled HTTP/1.1 client to this server only.
-    pub client: Client<ServerConnector, super::service::CountedBody>,
+    pub client: Client<ServerConnector, super::body::CountedBody>,
     upstream: String,
     in_flight: AtomicUsize,
     /// The active health check's verdict (true without health checks).
@@ -553,8 +553,3 @@ async fn check_once(addr: SocketAddr, h: &HealthCheckSettings) -> Result<(), Str
         Err(format!("answered {status}"))
     }
 }
-
-/// The request body slot of a request that may be retried on another
-/// server: the body stays here until the backend connection starts reading
-/// it, so after a connect failure it can be handed to the next server.
-pub type Reclaim = Arc<Mutex<Option<hyper::body::Incoming>>>;

@@ -1,0 +1,198 @@
+//! The accept loop: connection cap, per-source limits and handshake rate,
+//! before any TLS work.
+
+use super::ListenerShared;
+use super::handshake::connection;
+use super::log_limit::LogLimit;
+use super::plain::plain;
+use crate::shutdown::stopped;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{info, warn};
+
+/// Open connections per source address, for `max_connections_per_source`.
+/// Touched once at accept and once at close, never during a request.
+#[derive(Debug, Default)]
+pub(super) struct SourceCounts(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+);
+
+/// A connection's place in [`SourceCounts`]; released on drop.
+pub(super) struct SourceSlot(Arc<SourceCounts>, std::net::IpAddr);
+
+impl SourceCounts {
+    /// A slot for one more connection from `ip`, or `None` at the limit
+    /// (`0` = no limit, and no bookkeeping).
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<Option<SourceSlot>> {
+        if limit == 0 {
+            return Some(None);
+        }
+        let ip = ip.to_canonical();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Some(SourceSlot(self.clone(), ip)))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Token buckets of new connections per source address, for
+/// `handshake_rate_per_source`. Only the accept loop touches it, so no
+/// lock. A handful of fields per address; written here because the
+/// rate-limit crates bring their own clocks and maps for what is ten lines.
+#[derive(Debug, Default)]
+pub(super) struct HandshakeRates {
+    pub(super) buckets: std::collections::HashMap<std::net::IpAddr, (f64, Instant)>,
+    pub(super) swept: Option<Instant>,
+}
+
+impl HandshakeRates {
+    /// Most addresses tracked; beyond it the table starts over (admitting
+    /// rather than refusing: the limit is a brake, not an allow-list).
+    const MAX_SOURCES: usize = 100_000;
+
+    /// Whether one more handshake from `ip` fits `rate` per second.
+    fn admit(&mut self, ip: std::net::IpAddr, rate: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = f64::from(rate);
+        // A bucket untouched for a second is full again: forget it.
+        if self
+            .swept
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
+            self.buckets
+                .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(1));
+            self.swept = Some(now);
+        }
+        if self.buckets.len() >= Self::MAX_SOURCES {
+            self.buckets.clear();
+        }
+        let (tokens, last) = self.buckets.entry(ip.to_canonical()).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Accepts connections until `stop` turns true. Each connection task
+/// holds a clone of `drain`; the caller waits for all clones to drop.
+pub async fn serve(
+    listener: Arc<TcpListener>,
+    shared: Arc<ListenerShared>,
+    mut stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let sources = Arc::new(SourceCounts::default());
+    let mut rates = HandshakeRates::default();
+    let refusal_log = LogLimit::default();
+    let full_log = LogLimit::default();
+    let mut cap = shared.current().limits.max_connections;
+    let mut slots = Arc::new(Semaphore::new(cap));
+    loop {
+        let state = shared.current();
+        if state.limits.max_connections != cap {
+            // A reload changed the cap: new connections count against a new
+            // semaphore; open ones keep the permit they hold.
+            cap = state.limits.max_connections;
+            slots = Arc::new(Semaphore::new(cap));
+        }
+        // Wait for a free slot before accepting: beyond the cap clients queue
+        // in the kernel backlog instead of being accepted and dropped.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Agents queued here see slow connects, not refusals: the
+                // admin needs to hear it from certgate.
+                state.metrics.limit_reached.inc();
+                if full_log.should_log() {
+                    warn!(listener = %state.name, max_connections = cap,
+                        "listener full: max_connections open, new connections wait in the kernel backlog \
+                         until one closes (raise [[listener]] max_connections if the host can take more; \
+                         counted in certgate_connections_limit_reached_total)");
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning.
+                    warn!(listener = %state.name, error = %e, "accept failed; retrying in 100ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let state = shared.current();
+        state.metrics.accepted.inc();
+        if !rates.admit(peer.ip(), state.limits.handshake_rate_per_source) {
+            state.metrics.connection_refused("handshake_rate");
+            if refusal_log.should_log() {
+                info!(listener = %state.name, %peer, rate = state.limits.handshake_rate_per_source,
+                    "too many new connections per second from this source (handshake_rate_per_source); \
+                     closed before TLS (further refusals are counted in certgate_connections_refused_total, \
+                     logged at most once a second)");
+            }
+            drop(tcp);
+            continue;
+        }
+        let Some(slot) = sources.admit(peer.ip(), state.limits.max_connections_per_source) else {
+            state.metrics.connection_refused("per_source_limit");
+            if refusal_log.should_log() {
+                info!(listener = %state.name, %peer, limit = state.limits.max_connections_per_source,
+                    "too many connections from this source (max_connections_per_source); closed before TLS \
+                     (further refusals are counted in certgate_connections_refused_total, logged at most once a second)");
+            }
+            drop(tcp);
+            continue;
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            let metrics = state.metrics.clone();
+            metrics.active.inc();
+            let _ = tcp.set_nodelay(true);
+            match state.tls.clone() {
+                Some(tls) => connection(tcp, peer, (shared, state, tls), stop, drain).await,
+                None => Box::pin(plain(tcp, peer, shared, state, stop, drain)).await,
+            }
+            metrics.active.dec();
+            drop(slot);
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,389 @@
+//! The TLS handshake of one connection: admission, classification for
+//! the readiness report, what the registry learns, and the identity the
+//! connection carries.
+
+use super::Admission;
+use super::ListenerShared;
+use super::ListenerState;
+use super::connection::serve_http;
+use super::headers::ClientFacts;
+use super::headers::ClientIdentity;
+use super::service;
+use crate::admission::{Admitted, Refusal, Verdict};
+use crate::config::ClientAuthMode;
+use crate::identity;
+use crate::readiness::{Event as ReadinessEvent, Status};
+use crate::registry::{DeviceStatus, Observation};
+use crate::tls::hello::{self, Offered, Recorded};
+use crate::tls::{self, HandshakeNote, ListenerTls};
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+pub(super) fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        _ => "other",
+    }
+}
+
+pub(super) type Tls = tokio_rustls::server::TlsStream<Recorded<TcpStream>>;
+
+/// After a completed handshake: a resumed session is verified again
+/// (rustls restores its client chain without calling the verifier), with
+/// the listener state it was accepted under. A refusal says why: the
+/// policy's reason when the policy refused, else the CA failure's.
+pub(super) fn check_session(
+    stream: Tls,
+    tls: &ListenerTls,
+) -> Result<Tls, (Option<Refusal>, &'static str, String)> {
+    let (_, conn) = stream.get_ref();
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && let (Some(v), Some(certs)) = (&tls.verifier, conn.peer_certificates())
+        && let Err(e) = tls::reverify(v.as_ref(), certs)
+    {
+        let noted = tls::HANDSHAKE
+            .try_with(|n| match n.borrow().verdict {
+                Some(Verdict::Refuse { reason, .. }) => Some(reason),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        let reason = noted.map_or_else(|| tls::failure_reason(&e), Refusal::as_str);
+        return Err((noted, reason, tls::failure_detail(&e)));
+    }
+    Ok(stream)
+}
+
+/// Tells the registry about a handshake of a device it knows, or of a
+/// first-seen device it is to record.
+pub(super) fn observe(
+    tls: &ListenerTls,
+    note: &HandshakeNote,
+    peer: SocketAddr,
+    refused: Option<&'static str>,
+    admitted_record: bool,
+) {
+    let Some(reg) = tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
+        return;
+    };
+    let Some(fp) = note.fingerprint else { return };
+    let record = match note.verdict {
+        Some(Verdict::Refuse {
+            record_pending: true,
+            ..
+        }) => Some(DeviceStatus::Pending),
+        Some(Verdict::Admit { record: true, .. }) if admitted_record => {
+            Some(DeviceStatus::Approved)
+        }
+        _ => None,
+    };
+    // Refusals of certificates the registry has never seen and will not
+    // record (bad CA, expired, ...) are not sent: strangers cannot fill
+    // the queue with them.
+    if record.is_none() && reg.status(&fp).is_none() {
+        return;
+    }
+    reg.observe(Observation {
+        fingerprint: fp,
+        der: note.der.clone(),
+        peer,
+        at: crate::clock::now_unix(),
+        refused,
+        record,
+    });
+}
+
+/// The readiness status of a policy refusal.
+pub(super) fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::Blocked => Status::Blocked,
+        Refusal::Unapproved | Refusal::NotAllowed => Status::Unapproved,
+    }
+}
+
+/// How a client authenticated, from what the verifier noted: `policy` when
+/// the policy refused it, `failure` when the handshake failed otherwise.
+pub(super) fn classify(
+    note: &HandshakeNote,
+    policy: Option<Refusal>,
+    failure: Option<&'static str>,
+) -> (Status, &'static str) {
+    if let Some(r) = policy {
+        return (refusal_status(r), r.as_str());
+    }
+    if let Some(r) = failure {
+        return match r {
+            "no_certificate" => (Status::NoCredentials, "none"),
+            _ => (Status::Failed, r),
+        };
+    }
+    if note.fingerprint.is_none() {
+        return (Status::NoCredentials, "none");
+    }
+    if let Some(r) = note.ca_failure {
+        return (Status::Failed, r);
+    }
+    match note.verdict {
+        Some(Verdict::Refuse { reason, .. }) => (refusal_status(reason), reason.as_str()),
+        _ => (Status::Authenticated, "none"),
+    }
+}
+
+pub(super) fn record(
+    state: &ListenerState,
+    peer: SocketAddr,
+    (status, reason): (Status, &'static str),
+    note: &HandshakeNote,
+    subject: Option<String>,
+    legacy: Option<String>,
+) {
+    state.metrics.client_auth(status.as_str(), reason);
+    if let Some(r) = &state.readiness {
+        r.record(ReadinessEvent {
+            listener: state.name.clone(),
+            status,
+            reason,
+            peer: peer.ip().to_canonical(),
+            fingerprint: note.fingerprint.map(|f| identity::sha256_hex_of(&f)),
+            subject,
+            legacy_version: legacy,
+            at: crate::clock::now_unix(),
+        });
+    }
+}
+
+/// Runs the TLS handshake of an accepted connection under `tls_state`
+/// (the listener's TLS state at accept), admits or refuses the client,
+/// and serves the admitted connection.
+pub(super) async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    (shared, state, tls_state): (Arc<ListenerShared>, Arc<ListenerState>, Arc<ListenerTls>),
+    stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let name = &state.name;
+    let accepted_at = std::time::Instant::now();
+    let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
+    // The handshake runs inside HANDSHAKE's scope so the verifier (and the
+    // session store) can tell this task what they decided. The stream
+    // keeps a copy of the ClientHello until then, to explain a refusal.
+    let (accepted, note, offered) = Box::pin(tls::HANDSHAKE.scope(
+        std::cell::RefCell::new(HandshakeNote::default()),
+        async {
+            let mut offered = Offered::Incomplete;
+            let r = tokio::time::timeout(
+                state.limits.handshake_timeout,
+                acceptor.accept(Recorded::new(tcp)).into_fallible(),
+            )
+            .await;
+            let r = match r {
+                Ok(Ok(mut stream)) => {
+                    stream.get_mut().0.forget();
+                    // Boxed: the stream (rustls state included) is ~1.2 KiB,
+                    // and moved by value it would take a slot in this task's
+                    // future at every step of its way into hyper.
+                    Ok(check_session(stream, &tls_state).map(Box::new))
+                }
+                Ok(Err((e, io))) => {
+                    offered = io.offered();
+                    Err(Some(e))
+                }
+                Err(_) => Err(None),
+            };
+            let note = tls::HANDSHAKE.with(|n| std::mem::take(&mut *n.borrow_mut()));
+            (r, note, offered)
+        },
+    ))
+    .await;
+    let policy_refusal = match note.verdict {
+        Some(Verdict::Refuse { reason, .. })
+            if reason.by_admin() || tls_state.mode == ClientAuthMode::Required =>
+        {
+            Some(reason)
+        }
+        _ => None,
+    };
+    let stream = match accepted {
+        Err(None) => {
+            state.metrics.handshake_failure("timeout");
+            info!(listener = %name, %peer, reason = "timeout",
+                    "TLS handshake not completed within {:?}; closed", state.limits.handshake_timeout);
+            return;
+        }
+        Err(Some(e)) => {
+            let (mut reason, mut detail) = match (
+                policy_refusal,
+                e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+            ) {
+                (Some(r), _) => (r.as_str(), r.detail().to_string()),
+                (None, Some(te)) => (tls::failure_reason(te), tls::failure_detail(te)),
+                (None, None) => ("io", e.to_string()),
+            };
+            let mut legacy = None;
+            if offered.is_legacy()
+                && let Some(v) = offered.version()
+            {
+                let version = hello::version_name(v);
+                reason = "legacy_protocol";
+                detail = format!("offered at most {version}; this listener needs TLS 1.2 or newer");
+                legacy = Some(version);
+            }
+            state.metrics.handshake_failure(reason);
+            let fp_hex = note.fingerprint.map(|f| identity::sha256_hex_of(&f));
+            if let Some(r) = policy_refusal {
+                state.metrics.decision(r.as_str());
+            }
+            info!(listener = %name, %peer, reason, error = %detail,
+                fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
+            crate::access::refused(name, peer, reason, fp_hex.as_deref());
+            if tls_state.mode != ClientAuthMode::Off {
+                // A legacy client never got as far as a policy verdict.
+                let class = classify(
+                    &note,
+                    policy_refusal.filter(|_| legacy.is_none()),
+                    Some(reason),
+                );
+                record(&state, peer, class, &note, None, legacy);
+            }
+            observe(&tls_state, &note, peer, Some(reason), false);
+            return;
+        }
+        Ok(Err((policy, reason, detail))) => {
+            state.metrics.handshake_failure(reason);
+            info!(listener = %name, %peer, reason, error = %detail,
+                "resumed TLS session refused on re-verification; closed");
+            if tls_state.mode != ClientAuthMode::Off {
+                record(
+                    &state,
+                    peer,
+                    classify(&note, policy, Some(reason)),
+                    &note,
+                    None,
+                    None,
+                );
+            }
+            return;
+        }
+        Ok(Ok(s)) => s,
+    };
+
+    let (_, conn) = stream.get_ref();
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let version = version_label(conn.protocol_version());
+    let certs = conn.peer_certificates();
+    let class = match (tls_state.mode, certs) {
+        (ClientAuthMode::Off, _) => None,
+        // Admitted under `required`: the verifier (and re-verification of
+        // a resumed session) accepted the certificate.
+        (ClientAuthMode::Required, _) => Some((Status::Authenticated, "none")),
+        (ClientAuthMode::Observe, None) => Some((Status::NoCredentials, "none")),
+        (ClientAuthMode::Observe, Some(_)) => Some(classify(&note, None, None)),
+    };
+    if tls_state.mode == ClientAuthMode::Required && certs.is_none() {
+        // The verifier requires a certificate; this cannot happen unless
+        // rustls changes, and then we refuse rather than admit.
+        state.metrics.handshake_failure("no_certificate");
+        warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
+        return;
+    }
+    // Identity headers only for a certificate that passed CA validation:
+    // the fields of any other certificate are the client's own claims.
+    let ca_valid = class.is_some_and(|(s, _)| s != Status::Failed && s != Status::NoCredentials);
+    let mut chain = None;
+    let identity = match certs {
+        Some(certs) if ca_valid => {
+            let Some(id) = certs.first().and_then(|c| ClientIdentity::from_der(c)) else {
+                state.metrics.handshake_failure("bad_certificate");
+                warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
+                return;
+            };
+            chain = Some(Arc::from(
+                certs
+                    .iter()
+                    .map(|c| c.clone().into_owned())
+                    .collect::<Vec<_>>(),
+            ));
+            Some(id)
+        }
+        _ => None,
+    };
+    // "ca": observe mode without a registry or rules, no admission decision.
+    if let Some(Verdict::Admit { why, .. }) = note.verdict
+        && why != Admitted::Ca
+    {
+        state.metrics.decision(why.as_str());
+    }
+    if let Some(c) = class {
+        // The report may show the subject of a certificate that failed
+        // validation (it helps find the device); headers never do.
+        let subject = identity.as_ref().map(|i| i.id.subject.clone()).or_else(|| {
+            certs
+                .and_then(|c| c.first())
+                .and_then(|c| identity::subject_of(c))
+        });
+        record(&state, peer, c, &note, subject, None);
+    }
+    match (&identity, class) {
+        (Some(_), Some((Status::Authenticated, _))) => observe(&tls_state, &note, peer, None, true),
+        (_, Some((_, reason))) if note.fingerprint.is_some() => {
+            observe(&tls_state, &note, peer, Some(reason), false)
+        }
+        _ => {}
+    }
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|c| c.suite().as_str())
+        .unwrap_or("unknown");
+    state.metrics.handshake(version, cipher, resumed);
+    let handshake_time = accepted_at.elapsed();
+    state
+        .metrics
+        .handshake_seconds
+        .observe(handshake_time.as_secs_f64());
+    let tls_info = service::TlsInfo {
+        version,
+        cipher,
+        handshake_ms: handshake_time.as_secs_f64() * 1000.0,
+    };
+    debug!(listener = %name, %peer, version, resumed,
+        fingerprint = identity.as_ref().map(|i| i.id.fingerprint.as_str()).unwrap_or("-"),
+        "TLS handshake complete");
+
+    let admission = Admission {
+        shared: shared.clone(),
+        fingerprint: identity.as_ref().map(|i| i.id.fingerprint_bytes),
+        chain,
+        digest: tls_state.trust_digest,
+    };
+    let verify = match class {
+        None | Some((Status::NoCredentials, _)) => HeaderValue::from_static("NONE"),
+        Some((Status::Authenticated, _)) => HeaderValue::from_static("SUCCESS"),
+        Some((_, reason)) => HeaderValue::from_str(&format!("FAILED:{reason}"))
+            .unwrap_or(HeaderValue::from_static("FAILED")),
+    };
+    let facts = ClientFacts {
+        forwarded_for: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        proto: HeaderValue::from_static("https"),
+        verify,
+        identity,
+    };
+    Box::pin(serve_http(
+        stream,
+        peer,
+        (shared, state),
+        facts,
+        Some(tls_info),
+        admission,
+        stop,
+        drain,
+    ))
+    .await;
+}

@@ -1,0 +1,107 @@
+//! Re-checking open connections when the trust or the registry changes:
+//! a device revoked or blocked is cut off on its open connections too.
+
+use super::ListenerShared;
+use crate::admission::Verdict;
+use crate::config::ClientAuthMode;
+use crate::tls::{self, ListenerTls};
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+
+/// What a connection was admitted with, so that a reload that changes the
+/// client CAs, CRLs or policy can re-check it: a device revoked or no longer
+/// trusted is cut off on its open connections too, not only on its next
+/// handshake (DESIGN.md, "refused on every path").
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub(super) shared: Arc<ListenerShared>,
+    pub(super) fingerprint: Option<[u8; 32]>,
+    pub(super) chain: Option<Arc<[CertificateDer<'static>]>>,
+    pub(super) digest: [u8; 32],
+}
+
+impl Admission {
+    /// Resolves, with a reason label, once the listener's current state no
+    /// longer admits this client; never resolves otherwise.
+    pub async fn revoked(&self) -> &'static str {
+        let mut changes = self.shared.subscribe();
+        let mut digest = self.digest;
+        let mut registry = self
+            .shared
+            .current()
+            .tls
+            .as_ref()
+            .and_then(|t| t.policy.as_ref())
+            .and_then(|p| p.registry.as_ref().map(|r| r.revocations()));
+        loop {
+            let state = self.shared.current();
+            let Some(tls) = &state.tls else {
+                // Plain HTTP: nothing to re-check.
+                return std::future::pending().await;
+            };
+            if tls.trust_digest != digest {
+                digest = tls.trust_digest;
+                if let Err(reason) = admits(tls, self.chain.as_deref()) {
+                    return reason;
+                }
+            }
+            // Blocked (or no longer approved) in the registry: a status
+            // lookup, no chain verification. A block closes connections in
+            // observe mode too.
+            if let (Some(policy), Some(fp), Some(leaf)) = (
+                &tls.policy,
+                &self.fingerprint,
+                self.chain.as_deref().and_then(|c| c.first()),
+            ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+                && (reason.by_admin() || tls.mode == ClientAuthMode::Required)
+            {
+                return reason.as_str();
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() {
+                    return std::future::pending().await;
+                },
+                r = async {
+                    match registry.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => if r.is_err() {
+                    registry = None;
+                },
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Counts a connection closed because it is no longer admitted.
+    pub fn count_closed(&self, reason: &'static str) {
+        self.shared.current().metrics.closed_by_policy(reason);
+    }
+
+    /// An admission for a connection without TLS.
+    pub(super) fn plain(shared: Arc<ListenerShared>) -> Admission {
+        Admission {
+            shared,
+            fingerprint: None,
+            chain: None,
+            digest: [0; 32],
+        }
+    }
+}
+
+pub(super) fn admits(
+    tls: &ListenerTls,
+    chain: Option<&[CertificateDer<'static>]>,
+) -> Result<(), &'static str> {
+    match (tls.mode, &tls.verifier, chain) {
+        (ClientAuthMode::Off | ClientAuthMode::Observe, _, _) => Ok(()),
+        (ClientAuthMode::Required, _, None) | (ClientAuthMode::Required, None, _) => {
+            Err("no_certificate")
+        }
+        (ClientAuthMode::Required, Some(v), Some(chain)) => {
+            tls::reverify(v.as_ref(), chain).map_err(|e| tls::failure_reason(&e))
+        }
+    }
+}
