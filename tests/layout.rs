@@ -11,11 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Folders not yet split into one concern per file (issue 15, in
-/// progress): their files still import each other, so inside each of them
-/// only the folder as a whole is checked.
-const NOT_YET_SPLIT: &[&str] = &[];
-
 type Module = Vec<String>;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -114,14 +109,6 @@ fn reexports(text: &str) -> BTreeMap<String, String> {
     map
 }
 
-/// The node a module counts as: folders not yet split collapse to one.
-fn node(m: &Module) -> Module {
-    match m.first() {
-        Some(top) if NOT_YET_SPLIT.contains(&top.as_str()) => vec![top.clone()],
-        _ => m.clone(),
-    }
-}
-
 /// A cycle in `edges`, if any: depth-first search with the current path
 /// on a stack; meeting a node on the stack again closes a cycle.
 fn find_cycle(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Option<Vec<Module>> {
@@ -216,7 +203,7 @@ fn the_library_has_no_import_cycle() {
                 },
                 None => target,
             };
-            let (from, to) = (node(m), node(&target));
+            let (from, to) = (m.clone(), target);
             if from != to && !to.starts_with(&from) {
                 edges.entry(from).or_default().insert(to);
             }
