@@ -4,8 +4,8 @@
 # promtool and a Prometheus server from the prometheus package, unshare,
 # nsenter and mount for the full-disk registry test, prlimit for the
 # 10,000-connection test),
-# then checks formatting and lints and runs the whole suite once, in the dev
-# profile, with cargo-nextest.
+# then checks formatting, lints, the API docs and known advisories, and runs
+# the whole suite once, in the dev profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,4 +35,10 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+# Known advisories against the locked dependencies, offline, when the shared
+# snapshot is beside the checkout (CI has it).
+if [ -f ../shared/audit-lock.py ] && [ -d ../shared/advisory-db ]; then
+  python3 ../shared/audit-lock.py Cargo.lock ../shared/advisory-db
+fi
 cargo nextest run --locked --all-targets "$@"
