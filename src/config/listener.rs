@@ -1,0 +1,245 @@
+//! A listener's limits, its TLS and client-auth sections, and the CIDRs
+//! of a plain-HTTP listener.
+
+use std::path::Path;
+
+use crate::error::ConfigError;
+
+use super::AllowRules;
+use super::CertificatePaths;
+use super::ClientAuthMode;
+use super::ClientAuthSettings;
+use super::CrlStale;
+use super::DEFAULT_HANDSHAKE_TIMEOUT;
+use super::DEFAULT_IDLE_TIMEOUT;
+use super::DEFAULT_MAX_CONNECTIONS;
+use super::DEFAULT_MAX_REQUEST_HEADER_BYTES;
+use super::DEFAULT_MAX_REQUEST_HEADERS;
+use super::DEFAULT_MAX_URI_BYTES;
+use super::DEFAULT_REQUEST_HEADER_TIMEOUT;
+use super::DEFAULT_SESSION_CACHE;
+use super::ListenerLimits;
+use super::TlsSettings;
+use super::TlsVersion;
+use super::defaults::MIN_HEADER_BYTES;
+use super::raw::RawClientAuth;
+use super::raw::RawListener;
+use super::raw::RawTls;
+use super::values::duration_or;
+use super::values::invalid;
+use super::values::resolve;
+
+pub(super) fn listener_limits(
+    l: &RawListener,
+    ctx: &str,
+    errors: &mut Vec<ConfigError>,
+) -> ListenerLimits {
+    let max_request_header_bytes = l
+        .max_request_header_bytes
+        .unwrap_or(DEFAULT_MAX_REQUEST_HEADER_BYTES);
+    if max_request_header_bytes < MIN_HEADER_BYTES {
+        errors.push(invalid(
+            format!("{ctx}: max_request_header_bytes"),
+            format!("{max_request_header_bytes} is below the minimum of {MIN_HEADER_BYTES}"),
+        ));
+    }
+    let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        errors.push(invalid(
+            format!("{ctx}: max_connections"),
+            "0 would refuse every client; give a positive number",
+        ));
+    }
+    let max_request_headers = l.max_request_headers.unwrap_or(DEFAULT_MAX_REQUEST_HEADERS);
+    if max_request_headers == 0 {
+        errors.push(invalid(
+            format!("{ctx}: max_request_headers"),
+            "0 would refuse every request; give a positive number",
+        ));
+    }
+    ListenerLimits {
+        handshake_timeout: duration_or(
+            l.handshake_timeout.as_deref(),
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            &format!("{ctx}: handshake_timeout"),
+            errors,
+        ),
+        request_header_timeout: duration_or(
+            l.request_header_timeout.as_deref(),
+            DEFAULT_REQUEST_HEADER_TIMEOUT,
+            &format!("{ctx}: request_header_timeout"),
+            errors,
+        ),
+        idle_timeout: duration_or(
+            l.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+            &format!("{ctx}: idle_timeout"),
+            errors,
+        ),
+        max_request_header_bytes: max_request_header_bytes.max(MIN_HEADER_BYTES),
+        max_request_headers: max_request_headers.max(1),
+        max_uri_bytes: match l.max_uri_bytes {
+            Some(0) => {
+                errors.push(invalid(
+                    format!("{ctx}: max_uri_bytes"),
+                    "0 would refuse every request; give a positive number (default 8192)",
+                ));
+                DEFAULT_MAX_URI_BYTES
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_URI_BYTES,
+        },
+        max_request_body_bytes: l.max_request_body_bytes.unwrap_or(0),
+        max_connections: max_connections.max(1),
+        max_connections_per_source: l.max_connections_per_source.unwrap_or(0),
+        handshake_rate_per_source: l.handshake_rate_per_source.unwrap_or(0),
+    }
+}
+
+pub(super) fn validate_tls(
+    t: RawTls,
+    client_auth: Option<RawClientAuth>,
+    ctx: &str,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TlsSettings> {
+    let before = errors.len();
+    let mut versions = Vec::new();
+    for v in t.versions.unwrap_or_else(|| vec!["1.2".into()]) {
+        match v.as_str() {
+            "1.2" => versions.push(TlsVersion::V1_2),
+            "1.3" => versions.push(TlsVersion::V1_3),
+            "1.0" | "1.1" | "1" => errors.push(invalid(
+                format!("{ctx}: tls.versions"),
+                format!(
+                    "TLS {v} is not allowed: it is broken and deprecated (RFC 8996); \
+                     use [\"1.2\"] or [\"1.2\", \"1.3\"]"
+                ),
+            )),
+            other => errors.push(invalid(
+                format!("{ctx}: tls.versions"),
+                format!("\"{other}\" is not a TLS version; use \"1.2\" and/or \"1.3\""),
+            )),
+        }
+    }
+    versions.sort();
+    versions.dedup();
+    if versions.is_empty() && errors.len() == before {
+        errors.push(invalid(
+            format!("{ctx}: tls.versions"),
+            "empty; use [\"1.2\"] or [\"1.2\", \"1.3\"]",
+        ));
+    }
+    if t.certificate.is_empty() {
+        errors.push(invalid(
+            format!("{ctx}: tls.certificate"),
+            "no [[listener.tls.certificate]] given; add one with cert and key",
+        ));
+    }
+    let certificates = t
+        .certificate
+        .into_iter()
+        .map(|c| CertificatePaths {
+            cert: resolve(base, c.cert),
+            key: resolve(base, c.key),
+        })
+        .collect();
+
+    let client_auth = match client_auth {
+        None => {
+            errors.push(invalid(
+                format!("{ctx}: client_auth"),
+                "missing [listener.client_auth]; add mode = \"required\" with ca = [...] to \
+                 admit only devices with valid certificates, or mode = \"off\" to accept \
+                 any client",
+            ));
+            None
+        }
+        Some(ca) => {
+            let mode = match ca.mode.as_str() {
+                "required" => Some(ClientAuthMode::Required),
+                "off" => Some(ClientAuthMode::Off),
+                "observe" => Some(ClientAuthMode::Observe),
+                other => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.mode"),
+                        format!(
+                            "\"{other}\" is not a mode; use \"required\", \"observe\" or \"off\""
+                        ),
+                    ));
+                    None
+                }
+            };
+            if matches!(
+                mode,
+                Some(ClientAuthMode::Required | ClientAuthMode::Observe)
+            ) && ca.ca.is_empty()
+            {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth.ca"),
+                    format!(
+                        "mode = \"{}\" needs at least one CA bundle in ca = [...]",
+                        ca.mode
+                    ),
+                ));
+            }
+            if mode == Some(ClientAuthMode::Off) && (!ca.ca.is_empty() || !ca.crl.is_empty()) {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "mode = \"off\" ignores ca and crl; remove them or set mode = \"required\"",
+                ));
+            }
+            let crl_stale = match ca.crl_stale.as_deref() {
+                None | Some("fail_closed") => CrlStale::FailClosed,
+                Some("fail_open") => CrlStale::FailOpen,
+                Some(other) => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.crl_stale"),
+                        format!("\"{other}\": use \"fail_closed\" or \"fail_open\""),
+                    ));
+                    CrlStale::FailClosed
+                }
+            };
+            let allow = AllowRules {
+                cn: ca.allow_cn,
+                ou: ca.allow_ou,
+                dns: ca.allow_dns,
+                uri: ca.allow_uri,
+            };
+            if mode == Some(ClientAuthMode::Off) && !allow.is_empty() {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "allow_* rules need client certificates; set mode = \"required\"",
+                ));
+            }
+            mode.map(|mode| ClientAuthSettings {
+                mode,
+                ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
+                crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
+                crl_stale,
+                require_crl: ca.require_crl.unwrap_or(false),
+                allow,
+            })
+        }
+    };
+
+    if errors.len() != before {
+        return None;
+    }
+    Some(TlsSettings {
+        versions,
+        certificates,
+        session_cache: t.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
+        session_tickets: t.session_tickets.unwrap_or(true),
+        client_auth: client_auth?,
+    })
+}
+
+/// An address or CIDR block; a bare address is a /32 (/128).
+pub(super) fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+}

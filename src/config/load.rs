@@ -1,0 +1,180 @@
+//! Reading the config file and turning its text into [`Settings`].
+
+use std::path::Path;
+
+use crate::Settings;
+use crate::error::ConfigError;
+
+use super::raw::RawConfig;
+use super::validate::validate;
+
+impl Settings {
+    /// Reads and validates the config file at `path`. Relative paths inside
+    /// it are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Settings::parse(&text, path, base)
+    }
+
+    /// Validates config text. `source` names it in messages; relative paths
+    /// are resolved against `base`. Does no I/O.
+    pub fn parse(text: &str, source: &Path, base: &Path) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut errors = Vec::new();
+        let settings = validate(raw, source, base, &mut errors);
+        match errors.len() {
+            0 => Ok(settings),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::*;
+
+    const MINIMAL: &str = r#"
+        [[listener]]
+        name = "agents"
+        listen = "127.0.0.1:8443"
+        upstream = "core"
+        [listener.tls]
+        [[listener.tls.certificate]]
+        cert = "certs/server.pem"
+        key = "certs/server.key"
+        [listener.client_auth]
+        mode = "required"
+        ca = ["certs/client-ca.pem"]
+
+        [[upstream]]
+        name = "core"
+        servers = ["127.0.0.1:8080"]
+    "#;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(text, Path::new("test.toml"), Path::new("/etc/certgate"))
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() -> Result<(), ConfigError> {
+        let s = parse(MINIMAL)?;
+        let l = &s.listeners[0];
+        assert_eq!(l.tls.as_ref().unwrap().versions, vec![TlsVersion::V1_2]);
+        assert_eq!(l.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(l.limits.max_request_header_bytes, 64 * 1024);
+        assert_eq!(
+            l.tls.as_ref().unwrap().client_auth.mode,
+            ClientAuthMode::Required
+        );
+        assert_eq!(
+            l.tls.as_ref().unwrap().certificates[0].key.resolved,
+            PathBuf::from("/etc/certgate/certs/server.key")
+        );
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let text = MINIMAL.replace("upstream = \"core\"", "upstream = \"core\"\nbogus = 1");
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn old_tls_versions_are_refused() {
+        let text = MINIMAL.replace(
+            "[listener.tls]",
+            "[listener.tls]\nversions = [\"1.1\", \"1.2\"]",
+        );
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("TLS 1.1 is not allowed"), "{err}");
+    }
+
+    #[test]
+    fn missing_upstream_is_named() {
+        let text = MINIMAL.replace("upstream = \"core\"", "upstream = \"nope\"");
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no [[upstream]] named \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn upstream_strategy_and_health_check_are_validated_with_their_keys() {
+        let ok = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8080\"]",
+            "servers = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\nstrategy = \"least_conn\"\n\
+             [upstream.health_check]\npath = \"/healthz\"",
+        );
+        let s = parse(&ok).unwrap();
+        let u = &s.upstreams[0];
+        assert_eq!(u.strategy, Strategy::LeastConn);
+        assert_eq!(u.max_fails, 1);
+        let h = u.health_check.as_ref().unwrap();
+        assert_eq!(
+            (h.interval, h.timeout),
+            (Duration::from_secs(5), Duration::from_secs(2))
+        );
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
+
+        let bad = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8080\"]",
+            "servers = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\nstrategy = \"random\"\n\
+             [upstream.health_check]\npath = \"healthz\"\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+             healthy_threshold = 0",
+        );
+        let err = parse(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+        for want in [
+            "servers[1]: 127.0.0.1:8080 is listed twice",
+            "strategy: \"random\" is not a strategy",
+            "health_check.path",
+            "health_check.timeout",
+            "health_check.healthy_threshold",
+        ] {
+            assert!(err.contains(want), "{want} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn annotated_example_config_is_valid() -> Result<(), ConfigError> {
+        let text = include_str!("../../config/certgate.toml");
+        let s = Settings::parse(text, Path::new("config/certgate.toml"), Path::new("config"))?;
+        assert_eq!(s.listeners.len(), 1);
+        assert_eq!(
+            s.listeners[0].tls.as_ref().unwrap().client_auth.crl.len(),
+            1
+        );
+        assert!(s.admin.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

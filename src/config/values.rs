@@ -1,0 +1,113 @@
+//! Small parsers for values the config holds: addresses, durations,
+//! names, paths, allowed host names; and the error for a bad value.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+use super::ConfigPath;
+
+pub(super) fn invalid(context: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        context: context.into(),
+        message: message.into(),
+    }
+}
+
+/// An `[admin] allowed_hosts` entry as it is compared with a `Host`
+/// header: lowercase, without a trailing dot; `name` or `name:port`.
+pub(super) fn normalize_allowed_host(h: &str) -> Result<String, String> {
+    let t = h.trim().to_ascii_lowercase();
+    let bad = t.is_empty()
+        || t.contains("://")
+        || t.contains('/')
+        || t.contains('@')
+        || t.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(format!(
+            "\"{h}\" is not a host name; give the name admins use in the URL, e.g. \"gw1.example.net\" or \"gw1.example.net:9900\" (no scheme, no path)"
+        ));
+    }
+    Ok(match t.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') || name.ends_with(']') => {
+            format!("{}:{port}", name.trim_end_matches('.'))
+        }
+        _ => t.trim_end_matches('.').to_string(),
+    })
+}
+
+pub(super) fn resolve(base: &Path, written: String) -> ConfigPath {
+    let p = Path::new(&written);
+    let resolved = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    ConfigPath { written, resolved }
+}
+
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "\"{s}\" is not an IP address and port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        )
+    })
+}
+
+pub(super) fn duration_or(
+    value: Option<&str>,
+    default: Duration,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => match parse_duration(v) {
+            Ok(d) => d,
+            Err(m) => {
+                errors.push(invalid(key, m));
+                default
+            }
+        },
+    }
+}
+
+/// Parses durations such as `"250ms"`, `"10s"`, `"5m"` or `"1h"`.
+///
+/// Written here rather than pulled from a crate: the grammar we accept is
+/// one number and one unit, and a precise message matters more than range.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("\"{s}\" has no unit; write e.g. \"10s\", \"500ms\" or \"2m\""))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("\"{s}\" is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\"")
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m or h"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err(format!("\"{s}\" is zero; give a positive duration"));
+    }
+    Ok(d)
+}
