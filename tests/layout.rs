@@ -77,6 +77,52 @@ fn paths(code: &str) -> Vec<(bool, Vec<String>)> {
                     None => break,
                 }
             }
+            // A group (`x::{a, b::c}`) names each of its items.
+            if let Some(group) = s.strip_prefix('{') {
+                let mut depth = 0;
+                let end = group
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => return true,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        false
+                    })
+                    .map_or(group.len(), |(i, _)| i);
+                let mut item = String::new();
+                let mut d = 0;
+                let mut items = Vec::new();
+                for c in group[..end].chars() {
+                    match c {
+                        '{' => d += 1,
+                        '}' => d -= 1,
+                        ',' if d == 0 => {
+                            items.push(std::mem::take(&mut item));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                items.push(item);
+                for it in items {
+                    let mut full = segs.clone();
+                    full.extend(
+                        it.trim()
+                            .split("::")
+                            .map(|p| p.trim())
+                            .take_while(|p| {
+                                !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                            })
+                            .map(str::to_string),
+                    );
+                    out.push((is_crate, full));
+                }
+                continue;
+            }
             out.push((is_crate, segs));
         }
     }
@@ -238,6 +284,10 @@ fn the_cycle_check_reads_paths_and_finds_cycles() {
         Some(vec![m("a"), m("b::c"), m("d"), m("a")])
     );
     assert_eq!(paths(&code("// crate::x\nlet y = 1;")), Vec::new());
+    assert_eq!(
+        paths("use super::{a, b::{C, D}, self};"),
+        vec![(false, m("a")), (false, m("b")), (false, m("self"))]
+    );
     let r = reexports("pub use state::{CertSummary, ListenerTls};\npub use crate::dn::x;");
     assert_eq!(r.get("ListenerTls").map(String::as_str), Some("state"));
     assert!(!r.contains_key("x"));

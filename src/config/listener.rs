@@ -5,29 +5,15 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 
-use super::AllowRules;
-use super::CertificatePaths;
-use super::ClientAuthMode;
-use super::ClientAuthSettings;
-use super::CrlStale;
-use super::DEFAULT_HANDSHAKE_TIMEOUT;
-use super::DEFAULT_IDLE_TIMEOUT;
-use super::DEFAULT_MAX_CONNECTIONS;
-use super::DEFAULT_MAX_REQUEST_HEADER_BYTES;
-use super::DEFAULT_MAX_REQUEST_HEADERS;
-use super::DEFAULT_MAX_URI_BYTES;
-use super::DEFAULT_REQUEST_HEADER_TIMEOUT;
-use super::DEFAULT_SESSION_CACHE;
-use super::ListenerLimits;
-use super::TlsSettings;
-use super::TlsVersion;
 use super::defaults::MIN_HEADER_BYTES;
-use super::raw::RawClientAuth;
-use super::raw::RawListener;
-use super::raw::RawTls;
-use super::values::duration_or;
-use super::values::invalid;
-use super::values::resolve;
+use super::raw::{RawClientAuth, RawListener, RawTls};
+use super::values::{duration_or, invalid, resolve};
+use super::{
+    AllowRules, CertificatePaths, ClientAuthMode, ClientAuthSettings, CrlStale,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_URI_BYTES,
+    DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, TlsSettings, TlsVersion,
+};
 
 pub(super) fn listener_limits(
     l: &RawListener,

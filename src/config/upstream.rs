@@ -2,12 +2,9 @@
 
 use crate::error::ConfigError;
 
-use super::DEFAULT_HEALTH_INTERVAL;
-use super::DEFAULT_HEALTH_TIMEOUT;
-use super::HealthCheckSettings;
 use super::raw::RawHealthCheck;
-use super::values::duration_or;
-use super::values::invalid;
+use super::values::{duration_or, invalid};
+use super::{DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, HealthCheckSettings};
 
 pub(super) fn health_check(
     h: RawHealthCheck,

@@ -7,38 +7,19 @@ use std::path::Path;
 use crate::Settings;
 use crate::error::ConfigError;
 
-use super::AUDIT_LOG_NAME;
-use super::AccessTarget;
-use super::AdminSettings;
-use super::Approval;
-use super::ConfigPath;
-use super::DEFAULT_CONNECT_TIMEOUT;
-use super::DEFAULT_FAIL_TIMEOUT;
-use super::DEFAULT_MAX_FAILS;
-use super::DEFAULT_POOL_IDLE_TIMEOUT;
-use super::DEFAULT_POOL_MAX_IDLE;
-use super::DEFAULT_QUEUE_TIMEOUT;
-use super::DEFAULT_RESPONSE_TIMEOUT;
-use super::DEFAULT_SHUTDOWN_GRACE;
-use super::DEFAULT_UPDATE_QUEUE;
-use super::DEFAULT_UPSTREAM_MAX_CONNECTIONS;
-use super::ListenerSettings;
-use super::LogFormat;
-use super::LogSettings;
-use super::RegistrySettings;
-use super::Strategy;
-use super::UpstreamSettings;
-use super::listener::listener_limits;
-use super::listener::parse_cidr;
-use super::listener::validate_tls;
+use super::listener::{listener_limits, parse_cidr, validate_tls};
 use super::raw::RawConfig;
 use super::upstream::health_check;
-use super::values::duration_or;
-use super::values::invalid;
-use super::values::normalize_allowed_host;
-use super::values::parse_addr;
-use super::values::resolve;
-use super::values::valid_name;
+use super::values::{
+    duration_or, invalid, normalize_allowed_host, parse_addr, resolve, valid_name,
+};
+use super::{
+    AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE,
+    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPDATE_QUEUE,
+    DEFAULT_UPSTREAM_MAX_CONNECTIONS, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
+    Strategy, UpstreamSettings,
+};
 
 pub(super) fn validate(
     raw: RawConfig,

@@ -1,14 +1,10 @@
 //! One admitted connection's life: HTTP served until it ends, idles out,
 //! is drained, or its client stops being admitted.
 
-use super::Admission;
-use super::ListenerShared;
-use super::ListenerState;
-use super::framing;
 use super::headers::ClientFacts;
 use super::log_limit::SLOW_HEAD_LOG;
-use super::service;
 use super::service::{Activity, ConnContext};
+use super::{Admission, ListenerShared, ListenerState, framing, service};
 use crate::shutdown::stopped;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;

@@ -2,13 +2,9 @@
 //! the readiness report, what the registry learns, and the identity the
 //! connection carries.
 
-use super::Admission;
-use super::ListenerShared;
-use super::ListenerState;
 use super::connection::serve_http;
-use super::headers::ClientFacts;
-use super::headers::ClientIdentity;
-use super::service;
+use super::headers::{ClientFacts, ClientIdentity};
+use super::{Admission, ListenerShared, ListenerState, service};
 use crate::admission::{Admitted, Refusal, Verdict};
 use crate::config::ClientAuthMode;
 use crate::identity;

@@ -1,11 +1,9 @@
 //! The plain-HTTP listener for legacy devices: `allow_from` sources only.
 
-use super::Admission;
-use super::ListenerShared;
-use super::ListenerState;
 use super::connection::serve_http;
 use super::handshake::record;
 use super::headers::ClientFacts;
+use super::{Admission, ListenerShared, ListenerState};
 use crate::readiness::Status;
 use crate::tls::HandshakeNote;
 use http::HeaderValue;

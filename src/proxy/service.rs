@@ -19,9 +19,7 @@ use tracing::{debug, info, warn};
 
 use tokio::sync::{mpsc, watch};
 
-use super::body::BodyStats;
-use super::body::CountedBody;
-use super::body::Reclaim;
+use super::body::{BodyStats, CountedBody, Reclaim};
 use super::headers::{self, ClientFacts};
 use super::recheck::Admission;
 use super::state::{ListenerShared, ListenerState};

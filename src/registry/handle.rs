@@ -10,21 +10,13 @@ use tracing::{error, info, warn};
 
 use crate::config::RegistrySettings;
 
-use super::Change;
-use super::Device;
-use super::DeviceStatus;
-use super::DeviceStore;
-use super::Observation;
-use super::Page;
-use super::Query;
-use super::RedbStore;
-use super::RegistryError;
-use super::RegistryMetrics;
-use super::StoreError;
 use super::requests::Command;
-use super::shared::Shared;
-use super::shared::status_map;
+use super::shared::{Shared, status_map};
 use super::writer::Writer;
+use super::{
+    Change, Device, DeviceStatus, DeviceStore, Observation, Page, Query, RedbStore, RegistryError,
+    RegistryMetrics, StoreError,
+};
 
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]

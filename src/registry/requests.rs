@@ -5,9 +5,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
-use super::Device;
-use super::DeviceStatus;
-use super::RegistryError;
+use super::{Device, DeviceStatus, RegistryError};
 
 /// What a handshake reports to the registry.
 #[derive(Debug)]

@@ -6,11 +6,9 @@ use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 
-use super::Device;
-use super::DeviceStatus;
-use super::Observation;
 use super::device::unhex32;
 use super::requests::Command;
+use super::{Device, DeviceStatus, Observation};
 
 /// The handshake's view: fingerprint → status.
 pub type StatusMap = HashMap<[u8; 32], DeviceStatus>;

@@ -9,22 +9,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use super::Change;
-use super::Device;
-use super::DeviceStatus;
-use super::DeviceStore;
-use super::Observation;
-use super::Page;
-use super::Query;
-use super::RedbStore;
-use super::RegistryError;
-use super::RegistryMetrics;
-use super::StoreError;
 use super::device::hex32;
-use super::parse_fingerprint;
 use super::requests::Command;
-use super::shared::Shared;
-use super::shared::status_map;
+use super::shared::{Shared, status_map};
+use super::{
+    Change, Device, DeviceStatus, DeviceStore, Observation, Page, Query, RedbStore, RegistryError,
+    RegistryMetrics, StoreError, parse_fingerprint,
+};
 
 /// How often queued handshake updates are written.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(200);

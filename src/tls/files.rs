@@ -11,8 +11,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::config::ConfigPath;
 use crate::error::ConfigError;
 
-use super::CertSummary;
-use super::rfc4514_subject;
+use super::{CertSummary, rfc4514_subject};
 use crate::identity::sha256_hex;
 
 pub(super) fn file_error(

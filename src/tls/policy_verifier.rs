@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use crate::admission::{Admitted, Policy, Verdict};
 
-use super::HANDSHAKE;
-use super::failure_reason;
+use super::{HANDSHAKE, failure_reason};
 
 /// CA validation (the webpki verifier), then the admission policy: the
 /// registry's status of the device and the allow rules. Runs inside the

@@ -14,15 +14,10 @@ use crate::admission::Policy;
 use crate::config::{ClientAuthMode, ConfigPath, TlsSettings};
 use crate::error::ConfigError;
 
-use super::CertSummary;
-use super::CrlSummary;
 use super::chain_cache::ChainCache;
 use super::digest::finish;
-use super::files::file_error;
-use super::files::read_crls;
-use super::files::read_pem_certs;
-use super::rfc4514_subject;
-use super::trust;
+use super::files::{file_error, read_crls, read_pem_certs};
+use super::{CertSummary, CrlSummary, rfc4514_subject, trust};
 use crate::identity::sha256_hex;
 
 /// The client CA and CRL files of a listener, read once per (re)load.
