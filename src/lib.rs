@@ -2,12 +2,18 @@
 //! devices with approved client certificates and forwards them to a
 //! plain-HTTP management server.
 //!
-//! Data flows one way: [`config`] (TOML → validated [`config::Settings`]) →
-//! [`tls`] (certificates, verifier, identity) → [`gateway`] (binds and runs)
-//! → [`proxy`] (accept, handshake, HTTP service, upstream pool). [`admin`]
-//! serves metrics and health; [`metrics`] owns the metric families;
-//! [`reload`] rebuilds and swaps the state on file change, SIGHUP or admin
-//! call; [`handover`] passes listening sockets to a new binary.
+//! Data flows one way (ARCHITECTURE.md draws it; `tests/layout.rs` checks
+//! that no module imports one that imports it back):
+//! [`config`] (TOML → validated [`config::Settings`]) → [`reload`] (build
+//! the runtime state whole, bind, swap) → [`proxy`] (accept → handshake →
+//! connection → request → upstream), with [`tls`] (certificates, verifier)
+//! and [`admission`] (the verdict on a CA-valid certificate, from the
+//! [`registry`] snapshot) on the handshake path. [`admin`] serves the API and
+//! metrics and asks for reloads through [`control`]; [`gateway`] starts and
+//! drains; [`handover`] passes sockets to a new binary. Reporting:
+//! [`metrics`], [`readiness`], [`access`], [`notify`]. Leaf helpers:
+//! [`identity`], [`dn`], [`clock`], [`shutdown`]. The CLI edge: [`devices`],
+//! [`demo`] and `main.rs`.
 
 pub mod access;
 pub mod admin;
