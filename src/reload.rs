@@ -60,14 +60,51 @@ pub struct Built {
     access: admin::Access,
 }
 
+/// Whether a reload runs when the watched files are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// Always (SIGHUP, the admin API: the admin asked).
+    Always,
+    /// Only when some watched file's bytes changed.
+    IfChanged,
+}
+
+/// What a reload that fails means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// Report it: log, `certgate_reloads_total{result="failure"}`, alert.
+    Report,
+    /// A write may still be in progress (a cert whose key follows): wait
+    /// quietly, the settle time decides.
+    Settle,
+}
+
+/// Whether `apply` starts the gateway or replaces running state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first state: nothing runs yet, nothing to report as changed.
+    Start,
+    /// A reload: report what changed, stop what was removed.
+    Reload,
+}
+
+/// What a rebuild may carry over from the state in force: the upstreams
+/// (an unchanged one keeps its connection pool and server verdicts) and
+/// each listener's TLS state (unchanged trust keeps its verifier and
+/// session cache, so a certificate rotation costs no full handshakes).
+#[derive(Default)]
+pub struct Reuse {
+    upstreams: Vec<Arc<Upstream>>,
+    tls: Vec<(String, Arc<ListenerTls>)>,
+}
+
 impl Built {
-    /// Loads every file `settings` names and builds TLS and upstream state.
-    /// `previous` (the controller being reloaded) lets unchanged upstreams
-    /// keep their connection pools and unchanged trust settings keep their
-    /// verifier and session cache. All problems are reported together.
+    /// Loads every file `settings` names and builds TLS and upstream state,
+    /// carrying over from `previous` what did not change. All problems are
+    /// reported together.
     pub fn new(
         settings: &Settings,
-        previous: Option<&Controller>,
+        previous: Option<&Reuse>,
         registry: Option<&Registry>,
         metrics: Option<&Metrics>,
     ) -> Result<Built, ConfigError> {
@@ -122,10 +159,10 @@ impl Built {
         let mut listeners = Vec::new();
         for l in &settings.listeners {
             let old = previous.and_then(|p| {
-                p.listeners
+                p.tls
                     .iter()
-                    .find(|r| r.name == l.name)
-                    .and_then(|r| r.shared.current().tls.clone())
+                    .find(|(name, _)| *name == l.name)
+                    .map(|(_, t)| t.clone())
             });
             let tls = match &l.tls {
                 None => None,
@@ -252,6 +289,18 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// What the next build may carry over from the state in force.
+    fn reuse(&self) -> Reuse {
+        Reuse {
+            upstreams: self.upstreams.clone(),
+            tls: self
+                .listeners
+                .iter()
+                .filter_map(|r| r.shared.current().tls.clone().map(|t| (r.name.clone(), t)))
+                .collect(),
+        }
+    }
+
     /// Builds and binds everything `settings` describes (taking sockets
     /// from `inherited` where they match) and starts serving. Nothing is
     /// served unless everything is valid and bound.
@@ -289,7 +338,7 @@ impl Controller {
             stale_crls: HashSet::new(),
         };
         controller
-            .apply(settings, built, &mut inherited, true)
+            .apply(settings, built, &mut inherited, Phase::Start)
             .await?;
         for s in inherited {
             info!(name = %s.name, addr = %s.local, "inherited socket not in the config; closed");
@@ -322,7 +371,7 @@ impl Controller {
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload { cause, reply }) => {
-                        let out = self.reload(cause, true, false).await;
+                        let out = self.reload(cause, Rebuild::Always, OnFailure::Report).await;
                         let _ = reply.send(out);
                     }
                     None => break,
@@ -337,18 +386,18 @@ impl Controller {
                             _ = tokio::time::sleep_until(deadline) => break,
                         }
                     }
-                    if self.reload(Cause::Files, false, true).await.is_err() {
+                    if self.reload(Cause::Files, Rebuild::IfChanged, OnFailure::Settle).await.is_err() {
                         tokio::select! {
                             _ = changed.notified() => {
                                 tokio::time::sleep(QUIET).await;
                             }
                             _ = tokio::time::sleep(SETTLE) => {}
                         }
-                        let _ = self.reload(Cause::Files, false, false).await;
+                        let _ = self.reload(Cause::Files, Rebuild::IfChanged, OnFailure::Report).await;
                     }
                 }
                 _ = poll.tick() => {
-                    let _ = self.reload(Cause::Poll, false, false).await;
+                    let _ = self.reload(Cause::Poll, Rebuild::IfChanged, OnFailure::Report).await;
                     self.check_crls();
                 }
                 conn = accept_unix(handover_socket.as_ref()) => {
@@ -469,7 +518,14 @@ impl Controller {
     /// state in force (or since the last refused attempt). `settling` is a first attempt right after a file event: a failure is
     /// returned without being recorded, logged as refused or remembered, so
     /// the caller can give the writer [`SETTLE`] to finish and try again.
-    async fn reload(&mut self, cause: Cause, force: bool, settling: bool) -> ReloadOutcome {
+    async fn reload(
+        &mut self,
+        cause: Cause,
+        rebuild: Rebuild,
+        failure: OnFailure,
+    ) -> ReloadOutcome {
+        let force = rebuild == Rebuild::Always;
+        let settling = failure == OnFailure::Settle;
         let started = std::time::Instant::now();
         let source = self.settings.source.clone();
         let result = match Settings::load(&source) {
@@ -496,15 +552,16 @@ impl Controller {
                     return Ok(ReloadReport::default());
                 }
                 crate::notify::reloading();
+                let reuse = self.reuse();
                 let built = Built::new(
                     &settings,
-                    Some(self),
+                    Some(&reuse),
                     self.registry.as_ref(),
                     Some(&self.metrics),
                 );
                 let result = match built {
                     Ok(built) => self
-                        .apply(settings, built, &mut Vec::new(), false)
+                        .apply(settings, built, &mut Vec::new(), Phase::Reload)
                         .await
                         .map(|r| (r, digest))
                         .map_err(|e| (e, Some(digest))),
@@ -588,7 +645,7 @@ impl Controller {
         settings: Settings,
         built: Built,
         inherited: &mut Inherited,
-        initial: bool,
+        phase: Phase,
     ) -> Result<ReloadReport, RunError> {
         let mut report = ReloadReport::default();
         // Which running socket each new listener keeps: same name and same
@@ -684,7 +741,7 @@ impl Controller {
                 (None, Some(socket)) => {
                     let addr = socket.local_addr().unwrap_or(l.listen);
                     info!(listener = %l.name, %addr, upstream = %l.upstream, "listening");
-                    if !initial {
+                    if phase == Phase::Reload {
                         report
                             .changes
                             .push(format!("listener \"{}\" added on {addr}", l.name));
@@ -772,13 +829,13 @@ impl Controller {
         }
         for u in &settings.upstreams {
             let before = self.settings.upstreams.iter().find(|o| o.name == u.name);
-            if !initial && before != Some(u) {
+            if phase == Phase::Reload && before != Some(u) {
                 report
                     .changes
                     .push(format!("upstream \"{}\": servers {:?}", u.name, u.servers));
             }
         }
-        if !initial {
+        if phase == Phase::Reload {
             crate::registry::warn_if_changed(
                 self.settings.registry.as_ref(),
                 settings.registry.as_ref(),

@@ -279,6 +279,12 @@ async fn cbc_and_non_ecdhe_suites_are_refused() {
         assert!(!r.ok, "{suites} must be refused:\n{}", r.output);
     }
     assert_eq!(backend.count(), 0);
+    metric_at_least(
+        &gw,
+        "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"no_shared_cipher\"}",
+        5.0,
+    )
+    .await;
     assert_eq!(
         metric(
             &gw,

@@ -189,6 +189,12 @@ async fn resumed_session_is_reverified_and_refused_once_the_cert_expired() {
         "an expired certificate got through on a resumed session: {r:?}"
     );
     assert_eq!(backend.count(), before);
+    metric_at_least(
+        &gw,
+        "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"expired\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(
         metric(
             &gw,

@@ -36,10 +36,12 @@ async fn manual_mode_refuses_a_new_device_lists_it_pending_and_admits_it_once_ap
     assert!(status.is_err(), "an unapproved device must be refused");
     assert_access_denied(f.addr, client.clone()).await;
     assert!(
-        metric(
+        metric_at_least(
             &f.gw,
-            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"unapproved\"}"
-        ) >= 1.0,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"unapproved\"}",
+            1.0
+        )
+        .await,
         "{}",
         f.gw.metrics.encode()
     );
@@ -207,10 +209,12 @@ async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshake
         "{e}"
     );
     assert!(
-        metric(
+        metric_at_least(
             &f.gw,
-            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}"
-        ) >= 2.0,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}",
+            2.0
+        )
+        .await,
         "{}",
         f.gw.metrics.encode()
     );
@@ -537,10 +541,12 @@ async fn allow_rules_pre_approve_matching_devices_and_without_a_registry_restric
     let e = get(g.addr, no_resumption(&g.device_client()), "/other", &[]).await;
     assert!(e.is_err(), "device-a matches no rule");
     assert!(
-        metric(
+        metric_at_least(
             &g.gw,
-            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"not_allowed\"}"
-        ) >= 1.0,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"not_allowed\"}",
+            1.0
+        )
+        .await,
         "{}",
         g.gw.metrics.encode()
     );
@@ -749,10 +755,12 @@ async fn a_blocked_device_is_refused_in_observe_mode_too() {
     block_and_see_closed(admin, &fp, &open).await;
     assert_access_denied(f.addr, client.clone()).await;
     assert!(
-        metric(
+        metric_at_least(
             &f.gw,
-            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}"
-        ) >= 1.0,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"blocked\"}",
+            1.0
+        )
+        .await,
         "{}",
         f.gw.metrics.encode()
     );

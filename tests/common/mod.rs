@@ -792,6 +792,13 @@ pub fn metric(gw: &certgate::Gateway, line_prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Whether a metric line reaches `min` within 2 s. For counters the
+/// gateway bumps just after the client saw the outcome (a refused
+/// handshake's alert is read by the client before the gateway counts it).
+pub async fn metric_at_least(gw: &certgate::Gateway, line_prefix: &str, min: f64) -> bool {
+    eventually(Duration::from_secs(2), || metric(gw, line_prefix) >= min).await
+}
+
 /// Path of the certgate binary built for these tests.
 pub fn certgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_certgate")
