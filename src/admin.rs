@@ -146,7 +146,12 @@ async fn route(
     ) {
         let reason = refused.reason.as_str();
         ctx.metrics.admin_refused(reason);
-        warn!(method = %req.method(), path = %path, reason, "admin request refused: {}", refused.message);
+        if crate::log_limit::ADMIN_REFUSAL_LOG.should_log() {
+            warn!(method = %req.method(), path = %path, reason,
+                "admin request refused: {} (further refusals are counted in \
+                 certgate_admin_requests_refused_total, logged at most once a second)",
+                refused.message);
+        }
         return json(
             StatusCode::FORBIDDEN,
             serde_json::json!({"error": refused.message, "reason": reason}),
@@ -528,11 +533,7 @@ pub struct Tokens {
 }
 
 fn token_digest(token: &str) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
-    );
-    out
+    crate::identity::sha256(token.as_bytes())
 }
 
 impl Tokens {

@@ -39,7 +39,12 @@ impl PeerIdentity {
 
 /// Fingerprint bytes of a certificate: SHA-256 of its DER.
 pub fn fingerprint(der: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    sha256(der)
+}
+
+/// SHA-256 of any bytes.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out

@@ -12,7 +12,7 @@
 //! metrics and asks for reloads through [`control`]; [`gateway`] starts and
 //! drains; [`handover`] passes sockets to a new binary. Reporting:
 //! [`metrics`], [`readiness`], [`access`], [`notify`]. Leaf helpers:
-//! [`identity`], [`dn`], [`clock`], [`shutdown`]. The CLI edge: [`devices`],
+//! [`identity`], [`dn`], [`clock`], [`shutdown`], [`log_limit`]. The CLI edge: [`devices`],
 //! [`demo`] and `main.rs`.
 
 pub mod access;
@@ -28,6 +28,7 @@ pub mod error;
 pub mod gateway;
 pub mod handover;
 pub mod identity;
+pub mod log_limit;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

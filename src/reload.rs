@@ -221,16 +221,7 @@ impl Built {
             .filter_map(|(l, t, _)| t.as_deref().map(|t| expiries(&l.name, t)))
             .flatten()
             .filter_map(|c| {
-                let days = (c.not_after - now).div_euclid(86_400);
-                (days < EXPIRY_WARNING_DAYS).then(|| {
-                    format!(
-                        "listener \"{}\": the {} certificate \"{}\" expires in {} day(s); replace it",
-                        c.listener,
-                        if c.role == "server" { "server" } else { "client CA" },
-                        c.subject,
-                        days
-                    )
-                })
+                expiry_warning(&c, now).map(|w| format!("listener \"{}\": {w}", c.listener))
             })
             .collect()
     }
@@ -946,16 +937,35 @@ fn expiries(listener: &str, tls: &ListenerTls) -> Vec<CertExpiry> {
         .collect()
 }
 
+/// The warning about a certificate that has expired or expires within
+/// [`EXPIRY_WARNING_DAYS`], if it does: what `run` logs and `check` prints.
+fn expiry_warning(c: &CertExpiry, now: i64) -> Option<String> {
+    let what = if c.role == "server" {
+        "server"
+    } else {
+        "client CA"
+    };
+    let days = (c.not_after - now).div_euclid(86_400);
+    if c.not_after <= now {
+        Some(format!(
+            "the {what} certificate \"{}\" has EXPIRED; replace it",
+            c.subject
+        ))
+    } else if days < EXPIRY_WARNING_DAYS {
+        Some(format!(
+            "the {what} certificate \"{}\" expires in {days} day(s); replace it",
+            c.subject
+        ))
+    } else {
+        None
+    }
+}
+
 fn warn_expiring(certs: &[CertExpiry]) {
     let now = now_unix();
     for c in certs {
-        let days = (c.not_after - now).div_euclid(86_400);
-        if c.not_after <= now {
-            warn!(listener = %c.listener, role = c.role, subject = %c.subject,
-                "certificate has EXPIRED; replace it");
-        } else if days < EXPIRY_WARNING_DAYS {
-            warn!(listener = %c.listener, role = c.role, subject = %c.subject, days_left = days,
-                "certificate expires within {EXPIRY_WARNING_DAYS} days; replace it");
+        if let Some(w) = expiry_warning(c, now) {
+            warn!(listener = %c.listener, role = c.role, subject = %c.subject, "{w}");
         }
     }
 }

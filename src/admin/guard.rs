@@ -119,10 +119,12 @@ impl HostRules {
 
 /// The authority a request was sent to: `:authority` (HTTP/2, absolute
 /// URIs) or `Host`.
+/// `None` without either; an unreadable `Host` (not ASCII) reads as an
+/// empty name, which no rule allows.
 fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
     uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(header::HOST).map(|v| v.to_str().unwrap_or("")))
 }
 
 /// A request that may change state: everything but GET, HEAD and OPTIONS.
@@ -359,5 +361,21 @@ mod tests {
             Err(Refusal::ContentType)
         );
         assert_eq!(run(Method::POST, &[h], true), Err(Refusal::ContentType));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HOST,
+            http::HeaderValue::from_bytes(b"caf\xe9.example")
+                .unwrap_or(http::HeaderValue::from_static("x")),
+        );
+        let rules = HostRules::default();
+        let got = check(
+            &rules,
+            local(),
+            &Method::GET,
+            &Uri::from_static("/api/devices"),
+            &headers,
+            false,
+        );
+        assert_eq!(got.map_err(|r| r.reason), Err(Refusal::Host));
     }
 }

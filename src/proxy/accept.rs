@@ -3,8 +3,8 @@
 
 use super::ListenerShared;
 use super::handshake::connection;
-use super::log_limit::LogLimit;
 use super::plain::plain;
+use crate::log_limit::LogLimit;
 use crate::shutdown::stopped;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,9 +2,9 @@
 //! is drained, or its client stops being admitted.
 
 use super::headers::ClientFacts;
-use super::log_limit::SLOW_HEAD_LOG;
 use super::service::{Activity, ConnContext};
 use super::{Admission, ListenerShared, ListenerState, framing, service};
+use crate::log_limit::SLOW_HEAD_LOG;
 use crate::shutdown::stopped;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;

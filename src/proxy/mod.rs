@@ -23,7 +23,6 @@ mod connection;
 pub mod framing;
 mod handshake;
 pub mod headers;
-mod log_limit;
 mod plain;
 mod recheck;
 pub mod service;

@@ -72,14 +72,13 @@ impl AlertRewrite {
         out
     }
 
-    /// The bytes to write for `buf`: `None` when they go out unchanged.
-    /// Does not advance; [`AlertRewrite::advance`] does, by what was
-    /// written.
-    pub(crate) fn rewrite(&self, buf: &[u8]) -> Option<Vec<u8>> {
-        let mut probe = self.clone();
+    /// The bytes to write for `buf` (`None`: unchanged), moving past all
+    /// of it. After a short write, go back to the state before this call
+    /// and [`AlertRewrite::advance`] by what was written.
+    pub(crate) fn rewrite(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         for (i, &b) in buf.iter().enumerate() {
-            let o = probe.step(b);
+            let o = self.step(b);
             if o != b {
                 out.get_or_insert_with(|| buf.to_vec())[i] = o;
             }
@@ -105,22 +104,25 @@ mod tests {
         // A ServerHelloDone record first, then the alert, split oddly.
         let hello_done = [22, 3, 3, 0, 4, 14, 0, 0, 0];
         assert_eq!(w.rewrite(&hello_done), None);
-        w.advance(&hello_done);
         let alert = [21, 3, 3, 0, 2, 2, 116];
         assert_eq!(w.rewrite(&alert[..3]), None);
-        w.advance(&alert[..3]);
+        // A short write of the rest: back up, advance by what went out.
+        let before = w.clone();
         assert_eq!(w.rewrite(&alert[3..]), Some(vec![0, 2, 2, 40]));
+        w = before;
+        w.advance(&[0, 2]);
+        assert_eq!(w.rewrite(&alert[5..]), Some(vec![2, 40]));
     }
 
     #[test]
     fn other_records_pass_unchanged() {
-        let w = AlertRewrite::default();
+        let w = AlertRewrite::default;
         // Encrypted (TLS 1.3 style) record, warning-level alert, other alert.
-        assert_eq!(w.rewrite(&[23, 3, 3, 0, 2, 2, 116]), None);
-        assert_eq!(w.rewrite(&[21, 3, 3, 0, 2, 1, 116]), None);
-        assert_eq!(w.rewrite(&[21, 3, 3, 0, 2, 2, 42]), None);
-        assert_eq!(w.rewrite(&[21, 3, 1, 0, 2, 2, 116]), None);
+        assert_eq!(w().rewrite(&[23, 3, 3, 0, 2, 2, 116]), None);
+        assert_eq!(w().rewrite(&[21, 3, 3, 0, 2, 1, 116]), None);
+        assert_eq!(w().rewrite(&[21, 3, 3, 0, 2, 2, 42]), None);
+        assert_eq!(w().rewrite(&[21, 3, 1, 0, 2, 2, 116]), None);
         // 116 as data inside a handshake record.
-        assert_eq!(w.rewrite(&[22, 3, 3, 0, 2, 2, 116]), None);
+        assert_eq!(w().rewrite(&[22, 3, 3, 0, 2, 2, 116]), None);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::delegate::delegate_to_inner;
 use super::digest::finish;
 use super::trust;
 
@@ -65,17 +66,7 @@ impl ChainCache {
 }
 
 impl ClientCertVerifier for ChainCache {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
+    delegate_to_inner!();
 
     fn verify_client_cert(
         &self,
@@ -130,27 +121,5 @@ impl ClientCertVerifier for ChainCache {
             m.insert(key, until);
         }
         Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }

@@ -199,11 +199,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
         let Some(alerts) = this.alerts.as_mut() else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         };
+        // One pass over the bytes; only a short or failed write (rare)
+        // goes back and advances by what actually went out.
+        let before = alerts.clone();
         let patched = alerts.rewrite(buf);
         let out = patched.as_deref().unwrap_or(buf);
         let r = Pin::new(&mut this.inner).poll_write(cx, out);
-        if let Poll::Ready(Ok(n)) = &r {
-            alerts.advance(&out[..(*n).min(out.len())]);
+        match &r {
+            Poll::Ready(Ok(n)) if *n == out.len() => {}
+            Poll::Ready(Ok(n)) => {
+                *alerts = before;
+                alerts.advance(&out[..(*n).min(out.len())]);
+            }
+            _ => *alerts = before,
         }
         r
     }

@@ -18,6 +18,7 @@
 
 mod alert;
 mod chain_cache;
+mod delegate;
 mod digest;
 pub mod failure;
 mod files;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::admission::{Admitted, Policy, Verdict};
 
+use super::delegate::delegate_to_inner;
 use super::{HANDSHAKE, failure_reason};
 
 /// CA validation (the webpki verifier), then the admission policy: the
@@ -24,17 +25,7 @@ pub(super) struct PolicyVerifier {
 }
 
 impl ClientCertVerifier for PolicyVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
+    delegate_to_inner!();
 
     fn verify_client_cert(
         &self,
@@ -80,27 +71,5 @@ impl ClientCertVerifier for PolicyVerifier {
             _ if self.observe => Ok(rustls::server::danger::ClientCertVerified::assertion()),
             _ => ca,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }

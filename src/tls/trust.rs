@@ -14,6 +14,8 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::identity::serial_hex;
+
 use super::rfc4514_subject;
 
 /// Why a configured CA certificate cannot act as one, or `None`.
@@ -182,32 +184,24 @@ pub(crate) fn key_usage_refusal(end_entity: &[u8]) -> Option<ChainError> {
     }
 }
 
-fn trim_serial(raw: &[u8]) -> Vec<u8> {
-    let mut s = raw;
-    while s.len() > 1 && s[0] == 0 {
-        s = &s[1..];
-    }
-    s.to_vec()
-}
-
 /// The serials each loaded CRL revokes, by issuer name: used only after
 /// webpki has said "revoked", to say which certificate of the chain it was.
 #[derive(Debug, Default)]
 pub(crate) struct RevokedIndex {
-    by_issuer: HashMap<Vec<u8>, (String, HashSet<Vec<u8>>)>,
+    by_issuer: HashMap<Vec<u8>, (String, HashSet<String>)>,
 }
 
 impl RevokedIndex {
     /// Indexes the CRLs (ones that do not parse were refused at load).
     pub(crate) fn new(crls: &[CertificateRevocationListDer<'static>]) -> RevokedIndex {
-        let mut by_issuer: HashMap<Vec<u8>, (String, HashSet<Vec<u8>>)> = HashMap::new();
+        let mut by_issuer: HashMap<Vec<u8>, (String, HashSet<String>)> = HashMap::new();
         for c in crls {
             if let Ok((_, crl)) = CertificateRevocationList::from_der(c) {
                 let entry = by_issuer
                     .entry(crl.issuer().as_raw().to_vec())
                     .or_insert_with(|| (crate::dn::rfc4514(crl.issuer()), HashSet::new()));
                 for r in crl.iter_revoked_certificates() {
-                    entry.1.insert(trim_serial(r.raw_serial()));
+                    entry.1.insert(serial_hex(r.raw_serial()));
                 }
             }
         }
@@ -228,14 +222,15 @@ impl RevokedIndex {
             let Some((crl_issuer, serials)) = self.by_issuer.get(cert.issuer().as_raw()) else {
                 continue;
             };
-            if serials.contains(&trim_serial(cert.raw_serial())) {
+            let serial = serial_hex(cert.raw_serial());
+            if serials.contains(&serial) {
                 if i == 0 {
                     return None;
                 }
                 return Some(ChainError::CaRevoked {
                     position: i + 1,
                     subject: rfc4514_subject(&cert),
-                    serial: crate::identity::serial_hex(cert.raw_serial()),
+                    serial,
                     crl_issuer: crl_issuer.clone(),
                 });
             }
