@@ -1,18 +1,20 @@
-//! A listener's limits, its TLS and client-auth sections, and the CIDRs
-//! of a plain-HTTP listener.
+//! One `[[listener]]`: its name and address, its limits, its TLS and
+//! client-auth sections, and the CIDRs of a plain-HTTP listener.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use crate::error::ConfigError;
 
 use super::defaults::MIN_HEADER_BYTES;
 use super::raw::{RawClientAuth, RawListener, RawTls};
-use super::values::{duration_or, invalid, resolve};
+use super::values::{duration_or, invalid, parse_addr, resolve, valid_name};
 use super::{
     AllowRules, CertificatePaths, ClientAuthMode, ClientAuthSettings, CrlStale,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_URI_BYTES,
-    DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, TlsSettings, TlsVersion,
+    DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, ListenerSettings,
+    TlsSettings, TlsVersion,
 };
 
 pub(super) fn listener_limits(
@@ -228,4 +230,119 @@ pub(super) fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
         .map(|n| n.trunc())
+}
+
+/// What the listeners validated so far claimed: names and fixed addresses.
+#[derive(Default)]
+pub(super) struct Seen {
+    names: HashSet<String>,
+    addrs: HashSet<std::net::SocketAddr>,
+}
+
+/// One `[[listener]]`, the `i`-th. `seen` collects the names and fixed
+/// addresses of the listeners before it (a duplicate is an error);
+/// `upstreams` are the upstream names defined. `None` when the listener is
+/// too broken to describe (its errors are in `errors`).
+pub(super) fn validate_listener(
+    i: usize,
+    l: RawListener,
+    seen: &mut Seen,
+    upstream_names: &HashSet<String>,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ListenerSettings> {
+    let ctx = format!("listener \"{}\"", l.name);
+    if !valid_name(&l.name) {
+        errors.push(invalid(
+            format!("listener[{i}].name"),
+            format!(
+                "\"{}\" is not a valid name; use letters, digits, '.', '_' or '-'",
+                l.name
+            ),
+        ));
+    }
+    if !seen.names.insert(l.name.clone()) {
+        errors.push(invalid(
+            &ctx,
+            "duplicate listener name; each [[listener]] needs its own name",
+        ));
+    }
+    let listen = match parse_addr(&l.listen) {
+        Ok(a) => {
+            if a.port() != 0 && !seen.addrs.insert(a) {
+                errors.push(invalid(
+                    format!("{ctx}: listen"),
+                    format!("{a} is already used by another listener"),
+                ));
+            }
+            Some(a)
+        }
+        Err(m) => {
+            errors.push(invalid(format!("{ctx}: listen"), m));
+            None
+        }
+    };
+    if !upstream_names.contains(&l.upstream) {
+        errors.push(invalid(
+            format!("{ctx}: upstream"),
+            format!(
+                "no [[upstream]] named \"{}\"; define it or fix the name",
+                l.upstream
+            ),
+        ));
+    }
+    let limits = listener_limits(&l, &ctx, errors);
+    let mut allow_from = Vec::new();
+    for (j, c) in l.allow_from.iter().flatten().enumerate() {
+        match parse_cidr(c) {
+            Some(n) => allow_from.push(n),
+            None => errors.push(invalid(
+                format!("{ctx}: allow_from[{j}]"),
+                format!("\"{c}\" is not an address or CIDR block (e.g. \"10.20.0.0/16\")"),
+            )),
+        }
+    }
+    let tls = match l.tls {
+        Some(t) => {
+            if l.allow_from.is_some() {
+                errors.push(invalid(
+                    format!("{ctx}: allow_from"),
+                    "allow_from is for plain-HTTP listeners (no [listener.tls]); TLS \
+                     listeners admit devices by certificate",
+                ));
+            }
+            validate_tls(t, l.client_auth, &ctx, base, errors).map(Some)
+        }
+        None => {
+            if l.client_auth.is_some() {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "a plain-HTTP listener (no [listener.tls]) cannot check client \
+                     certificates; remove [listener.client_auth] or add [listener.tls]",
+                ));
+            }
+            if l.allow_from.as_ref().is_none_or(|a| a.is_empty()) {
+                errors.push(invalid(
+                    format!("{ctx}: allow_from"),
+                    "a listener without [listener.tls] is a plain-HTTP listener for legacy \
+                     devices and must list the sources it admits: allow_from = \
+                     [\"10.20.0.0/16\", ...]; or add a [listener.tls] table",
+                ));
+                None
+            } else {
+                Some(None)
+            }
+        }
+    };
+    let (Some(listen), Some(tls)) = (listen, tls) else {
+        return None;
+    };
+    Some(ListenerSettings {
+        name: l.name,
+        listen,
+        upstream: l.upstream,
+        tls,
+        allow_from,
+        limits,
+    })
 }

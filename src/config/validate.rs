@@ -7,20 +7,18 @@ use std::path::Path;
 use crate::Settings;
 use crate::error::ConfigError;
 
-use super::listener::{listener_limits, parse_cidr, validate_tls};
-use super::raw::RawConfig;
-use super::upstream::health_check;
-use super::values::{
-    duration_or, invalid, normalize_allowed_host, parse_addr, resolve, valid_name,
-};
+use super::listener::{Seen, validate_listener};
+use super::raw::{RawAdmin, RawConfig, RawLog, RawRegistry};
+use super::upstream::validate_upstream;
+use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
 use super::{
-    AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE,
-    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPDATE_QUEUE,
-    DEFAULT_UPSTREAM_MAX_CONNECTIONS, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
-    Strategy, UpstreamSettings,
+    AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_UPDATE_QUEUE, LogFormat, LogSettings, RegistrySettings, UpstreamSettings,
 };
 
+/// Validates every section of `raw`, one function per section; every
+/// problem is pushed to `errors` and validation goes on, so the admin sees
+/// them all at once. Paths resolve against `base` (the config's folder).
 pub(super) fn validate(
     raw: RawConfig,
     source: &Path,
@@ -34,7 +32,48 @@ pub(super) fn validate(
         errors,
     );
 
-    let log = match raw.log {
+    let log = log_section(raw.log, base, errors);
+    let admin = raw.admin.and_then(|a| admin_section(a, base, errors));
+    let registry = raw.registry.and_then(|r| registry_section(r, base, errors));
+
+    let mut upstream_names = HashSet::new();
+    let upstreams: Vec<UpstreamSettings> = raw
+        .upstream
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| validate_upstream(i, u, &mut upstream_names, errors))
+        .collect();
+
+    if raw.listener.is_empty() {
+        errors.push(invalid(
+            source.display().to_string(),
+            "no [[listener]] defined; add at least one",
+        ));
+    }
+    let mut seen = Seen::default();
+    let listeners = raw
+        .listener
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, l)| validate_listener(i, l, &mut seen, &upstream_names, base, errors))
+        .collect();
+
+    let handover_socket = raw.handover_socket.map(|h| base.join(h));
+    Settings {
+        source: source.to_path_buf(),
+        shutdown_grace,
+        handover_socket,
+        registry,
+        log,
+        admin,
+        listeners,
+        upstreams,
+    }
+}
+
+/// `[log]`: formats and targets, "info" to stdout when absent.
+fn log_section(raw: Option<RawLog>, base: &Path, errors: &mut Vec<ConfigError>) -> LogSettings {
+    match raw {
         None => LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
@@ -79,9 +118,13 @@ pub(super) fn validate(
                 access_json,
             }
         }
-    };
+    }
+}
 
-    let admin = raw.admin.and_then(|a| match parse_addr(&a.listen) {
+/// `[admin]`: the listen address, the token file (required off loopback)
+/// and the extra names the Host check accepts.
+fn admin_section(a: RawAdmin, base: &Path, errors: &mut Vec<ConfigError>) -> Option<AdminSettings> {
+    match parse_addr(&a.listen) {
         Ok(listen) => {
             let token_file = a.token_file.map(|t| resolve(base, t));
             if token_file.is_none() && !listen.ip().is_loopback() {
@@ -111,261 +154,47 @@ pub(super) fn validate(
             errors.push(invalid("admin.listen", m));
             None
         }
-    });
-
-    let registry = raw.registry.and_then(|r| {
-        let approval = match r.approval.as_deref() {
-            None | Some("manual") => Approval::Manual,
-            Some("auto") => Approval::Auto,
-            Some(other) => {
-                errors.push(invalid(
-                    "registry.approval",
-                    format!("\"{other}\" is not an approval mode; use \"manual\" or \"auto\""),
-                ));
-                return None;
-            }
-        };
-        let update_queue = r.update_queue.unwrap_or(DEFAULT_UPDATE_QUEUE);
-        if update_queue == 0 {
-            errors.push(invalid("registry.update_queue", "must be at least 1"));
-        }
-        let path = resolve(base, r.path);
-        let audit_log = match r.audit_log {
-            Some(a) => resolve(base, a),
-            None => ConfigPath {
-                written: format!("{} (next to registry.path)", AUDIT_LOG_NAME),
-                resolved: path
-                    .resolved
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join(AUDIT_LOG_NAME),
-            },
-        };
-        Some(RegistrySettings {
-            path,
-            approval,
-            audit_log,
-            update_queue,
-        })
-    });
-
-    let mut upstreams = Vec::new();
-    let mut upstream_names = HashSet::new();
-    for (i, u) in raw.upstream.into_iter().enumerate() {
-        let ctx = format!("upstream[{i}] \"{}\"", u.name);
-        if !valid_name(&u.name) {
-            errors.push(invalid(
-                format!("upstream[{i}].name"),
-                format!(
-                    "\"{}\" is not a valid name; use letters, digits, '.', '_' or '-'",
-                    u.name
-                ),
-            ));
-        }
-        if !upstream_names.insert(u.name.clone()) {
-            errors.push(invalid(
-                &ctx,
-                "duplicate upstream name; each [[upstream]] needs its own name",
-            ));
-        }
-        if u.servers.is_empty() {
-            errors.push(invalid(
-                format!("{ctx}: servers"),
-                "no servers listed; give at least one \"host:port\"",
-            ));
-        }
-        if u.servers.len() > 64 {
-            errors.push(invalid(
-                format!("{ctx}: servers"),
-                format!(
-                    "{} servers listed; at most 64 per upstream",
-                    u.servers.len()
-                ),
-            ));
-        }
-        let mut servers = Vec::new();
-        for (j, s) in u.servers.iter().enumerate() {
-            match parse_addr(s) {
-                Ok(a) if servers.contains(&a) => errors.push(invalid(
-                    format!("{ctx}: servers[{j}]"),
-                    format!("{a} is listed twice; list each server once"),
-                )),
-                Ok(a) => servers.push(a),
-                Err(m) => errors.push(invalid(format!("{ctx}: servers[{j}]"), m)),
-            }
-        }
-        upstreams.push(UpstreamSettings {
-            servers,
-            connect_timeout: duration_or(
-                u.connect_timeout.as_deref(),
-                DEFAULT_CONNECT_TIMEOUT,
-                &format!("{ctx}: connect_timeout"),
-                errors,
-            ),
-            response_timeout: duration_or(
-                u.response_timeout.as_deref(),
-                DEFAULT_RESPONSE_TIMEOUT,
-                &format!("{ctx}: response_timeout"),
-                errors,
-            ),
-            pool_idle_timeout: duration_or(
-                u.pool_idle_timeout.as_deref(),
-                DEFAULT_POOL_IDLE_TIMEOUT,
-                &format!("{ctx}: pool_idle_timeout"),
-                errors,
-            ),
-            pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
-            max_connections: u
-                .max_connections
-                .unwrap_or(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-            queue_timeout: duration_or(
-                u.queue_timeout.as_deref(),
-                DEFAULT_QUEUE_TIMEOUT,
-                &format!("{ctx}: queue_timeout"),
-                errors,
-            ),
-            strategy: match u.strategy.as_deref() {
-                None | Some("failover") => Strategy::Failover,
-                Some("round_robin") => Strategy::RoundRobin,
-                Some("least_conn") => Strategy::LeastConn,
-                Some(other) => {
-                    errors.push(invalid(
-                        format!("{ctx}: strategy"),
-                        format!(
-                            "\"{other}\" is not a strategy; use \"failover\", \"round_robin\" or \"least_conn\""
-                        ),
-                    ));
-                    Strategy::Failover
-                }
-            },
-            max_fails: u.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
-            fail_timeout: duration_or(
-                u.fail_timeout.as_deref(),
-                DEFAULT_FAIL_TIMEOUT,
-                &format!("{ctx}: fail_timeout"),
-                errors,
-            ),
-            health_check: u
-                .health_check
-                .map(|h| health_check(h, &format!("{ctx}: health_check"), errors)),
-            name: u.name,
-        });
     }
+}
 
-    if raw.listener.is_empty() {
-        errors.push(invalid(
-            source.display().to_string(),
-            "no [[listener]] defined; add at least one",
-        ));
-    }
-    let mut listeners = Vec::new();
-    let mut listener_names = HashSet::new();
-    let mut listen_addrs = HashSet::new();
-    for (i, l) in raw.listener.into_iter().enumerate() {
-        let ctx = format!("listener \"{}\"", l.name);
-        if !valid_name(&l.name) {
+/// `[registry]`: the store, the approval mode and the audit log (beside
+/// the store unless given).
+fn registry_section(
+    r: RawRegistry,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RegistrySettings> {
+    let approval = match r.approval.as_deref() {
+        None | Some("manual") => Approval::Manual,
+        Some("auto") => Approval::Auto,
+        Some(other) => {
             errors.push(invalid(
-                format!("listener[{i}].name"),
-                format!(
-                    "\"{}\" is not a valid name; use letters, digits, '.', '_' or '-'",
-                    l.name
-                ),
+                "registry.approval",
+                format!("\"{other}\" is not an approval mode; use \"manual\" or \"auto\""),
             ));
+            return None;
         }
-        if !listener_names.insert(l.name.clone()) {
-            errors.push(invalid(
-                &ctx,
-                "duplicate listener name; each [[listener]] needs its own name",
-            ));
-        }
-        let listen = match parse_addr(&l.listen) {
-            Ok(a) => {
-                if a.port() != 0 && !listen_addrs.insert(a) {
-                    errors.push(invalid(
-                        format!("{ctx}: listen"),
-                        format!("{a} is already used by another listener"),
-                    ));
-                }
-                Some(a)
-            }
-            Err(m) => {
-                errors.push(invalid(format!("{ctx}: listen"), m));
-                None
-            }
-        };
-        if !upstream_names.contains(&l.upstream) {
-            errors.push(invalid(
-                format!("{ctx}: upstream"),
-                format!(
-                    "no [[upstream]] named \"{}\"; define it or fix the name",
-                    l.upstream
-                ),
-            ));
-        }
-        let limits = listener_limits(&l, &ctx, errors);
-        let mut allow_from = Vec::new();
-        for (j, c) in l.allow_from.iter().flatten().enumerate() {
-            match parse_cidr(c) {
-                Some(n) => allow_from.push(n),
-                None => errors.push(invalid(
-                    format!("{ctx}: allow_from[{j}]"),
-                    format!("\"{c}\" is not an address or CIDR block (e.g. \"10.20.0.0/16\")"),
-                )),
-            }
-        }
-        let tls = match l.tls {
-            Some(t) => {
-                if l.allow_from.is_some() {
-                    errors.push(invalid(
-                        format!("{ctx}: allow_from"),
-                        "allow_from is for plain-HTTP listeners (no [listener.tls]); TLS \
-                         listeners admit devices by certificate",
-                    ));
-                }
-                validate_tls(t, l.client_auth, &ctx, base, errors).map(Some)
-            }
-            None => {
-                if l.client_auth.is_some() {
-                    errors.push(invalid(
-                        format!("{ctx}: client_auth"),
-                        "a plain-HTTP listener (no [listener.tls]) cannot check client \
-                         certificates; remove [listener.client_auth] or add [listener.tls]",
-                    ));
-                }
-                if l.allow_from.as_ref().is_none_or(|a| a.is_empty()) {
-                    errors.push(invalid(
-                        format!("{ctx}: allow_from"),
-                        "a listener without [listener.tls] is a plain-HTTP listener for legacy \
-                         devices and must list the sources it admits: allow_from = \
-                         [\"10.20.0.0/16\", ...]; or add a [listener.tls] table",
-                    ));
-                    None
-                } else {
-                    Some(None)
-                }
-            }
-        };
-        if let (Some(listen), Some(tls)) = (listen, tls) {
-            listeners.push(ListenerSettings {
-                name: l.name,
-                listen,
-                upstream: l.upstream,
-                tls,
-                allow_from,
-                limits,
-            });
-        }
+    };
+    let update_queue = r.update_queue.unwrap_or(DEFAULT_UPDATE_QUEUE);
+    if update_queue == 0 {
+        errors.push(invalid("registry.update_queue", "must be at least 1"));
     }
-
-    let handover_socket = raw.handover_socket.map(|h| base.join(h));
-    Settings {
-        source: source.to_path_buf(),
-        shutdown_grace,
-        handover_socket,
-        registry,
-        log,
-        admin,
-        listeners,
-        upstreams,
-    }
+    let path = resolve(base, r.path);
+    let audit_log = match r.audit_log {
+        Some(a) => resolve(base, a),
+        None => ConfigPath {
+            written: format!("{} (next to registry.path)", AUDIT_LOG_NAME),
+            resolved: path
+                .resolved
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(AUDIT_LOG_NAME),
+        },
+    };
+    Some(RegistrySettings {
+        path,
+        approval,
+        audit_log,
+        update_queue,
+    })
 }
