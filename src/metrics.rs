@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::admission::Failure;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
     listener: String,
@@ -810,11 +812,11 @@ impl ListenerMetrics {
     }
 
     /// Counts a failed or refused handshake.
-    pub fn handshake_failure(&self, reason: &'static str) {
+    pub fn handshake_failure(&self, reason: Failure) {
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 listener: self.listener.clone(),
-                reason: reason.to_string(),
+                reason: reason.as_str().to_string(),
             })
             .inc();
     }

@@ -108,7 +108,7 @@ pub(super) async fn serve_http<IO>(
             }
             reason = revoked.as_mut() => {
                 admission.count_closed(reason);
-                info!(listener = %name, %peer, reason,
+                info!(listener = %name, %peer, reason = reason.as_str(),
                     "client no longer admitted after reload (client CA, CRL or policy changed); connection closed");
                 return;
             }

@@ -5,7 +5,7 @@
 use super::connection::serve_http;
 use super::headers::{ClientFacts, ClientIdentity};
 use super::{Admission, ListenerShared, ListenerState, service};
-use crate::admission::{Admitted, Refusal, Verdict};
+use crate::admission::{Admitted, Failure, FailureClass, Refusal, Verdict};
 use crate::config::ClientAuthMode;
 use crate::identity;
 use crate::readiness::{Event as ReadinessEvent, Status};
@@ -37,7 +37,7 @@ pub(super) type Tls = tokio_rustls::server::TlsStream<Recorded<TcpStream>>;
 pub(super) fn check_session(
     stream: Tls,
     tls: &ListenerTls,
-) -> Result<Tls, (Option<Refusal>, &'static str, String)> {
+) -> Result<Tls, (Option<Refusal>, Failure, String)> {
     let (_, conn) = stream.get_ref();
     if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
         && let (Some(v), Some(certs)) = (&tls.verifier, conn.peer_certificates())
@@ -50,7 +50,7 @@ pub(super) fn check_session(
             })
             .ok()
             .flatten();
-        let reason = noted.map_or_else(|| tls::failure_reason(&e), Refusal::as_str);
+        let reason = noted.map_or_else(|| tls::failure_reason(&e), Failure::Refused);
         return Err((noted, reason, tls::failure_detail(&e)));
     }
     Ok(stream)
@@ -103,42 +103,57 @@ pub(super) fn refusal_status(r: Refusal) -> Status {
     }
 }
 
+/// How a client authenticated, for the readiness report, the
+/// `client_auth` metric and `X-Client-Verify`: a status and, unless it
+/// authenticated or sent no certificate, the reason.
+pub(super) type Class = (Status, Option<Failure>);
+
+fn failure_class(f: Failure) -> Class {
+    match f.class() {
+        FailureClass::NoCredentials => (Status::NoCredentials, None),
+        FailureClass::Refused(r) => (refusal_status(r), Some(f)),
+        FailureClass::Failed => (Status::Failed, Some(f)),
+    }
+}
+
 /// How a client authenticated, from what the verifier noted: `policy` when
 /// the policy refused it, `failure` when the handshake failed otherwise.
+/// The reason is `None` for a client that authenticated or sent no
+/// certificate.
 pub(super) fn classify(
     note: &HandshakeNote,
     policy: Option<Refusal>,
-    failure: Option<&'static str>,
-) -> (Status, &'static str) {
+    failure: Option<Failure>,
+) -> Class {
     if let Some(r) = policy {
-        return (refusal_status(r), r.as_str());
+        return (refusal_status(r), Some(Failure::Refused(r)));
     }
-    if let Some(r) = failure {
-        return match r {
-            "no_certificate" => (Status::NoCredentials, "none"),
-            _ => (Status::Failed, r),
-        };
+    if let Some(f) = failure {
+        return failure_class(f);
     }
     if note.fingerprint.is_none() {
-        return (Status::NoCredentials, "none");
+        return (Status::NoCredentials, None);
     }
-    if let Some(r) = note.ca_failure {
-        return (Status::Failed, r);
+    if let Some(f) = note.ca_failure {
+        return failure_class(f);
     }
     match note.verdict {
-        Some(Verdict::Refuse { reason, .. }) => (refusal_status(reason), reason.as_str()),
-        _ => (Status::Authenticated, "none"),
+        Some(Verdict::Refuse { reason, .. }) => {
+            (refusal_status(reason), Some(Failure::Refused(reason)))
+        }
+        _ => (Status::Authenticated, None),
     }
 }
 
 pub(super) fn record(
     state: &ListenerState,
     peer: SocketAddr,
-    (status, reason): (Status, &'static str),
+    (status, reason): Class,
     note: &HandshakeNote,
     subject: Option<String>,
     legacy: Option<String>,
 ) {
+    let reason = reason.map_or("none", Failure::as_str);
     state.metrics.client_auth(status.as_str(), reason);
     if let Some(r) = &state.readiness {
         r.record(ReadinessEvent {
@@ -208,7 +223,7 @@ pub(super) async fn connection(
     };
     let stream = match accepted {
         Err(None) => {
-            state.metrics.handshake_failure("timeout");
+            state.metrics.handshake_failure(Failure::Timeout);
             info!(listener = %name, %peer, reason = "timeout",
                     "TLS handshake not completed within {:?}; closed", state.limits.handshake_timeout);
             return;
@@ -218,16 +233,16 @@ pub(super) async fn connection(
                 policy_refusal,
                 e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
             ) {
-                (Some(r), _) => (r.as_str(), r.detail().to_string()),
+                (Some(r), _) => (Failure::Refused(r), r.detail().to_string()),
                 (None, Some(te)) => (tls::failure_reason(te), tls::failure_detail(te)),
-                (None, None) => ("io", e.to_string()),
+                (None, None) => (Failure::Io, e.to_string()),
             };
             let mut legacy = None;
             if offered.is_legacy()
                 && let Some(v) = offered.version()
             {
                 let version = hello::version_name(v);
-                reason = "legacy_protocol";
+                reason = Failure::LegacyProtocol;
                 detail = format!("offered at most {version}; this listener needs TLS 1.2 or newer");
                 legacy = Some(version);
             }
@@ -236,9 +251,9 @@ pub(super) async fn connection(
             if let Some(r) = policy_refusal {
                 state.metrics.decision(r.as_str());
             }
-            info!(listener = %name, %peer, reason, error = %detail,
+            info!(listener = %name, %peer, reason = reason.as_str(), error = %detail,
                 fingerprint = fp_hex.as_deref().unwrap_or("-"), "TLS handshake refused");
-            crate::access::refused(name, peer, reason, fp_hex.as_deref());
+            crate::access::refused(name, peer, reason.as_str(), fp_hex.as_deref());
             if tls_state.mode != ClientAuthMode::Off {
                 // A legacy client never got as far as a policy verdict.
                 let class = classify(
@@ -248,12 +263,12 @@ pub(super) async fn connection(
                 );
                 record(&state, peer, class, &note, None, legacy);
             }
-            observe(&tls_state, &note, peer, Some(reason), false);
+            observe(&tls_state, &note, peer, Some(reason.as_str()), false);
             return;
         }
         Ok(Err((policy, reason, detail))) => {
             state.metrics.handshake_failure(reason);
-            info!(listener = %name, %peer, reason, error = %detail,
+            info!(listener = %name, %peer, reason = reason.as_str(), error = %detail,
                 "resumed TLS session refused on re-verification; closed");
             if tls_state.mode != ClientAuthMode::Off {
                 record(
@@ -278,14 +293,14 @@ pub(super) async fn connection(
         (ClientAuthMode::Off, _) => None,
         // Admitted under `required`: the verifier (and re-verification of
         // a resumed session) accepted the certificate.
-        (ClientAuthMode::Required, _) => Some((Status::Authenticated, "none")),
-        (ClientAuthMode::Observe, None) => Some((Status::NoCredentials, "none")),
+        (ClientAuthMode::Required, _) => Some((Status::Authenticated, None)),
+        (ClientAuthMode::Observe, None) => Some((Status::NoCredentials, None)),
         (ClientAuthMode::Observe, Some(_)) => Some(classify(&note, None, None)),
     };
     if tls_state.mode == ClientAuthMode::Required && certs.is_none() {
         // The verifier requires a certificate; this cannot happen unless
         // rustls changes, and then we refuse rather than admit.
-        state.metrics.handshake_failure("no_certificate");
+        state.metrics.handshake_failure(Failure::NoCertificate);
         warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
         return;
     }
@@ -296,7 +311,7 @@ pub(super) async fn connection(
     let identity = match certs {
         Some(certs) if ca_valid => {
             let Some(id) = certs.first().and_then(|c| ClientIdentity::from_der(c)) else {
-                state.metrics.handshake_failure("bad_certificate");
+                state.metrics.handshake_failure(Failure::BadCertificate);
                 warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
                 return;
             };
@@ -328,9 +343,13 @@ pub(super) async fn connection(
     }
     match (&identity, class) {
         (Some(_), Some((Status::Authenticated, _))) => observe(&tls_state, &note, peer, None, true),
-        (_, Some((_, reason))) if note.fingerprint.is_some() => {
-            observe(&tls_state, &note, peer, Some(reason), false)
-        }
+        (_, Some((_, reason))) if note.fingerprint.is_some() => observe(
+            &tls_state,
+            &note,
+            peer,
+            Some(reason.map_or("none", Failure::as_str)),
+            false,
+        ),
         _ => {}
     }
     let cipher = conn
@@ -361,8 +380,11 @@ pub(super) async fn connection(
     let verify = match class {
         None | Some((Status::NoCredentials, _)) => HeaderValue::from_static("NONE"),
         Some((Status::Authenticated, _)) => HeaderValue::from_static("SUCCESS"),
-        Some((_, reason)) => HeaderValue::from_str(&format!("FAILED:{reason}"))
-            .unwrap_or(HeaderValue::from_static("FAILED")),
+        Some((_, reason)) => HeaderValue::from_str(&format!(
+            "FAILED:{}",
+            reason.map_or("none", Failure::as_str)
+        ))
+        .unwrap_or(HeaderValue::from_static("FAILED")),
     };
     let facts = ClientFacts {
         forwarded_for: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
@@ -382,4 +404,78 @@ pub(super) async fn connection(
         drain,
     ))
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(
+        fingerprint: bool,
+        ca_failure: Option<Failure>,
+        verdict: Option<Verdict>,
+    ) -> HandshakeNote {
+        HandshakeNote {
+            fingerprint: fingerprint.then_some([7; 32]),
+            ca_failure,
+            verdict,
+            ..HandshakeNote::default()
+        }
+    }
+
+    #[test]
+    fn a_policy_refusal_wins_over_the_handshake_failure() {
+        let n = note(true, None, None);
+        assert_eq!(
+            classify(&n, Some(Refusal::Blocked), Some(Failure::AccessDenied)),
+            (Status::Blocked, Some(Failure::Refused(Refusal::Blocked)))
+        );
+    }
+
+    #[test]
+    fn no_certificate_is_no_credentials_not_a_failure() {
+        assert_eq!(
+            classify(&note(false, None, None), None, Some(Failure::NoCertificate)),
+            (Status::NoCredentials, None)
+        );
+        assert_eq!(
+            classify(&note(false, None, None), None, None),
+            (Status::NoCredentials, None)
+        );
+    }
+
+    #[test]
+    fn a_ca_failure_noted_by_the_verifier_is_a_failure() {
+        assert_eq!(
+            classify(&note(true, Some(Failure::UnknownCa), None), None, None),
+            (Status::Failed, Some(Failure::UnknownCa))
+        );
+        assert_eq!(
+            classify(&note(true, None, None), None, Some(Failure::LegacyProtocol)),
+            (Status::Failed, Some(Failure::LegacyProtocol))
+        );
+    }
+
+    #[test]
+    fn an_observed_verdict_classifies_the_device() {
+        let unapproved = Verdict::Refuse {
+            reason: Refusal::Unapproved,
+            record_pending: true,
+        };
+        assert_eq!(
+            classify(&note(true, None, Some(unapproved)), None, None),
+            (
+                Status::Unapproved,
+                Some(Failure::Refused(Refusal::Unapproved))
+            )
+        );
+        let admitted = Verdict::Admit {
+            why: Admitted::Approved,
+            record: false,
+        };
+        assert_eq!(
+            classify(&note(true, None, Some(admitted)), None, None),
+            (Status::Authenticated, None)
+        );
+    }
 }

@@ -49,7 +49,7 @@ pub(super) async fn plain(
     record(
         &state,
         peer,
-        (Status::NoCredentials, "none"),
+        (Status::NoCredentials, None),
         &HandshakeNote::default(),
         None,
         None,

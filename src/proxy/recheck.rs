@@ -2,7 +2,7 @@
 //! a device revoked or blocked is cut off on its open connections too.
 
 use super::ListenerShared;
-use crate::admission::Verdict;
+use crate::admission::{Failure, Verdict};
 use crate::config::ClientAuthMode;
 use crate::tls::{self, ListenerTls};
 use rustls::pki_types::CertificateDer;
@@ -23,7 +23,7 @@ pub struct Admission {
 impl Admission {
     /// Resolves, with a reason label, once the listener's current state no
     /// longer admits this client; never resolves otherwise.
-    pub async fn revoked(&self) -> &'static str {
+    pub async fn revoked(&self) -> Failure {
         let mut changes = self.shared.subscribe();
         let mut digest = self.digest;
         let mut registry = self
@@ -55,7 +55,7 @@ impl Admission {
             ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
                 && (reason.by_admin() || tls.mode == ClientAuthMode::Required)
             {
-                return reason.as_str();
+                return Failure::Refused(reason);
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() {
@@ -76,8 +76,11 @@ impl Admission {
 
 impl Admission {
     /// Counts a connection closed because it is no longer admitted.
-    pub fn count_closed(&self, reason: &'static str) {
-        self.shared.current().metrics.closed_by_policy(reason);
+    pub fn count_closed(&self, reason: Failure) {
+        self.shared
+            .current()
+            .metrics
+            .closed_by_policy(reason.as_str());
     }
 
     /// An admission for a connection without TLS.
@@ -94,11 +97,11 @@ impl Admission {
 pub(super) fn admits(
     tls: &ListenerTls,
     chain: Option<&[CertificateDer<'static>]>,
-) -> Result<(), &'static str> {
+) -> Result<(), Failure> {
     match (tls.mode, &tls.verifier, chain) {
         (ClientAuthMode::Off | ClientAuthMode::Observe, _, _) => Ok(()),
         (ClientAuthMode::Required, _, None) | (ClientAuthMode::Required, None, _) => {
-            Err("no_certificate")
+            Err(Failure::NoCertificate)
         }
         (ClientAuthMode::Required, Some(v), Some(chain)) => {
             tls::reverify(v.as_ref(), chain).map_err(|e| tls::failure_reason(&e))

@@ -594,7 +594,7 @@ async fn forward_inner(
                     },
                     reason = admission.revoked() => {
                         admission.count_closed(reason);
-                        info!(%listener, %peer, reason,
+                        info!(%listener, %peer, reason = reason.as_str(),
                             "client no longer admitted after reload; upgraded connection closed");
                     }
                     _ = stopped => {

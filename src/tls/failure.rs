@@ -5,6 +5,8 @@ use rustls::CertificateError;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 
+use crate::admission::Failure;
+
 use super::trust;
 
 /// Checks a resumed session's client chain again against the verifier of
@@ -22,54 +24,56 @@ pub fn reverify(
         .map(|_| ())
 }
 
-/// A short, bounded label for why a handshake failed: used in logs and as
-/// a metric label value, so it never contains peer data.
-pub fn failure_reason(err: &rustls::Error) -> &'static str {
+/// Why a handshake failed, from rustls's error: a bounded reason (logs,
+/// metric labels), never peer data.
+pub fn failure_reason(err: &rustls::Error) -> Failure {
     use rustls::Error as E;
     match err {
-        E::NoCertificatesPresented => "no_certificate",
+        E::NoCertificatesPresented => Failure::NoCertificate,
         E::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Failure::Expired,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "not_yet_valid"
+                Failure::NotYetValid
             }
-            CertificateError::Revoked => "revoked",
-            CertificateError::UnknownIssuer => "unknown_ca",
-            CertificateError::BadSignature => "bad_signature",
-            CertificateError::UnknownRevocationStatus => "unknown_revocation_status",
+            CertificateError::Revoked => Failure::Revoked,
+            CertificateError::UnknownIssuer => Failure::UnknownCa,
+            CertificateError::BadSignature => Failure::BadSignature,
+            CertificateError::UnknownRevocationStatus => Failure::UnknownRevocationStatus,
             CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
-            CertificateError::BadEncoding => "bad_certificate",
-            CertificateError::ApplicationVerificationFailure => "access_denied",
+            | CertificateError::ExpiredRevocationListContext { .. } => Failure::CrlExpired,
+            CertificateError::BadEncoding => Failure::BadCertificate,
+            CertificateError::ApplicationVerificationFailure => Failure::AccessDenied,
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                "invalid_purpose"
+                Failure::InvalidPurpose
             }
             CertificateError::Other(o) => {
                 match (o.0.as_ref() as &(dyn std::error::Error + 'static))
                     .downcast_ref::<trust::ChainError>()
                 {
                     Some(c) => c.reason(),
-                    None => "bad_certificate",
+                    None => Failure::BadCertificate,
                 }
             }
-            _ => "bad_certificate",
+            _ => Failure::BadCertificate,
         },
         E::PeerIncompatible(p) => match p {
             // A TLS 1.2 client that offers no ECDHE group can only use the
             // non-ECDHE suites we refuse: to the admin that is the same
             // problem as no common suite.
             rustls::PeerIncompatible::NoCipherSuitesInCommon
-            | rustls::PeerIncompatible::NoKxGroupsInCommon => "no_shared_cipher",
-            rustls::PeerIncompatible::NoSignatureSchemesInCommon => "no_shared_signature",
+            | rustls::PeerIncompatible::NoKxGroupsInCommon => Failure::NoSharedCipher,
+            rustls::PeerIncompatible::NoSignatureSchemesInCommon => Failure::NoSharedSignature,
             rustls::PeerIncompatible::Tls12NotOffered
             | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled
-            | rustls::PeerIncompatible::SupportedVersionsExtensionRequired => "protocol_version",
-            _ => "incompatible",
+            | rustls::PeerIncompatible::SupportedVersionsExtensionRequired => {
+                Failure::ProtocolVersion
+            }
+            _ => Failure::Incompatible,
         },
-        E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => "bad_message",
-        E::AlertReceived(_) => "client_alert",
-        E::PeerMisbehaved(_) => "peer_misbehaved",
-        _ => "other",
+        E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => Failure::BadMessage,
+        E::AlertReceived(_) => Failure::ClientAlert,
+        E::PeerMisbehaved(_) => Failure::PeerMisbehaved,
+        _ => Failure::Other,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the verifier learned during one handshake, passed to the task
 //! that runs it.
 
-use crate::admission::Verdict;
+use crate::admission::{Failure, Verdict};
 
 tokio::task_local! {
     /// What the verifier learned during one handshake, for the connection
@@ -21,7 +21,7 @@ pub struct HandshakeNote {
     /// The certificate, kept when the registry may need to create a record.
     pub der: Option<Vec<u8>>,
     /// Why CA validation (chain, validity, CRL) failed, if it did.
-    pub ca_failure: Option<&'static str>,
+    pub ca_failure: Option<Failure>,
     /// Fingerprint of the device whose stored session (cache entry or
     /// ticket) this handshake resumes.
     pub resumed: Option<[u8; 32]>,

@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::admission::Failure;
 use crate::identity::serial_hex;
 
 use super::rfc4514_subject;
@@ -159,11 +160,11 @@ pub enum ChainError {
 }
 
 impl ChainError {
-    /// The reason label (logs, metrics, readiness).
-    pub fn reason(&self) -> &'static str {
+    /// The reason (logs, metrics, readiness).
+    pub fn reason(&self) -> Failure {
         match self {
-            ChainError::KeyUsage => "key_usage",
-            ChainError::CaRevoked { .. } => "ca_revoked",
+            ChainError::KeyUsage => Failure::KeyUsage,
+            ChainError::CaRevoked { .. } => Failure::CaRevoked,
         }
     }
 

@@ -1,7 +1,7 @@
-//! Admission: what the policy of a listener decides about a certificate
-//! that passed CA validation — the registry status of the device, the
-//! approval mode and the `allow_*` rules — as one typed verdict. The
-//! handshake reads only the registry's in-memory snapshot.
+//! The policy of a listener: what it decides about a certificate that
+//! passed CA validation — the registry status of the device, the approval
+//! mode and the `allow_*` rules — as one typed [`Verdict`]. The handshake
+//! reads only the registry's in-memory snapshot.
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -9,74 +9,7 @@ use crate::config::{AllowRules, Approval};
 use crate::dn::attribute_text;
 use crate::registry::{DeviceStatus, Registry};
 
-/// Why the policy admitted a CA-valid certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admitted {
-    /// No registry and no rules: a CA-valid certificate is enough.
-    Ca,
-    /// Approved in the registry.
-    Approved,
-    /// Matches an `allow_*` rule.
-    Rule,
-    /// `approval = "auto"`.
-    Auto,
-}
-
-impl Admitted {
-    /// The label (`certgate_admission_decisions_total{decision}`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Admitted::Ca => "ca",
-            Admitted::Approved => "approved",
-            Admitted::Rule => "rule",
-            Admitted::Auto => "auto",
-        }
-    }
-}
-
-/// Why the policy refused a CA-valid certificate. Metrics, logs, the
-/// readiness report and `X-Client-Verify` take their words from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Blocked by an administrator.
-    Blocked,
-    /// Not approved (yet) under `approval = "manual"`.
-    Unapproved,
-    /// Without a registry: matches no `allow_*` rule.
-    NotAllowed,
-}
-
-impl Refusal {
-    /// The reason label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Blocked => "blocked",
-            Refusal::Unapproved => "unapproved",
-            Refusal::NotAllowed => "not_allowed",
-        }
-    }
-
-    /// What the log says about it, and what to do.
-    pub fn detail(self) -> &'static str {
-        match self {
-            Refusal::Blocked => "device is blocked in the registry",
-            Refusal::Unapproved => {
-                "device is not approved yet; approve it with `certgate devices approve`"
-            }
-            Refusal::NotAllowed => "certificate matches no allow_* rule of this listener",
-        }
-    }
-
-    /// An administrator's decision, enforced in every mode, observe
-    /// included. The other refusals are automatic verdicts, which observe
-    /// mode only reports.
-    pub fn by_admin(self) -> bool {
-        match self {
-            Refusal::Blocked => true,
-            Refusal::Unapproved | Refusal::NotAllowed => false,
-        }
-    }
-}
+use super::reason::{Admitted, Refusal};
 
 /// What the policy decided about a certificate that passed CA validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
