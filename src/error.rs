@@ -97,3 +97,15 @@ impl RunError {
         RunError::Handover(e.to_string())
     }
 }
+
+/// Renders an error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}

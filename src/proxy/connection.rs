@@ -1,8 +1,9 @@
 //! One admitted connection's life: HTTP served until it ends, idles out,
 //! is drained, or its client stops being admitted.
 
+use super::activity::Activity;
+use super::context::ConnContext;
 use super::headers::ClientFacts;
-use super::service::{Activity, ConnContext};
 use super::{Admission, ListenerShared, ListenerState, framing, service};
 use crate::log_limit::SLOW_HEAD_LOG;
 use crate::shutdown::stopped;
@@ -25,7 +26,7 @@ pub(super) async fn serve_http<IO>(
     peer: SocketAddr,
     (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
     facts: ClientFacts,
-    tls: Option<service::TlsInfo>,
+    tls: Option<super::context::TlsInfo>,
     admission: Admission,
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
@@ -101,7 +102,7 @@ pub(super) async fn serve_http<IO>(
                         }
                     }
                     Err(e) => {
-                        debug!(listener = %name, %peer, error = %service::error_chain(e.as_ref()), "connection ended with error");
+                        debug!(listener = %name, %peer, error = %crate::error::error_chain(e.as_ref()), "connection ended with error");
                     }
                 }
                 return;

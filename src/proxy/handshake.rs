@@ -4,7 +4,7 @@
 
 use super::connection::serve_http;
 use super::headers::{ClientFacts, ClientIdentity};
-use super::{Admission, ListenerShared, ListenerState, service};
+use super::{Admission, ListenerShared, ListenerState};
 use crate::admission::{Admitted, Failure, FailureClass, Refusal, Verdict};
 use crate::config::ClientAuthMode;
 use crate::identity;
@@ -362,7 +362,7 @@ pub(super) async fn connection(
         .metrics
         .handshake_seconds
         .observe(handshake_time.as_secs_f64());
-    let tls_info = service::TlsInfo {
+    let tls_info = super::context::TlsInfo {
         version,
         cipher,
         handshake_ms: handshake_time.as_secs_f64() * 1000.0,

@@ -13,20 +13,32 @@
 //! - `handshake`, `plain`: TLS and admission, or the plain-HTTP port.
 //! - `connection`: an admitted connection until it closes; `recheck`
 //!   cuts it off when its client is no longer admitted.
-//! - [`service`], [`headers`], [`framing`]: each request.
-//! - [`upstream`], `body`: forwarding to the backend servers.
+//! - `service`: each request, from hyper's call to the response body
+//!   (`tracked`) that counts and logs it; `context` and `activity` are
+//!   what every request of a connection reads.
+//! - `request`, [`headers`], [`framing`]: checking and rewriting it.
+//! - `forward`: an upstream slot, a server, safe retries, 502/503/504
+//!   (`replies`); `tunnel` relays a protocol upgrade.
+//! - [`upstream`], `body`: the backend servers and the request body.
 //! - [`state`]: the listener state all of them read.
 
 mod accept;
+mod activity;
 mod body;
 mod connection;
+mod context;
+mod forward;
 pub mod framing;
 mod handshake;
 pub mod headers;
 mod plain;
 mod recheck;
-pub mod service;
+mod replies;
+mod request;
+mod service;
 pub mod state;
+mod tracked;
+mod tunnel;
 pub mod upstream;
 
 pub use accept::serve;
