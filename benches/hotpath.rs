@@ -7,9 +7,9 @@
 
 use std::hint::black_box;
 
-use certgate::proxy::headers::ClientIdentity;
-use certgate::proxy::headers::{ClientFacts, ambiguous_framing, prepare_request};
-use certgate::tls::hello::offered;
+use certgate::internals::ClientIdentity;
+use certgate::internals::offered;
+use certgate::internals::{ClientFacts, ambiguous_framing, prepare_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 

@@ -6,9 +6,9 @@
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use certgate::admission::Policy;
 use certgate::config::{AllowRules, Approval, ConfigPath, RegistrySettings};
-use certgate::registry::{
+use certgate::internals::Policy;
+use certgate::internals::{
     Device, DeviceStatus, DeviceStore, Registry, RegistryMetrics, StoreError, fingerprint,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -47,13 +47,13 @@ fn bench(c: &mut Criterion) {
     let mut devices: Vec<Device> = (0..10_000u32)
         .map(|i| {
             Device::bare(
-                certgate::identity::sha256_hex(format!("device {i}").as_bytes()),
+                certgate::internals::sha256_hex(format!("device {i}").as_bytes()),
                 DeviceStatus::Approved,
             )
         })
         .collect();
     devices.push(Device::bare(
-        certgate::identity::sha256_hex(&approved),
+        certgate::internals::sha256_hex(&approved),
         DeviceStatus::Approved,
     ));
     store.put(&devices).unwrap();

@@ -105,7 +105,7 @@ async fn run() {
     println!(
         "background requests served: {ok}, failed: {}; file-triggered reloads wait for {} ms of quiet first",
         failures.len(),
-        certgate::reload::QUIET.as_millis()
+        certgate::internals::QUIET.as_millis()
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }

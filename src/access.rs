@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// `key=value` pairs, values quoted when needed.
     Logfmt,
     /// One JSON object per line.
@@ -18,7 +18,7 @@ pub enum Format {
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
 /// Chooses the line format (once, at startup; logfmt otherwise).
-pub fn set_format(f: Format) {
+pub(crate) fn set_format(f: Format) {
     let _ = FORMAT.set(f);
 }
 
@@ -28,20 +28,20 @@ static OFF: AtomicBool = AtomicBool::new(false);
 /// `tracing::enabled!` alone does not say so: with per-layer filters it
 /// answers for the whole subscriber, and each request would build and
 /// format a line for nobody.
-pub fn set_off(off: bool) {
+pub(crate) fn set_off(off: bool) {
     OFF.store(off, Ordering::Relaxed);
 }
 
 /// Whether an access line would be written: requests skip building the
 /// entry when nobody listens.
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     !OFF.load(Ordering::Relaxed)
         && tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
 }
 
 /// Everything one access line says.
 #[derive(Debug, Clone, Default)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Listener.
     pub listener: String,
     /// Client address.
@@ -111,7 +111,7 @@ fn logfmt_value(out: &mut String, v: &str) {
 
 impl Entry {
     /// The line in `format`.
-    pub fn line(&self, format: Format) -> String {
+    pub(crate) fn line(&self, format: Format) -> String {
         let time = now_rfc3339();
         let ms = |v: f64| (v * 1000.0).round() / 1000.0;
         match format {
@@ -176,7 +176,7 @@ impl Entry {
     }
 
     /// Writes the line.
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let format = FORMAT.get().copied().unwrap_or(Format::Logfmt);
         tracing::info!(target: "certgate::access", "{}", self.line(format));
     }
@@ -184,7 +184,7 @@ impl Entry {
 
 /// A handshake refused: also an access-log line (no request), so the log
 /// shows every device that tried.
-pub fn refused(listener: &str, peer: SocketAddr, reason: &str, fingerprint: Option<&str>) {
+pub(crate) fn refused(listener: &str, peer: SocketAddr, reason: &str, fingerprint: Option<&str>) {
     if !enabled() {
         return;
     }

@@ -5,7 +5,7 @@
 //! `/api/` call needs `Authorization: Bearer <token>`; with or without one,
 //! [`guard`] refuses what a browser sends on behalf of another site.
 
-pub mod guard;
+pub(crate) mod guard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::registry::{
 
 /// What the admin API works on.
 #[derive(Debug, Clone)]
-pub struct AdminContext {
+pub(crate) struct AdminContext {
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
     /// Triggers reloads.
@@ -50,7 +50,7 @@ pub struct AdminContext {
 }
 
 /// Serves the admin API until `shutdown` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Arc<TcpListener>,
     ctx: AdminContext,
     mut shutdown: watch::Receiver<bool>,
@@ -515,7 +515,7 @@ async fn reload(ctx: &AdminContext) -> Response<Full<Bytes>> {
 
 /// What the admin API admits, built from `[admin]` on every (re)load.
 #[derive(Debug, Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     /// Bearer tokens (none: loopback only, everyone is `local`).
     pub tokens: Tokens,
     /// The names `Host` may carry.
@@ -526,7 +526,7 @@ pub struct Access {
 /// `name:token` (a line without `name:` is named `admin`); `#` comments.
 /// The name is what the audit log records as "who".
 #[derive(Debug, Clone, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     /// (name, SHA-256 of the token): compared digest to digest, so every
     /// comparison has the same length whatever the caller sends.
     tokens: Vec<(String, [u8; 32])>,
@@ -538,7 +538,7 @@ fn token_digest(token: &str) -> [u8; 32] {
 
 impl Tokens {
     /// Reads and checks a token file.
-    pub fn load(path: &ConfigPath) -> Result<Tokens, ConfigError> {
+    pub(crate) fn load(path: &ConfigPath) -> Result<Tokens, ConfigError> {
         let err = |message: String| ConfigError::File {
             context: "admin.token_file".into(),
             message: format!("{path}: {message}"),

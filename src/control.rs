@@ -44,7 +44,7 @@ pub struct ReloadReport {
 }
 
 /// A reload's result.
-pub type ReloadOutcome = Result<ReloadReport, RunError>;
+pub(crate) type ReloadOutcome = Result<ReloadReport, RunError>;
 
 /// Requests to the controller.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ impl ReloadHandle {
 
 /// Addresses as bound now, for callers outside the controller.
 #[derive(Debug, Clone, Default)]
-pub struct View {
+pub(crate) struct View {
     /// Bound address of each listener, by name, in config order.
     pub listeners: Vec<(String, SocketAddr)>,
     /// Bound address of the admin listener.

@@ -23,7 +23,7 @@ use tracing::debug;
 
 /// A demo PKI could not be written.
 #[derive(Debug, Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// Certificate generation failed.
     #[error("generating the demo PKI: {0}")]
     Pki(#[from] rcgen::Error),
@@ -42,7 +42,7 @@ pub enum DemoError {
 
 /// Files written by [`write_pki`].
 #[derive(Debug, Clone)]
-pub struct DemoPki {
+pub(crate) struct DemoPki {
     /// CA that signed the server certificate (for `curl --cacert`).
     pub server_ca: PathBuf,
     /// Server certificate for `localhost` / `127.0.0.1` / `::1`.
@@ -94,7 +94,7 @@ fn validity(p: &mut CertificateParams, days: i64) {
 /// Generates a fresh demo PKI into `dir` (created if needed): a server CA
 /// and a server certificate for localhost, a client CA and one device
 /// certificate (`CN=demo-device`).
-pub fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
+pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
         path: dir.to_path_buf(),
         source,
@@ -148,7 +148,7 @@ pub fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
 
 /// Writes a certgate config for the demo gateway into `dir` and returns
 /// its path. Paths inside are relative to `dir`, as in a real deployment.
-pub fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     listen: SocketAddr,
     admin: SocketAddr,
@@ -186,7 +186,7 @@ servers = ["{backend}"]
 
 /// Starts the built-in echo backend on an ephemeral loopback port: it
 /// answers every request with the request line and the headers it got.
-pub async fn start_echo_backend() -> Result<SocketAddr, DemoError> {
+pub(crate) async fn start_echo_backend() -> Result<SocketAddr, DemoError> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(DemoError::Backend)?;

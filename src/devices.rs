@@ -17,7 +17,7 @@ use crate::registry::{Device, parse_fingerprint};
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Admin listener address.
     pub addr: SocketAddr,
     /// Bearer token, if the gateway has a token file.
@@ -27,7 +27,7 @@ pub struct Target {
 impl Target {
     /// From the gateway's config file: `[admin] listen` (a wildcard address
     /// is reached on loopback) and the first token of `token_file`.
-    pub fn from_config(path: &Path) -> anyhow::Result<Target> {
+    pub(crate) fn from_config(path: &Path) -> anyhow::Result<Target> {
         let settings = Settings::load(path)?;
         let admin = settings.admin.as_ref().ok_or_else(|| {
             anyhow!(
@@ -52,7 +52,7 @@ impl Target {
 }
 
 /// The first token of a token file (`name:token` lines).
-pub fn first_token(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn first_token(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read token file {}", path.display()))?;
     text.lines()
@@ -64,7 +64,7 @@ pub fn first_token(path: &Path) -> anyhow::Result<String> {
 
 /// One `certgate devices` action.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     /// List devices.
     List {
         /// Only this status.
@@ -97,7 +97,7 @@ pub enum Action {
 }
 
 /// Runs one action against `target`, printing to stdout.
-pub async fn run(target: &Target, action: Action, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyhow::Result<()> {
     match action {
         Action::List {
             status,
@@ -296,7 +296,7 @@ async fn resolve(target: &Target, given: &str) -> anyhow::Result<String> {
 
 /// Fingerprints from a file: PEM certificates (fingerprint of each), or
 /// lines of hex fingerprints (`#` comments, colons allowed).
-pub fn read_import(path: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn read_import(path: &Path) -> anyhow::Result<Vec<String>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
     if bytes
@@ -498,7 +498,7 @@ fn print_device(d: &Device) {
 }
 
 /// `certgate readiness`: the readiness report of a listener, as a table.
-pub async fn readiness(
+pub(crate) async fn readiness(
     target: &Target,
     listener: &str,
     window: &str,

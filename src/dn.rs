@@ -22,12 +22,12 @@ use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 /// without a short name is written as its dotted OID with the value as
 /// `#` + hex of its whole BER encoding (RFC 4514 §2.4), as is a value that
 /// is not a string.
-pub fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
+pub(crate) fn rfc4514_subject(cert: &X509Certificate<'_>) -> String {
     rfc4514(cert.subject())
 }
 
 /// [`rfc4514_subject`] of any name (a subject, an issuer).
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<_> = name.iter_rdn().collect();
     let mut out = String::new();
     for (i, rdn) in rdns.iter().rev().enumerate() {
@@ -151,7 +151,7 @@ fn escape_dn_value(out: &mut String, value: &str) {
 /// The text of an attribute whose value is a directory string of any
 /// ASN.1 string type (BMPString and UniversalString included); `None` for
 /// other values.
-pub fn attribute_text(attr: &AttributeTypeAndValue<'_>) -> Option<String> {
+pub(crate) fn attribute_text(attr: &AttributeTypeAndValue<'_>) -> Option<String> {
     directory_string(attr.attr_value())
 }
 

@@ -1,7 +1,7 @@
 //! Starting and stopping: build the runtime state from [`Settings`], bind
 //! every listener (or take them over from a running predecessor), serve
 //! until told to stop, then drain within the grace period. Reloads while
-//! running are the [`crate::reload`] controller's job.
+//! running are the `reload` controller's job.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -65,7 +65,7 @@ fn io_err(path: &str) -> impl Fn(std::io::Error) -> HandoverError + '_ {
 
 /// A socket offered to a successor.
 #[derive(Debug)]
-pub struct OfferedSocket {
+pub(crate) struct OfferedSocket {
     /// `listener:<name>` or `admin`.
     pub name: String,
     /// The address as configured (may have port 0).
@@ -91,7 +91,7 @@ pub struct InheritedSocket {
 /// Listening TCP sockets passed by systemd socket activation (`LISTEN_FDS`,
 /// checked against `LISTEN_PID`). Each serves the listener whose `listen`
 /// address equals the socket's address; the rest are closed.
-pub fn systemd_sockets() -> Result<Vec<InheritedSocket>, HandoverError> {
+pub(crate) fn systemd_sockets() -> Result<Vec<InheritedSocket>, HandoverError> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut out = Vec::new();
     for i in 0..fds.len() {
@@ -130,7 +130,7 @@ impl InheritedSocket {
 /// Predecessor side: sends `sockets` to the successor on `conn`, calls
 /// `on_ready` (stop accepting) once the successor serves them, and
 /// confirms. Any error before `ready` leaves this process untouched.
-pub async fn offer(
+pub(crate) async fn offer(
     conn: tokio::net::UnixStream,
     sockets: Vec<OfferedSocket>,
     on_ready: impl FnOnce(),
@@ -368,7 +368,7 @@ fn read_line<R: std::io::BufRead>(reader: &mut R, path: &str) -> Result<String, 
 /// Binds the handover socket at `path` (mode 0600: only certgate's user
 /// may take its sockets). A stale socket file is replaced; a live one
 /// belongs to another running certgate and is an error.
-pub fn listen(path: &Path) -> Result<UnixListener, HandoverError> {
+pub(crate) fn listen(path: &Path) -> Result<UnixListener, HandoverError> {
     let shown = path.display().to_string();
     if path.exists() {
         match UnixStream::connect(path) {
@@ -386,7 +386,7 @@ pub fn listen(path: &Path) -> Result<UnixListener, HandoverError> {
 
 /// Binds the handover socket after a takeover: the predecessor's socket
 /// file is still there (it keeps its unlinked socket until it exits).
-pub fn listen_after_takeover(path: &Path) -> Result<UnixListener, HandoverError> {
+pub(crate) fn listen_after_takeover(path: &Path) -> Result<UnixListener, HandoverError> {
     let shown = path.display().to_string();
     match std::fs::remove_file(path) {
         Ok(()) => {}

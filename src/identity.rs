@@ -43,7 +43,7 @@ pub fn fingerprint(der: &[u8]) -> [u8; 32] {
 }
 
 /// SHA-256 of any bytes.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -51,14 +51,14 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// The RFC 4514 subject of a certificate, if it parses.
-pub fn subject_of(der: &[u8]) -> Option<String> {
+pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
     X509Certificate::from_der(der)
         .ok()
         .map(|(_, c)| rfc4514_subject(&c))
 }
 
 /// Lowercase hex of a 32-byte digest.
-pub fn sha256_hex_of(digest: &[u8; 32]) -> String {
+pub(crate) fn sha256_hex_of(digest: &[u8; 32]) -> String {
     hex_lower(digest)
 }
 
@@ -68,7 +68,7 @@ pub fn sha256_hex(der: &[u8]) -> String {
 }
 
 /// Lowercase hex of any bytes.
-pub fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -77,7 +77,7 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// A serial number as uppercase hex without leading zeros.
-pub fn serial_hex(raw: &[u8]) -> String {
+pub(crate) fn serial_hex(raw: &[u8]) -> String {
     // DER INTEGERs carry a leading 0x00 when the high bit is set; OpenSSL
     // (and so nginx's $ssl_client_serial) prints the number without it.
     let mut trimmed = raw;

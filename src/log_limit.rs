@@ -4,23 +4,23 @@
 
 /// At most one log line a second for a refusal that an attacker can repeat.
 #[derive(Debug, Default)]
-pub struct LogLimit(std::sync::atomic::AtomicU64);
+pub(crate) struct LogLimit(std::sync::atomic::AtomicU64);
 
 /// Slow request heads are logged through this one limit: a slowloris
 /// attack opens thousands of connections, each ending in that line.
-pub static SLOW_HEAD_LOG: LogLimit = LogLimit::new();
+pub(crate) static SLOW_HEAD_LOG: LogLimit = LogLimit::new();
 
 /// Refused admin requests (a web page can send them in a loop).
-pub static ADMIN_REFUSAL_LOG: LogLimit = LogLimit::new();
+pub(crate) static ADMIN_REFUSAL_LOG: LogLimit = LogLimit::new();
 
 impl LogLimit {
     /// A new limit that has logged nothing yet.
-    pub const fn new() -> LogLimit {
+    pub(crate) const fn new() -> LogLimit {
         LogLimit(std::sync::atomic::AtomicU64::new(0))
     }
 
     /// True at most once per wall-clock second.
-    pub fn should_log(&self) -> bool {
+    pub(crate) fn should_log(&self) -> bool {
         let now = u64::try_from(crate::clock::now_unix()).unwrap_or(0);
         self.0.swap(now, std::sync::atomic::Ordering::Relaxed) != now
     }

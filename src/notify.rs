@@ -45,7 +45,7 @@ fn send(msg: &str) {
 }
 
 /// Every listener is bound and serving.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&format!(
         "READY=1\nMAINPID={}\nSTATUS={status}",
         std::process::id()
@@ -53,7 +53,7 @@ pub fn ready(status: &str) {
 }
 
 /// A reload begins (systemd wants the monotonic time with it).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let usec = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
         + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000;
@@ -61,11 +61,6 @@ pub fn reloading() {
 }
 
 /// Draining begins; the process exits when it is done.
-pub fn stopping(status: &str) {
+pub(crate) fn stopping(status: &str) {
     send(&format!("STOPPING=1\nSTATUS={status}"));
-}
-
-/// A status line only.
-pub fn status(status: &str) {
-    send(&format!("STATUS={status}"));
 }

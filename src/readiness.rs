@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 /// How a client authenticated (or failed to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     /// A valid, approved certificate.
     Authenticated,
     /// A CA-valid certificate of a device not approved (manual approval).
@@ -33,7 +33,7 @@ pub enum Status {
 
 impl Status {
     /// All statuses, in report order.
-    pub const ALL: [Status; 5] = [
+    pub(crate) const ALL: [Status; 5] = [
         Status::Authenticated,
         Status::Unapproved,
         Status::Blocked,
@@ -42,7 +42,7 @@ impl Status {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Authenticated => "authenticated",
             Status::Unapproved => "unapproved",
@@ -59,7 +59,7 @@ impl Status {
 
 /// One classified connection attempt.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub(crate) struct Event {
     /// Listener name.
     pub listener: Arc<str>,
     /// Classification.
@@ -80,7 +80,7 @@ pub struct Event {
 
 /// A client as last seen.
 #[derive(Debug, Clone, Serialize)]
-pub struct Client {
+pub(crate) struct Client {
     /// Certificate fingerprint, when a certificate was presented.
     pub fingerprint: Option<String>,
     /// Certificate subject.
@@ -103,7 +103,7 @@ pub struct Client {
 
 /// A source that offered only TLS 1.0/1.1 (or SSL).
 #[derive(Debug, Clone, Serialize)]
-pub struct LegacySource {
+pub(crate) struct LegacySource {
     /// Source address.
     pub peer: String,
     /// Highest version it offered, e.g. `TLS 1.0`.
@@ -116,7 +116,7 @@ pub struct LegacySource {
 
 /// Count and share of one status.
 #[derive(Debug, Clone, Serialize)]
-pub struct Share {
+pub(crate) struct Share {
     /// Status.
     pub status: Status,
     /// Connection attempts in the window.
@@ -127,7 +127,7 @@ pub struct Share {
 
 /// The readiness report of one listener.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Listener.
     pub listener: String,
     /// Window, seconds.
@@ -167,7 +167,7 @@ enum Command {
 
 /// Handle to the readiness tracker; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     events: mpsc::Sender<Event>,
     commands: mpsc::Sender<Command>,
     dropped: Counter,
@@ -175,7 +175,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Starts the tracker task.
-    pub fn start(dropped: Counter) -> Readiness {
+    pub(crate) fn start(dropped: Counter) -> Readiness {
         let (events, mut events_rx) = mpsc::channel::<Event>(16_384);
         let (commands, mut commands_rx) = mpsc::channel::<Command>(16);
         tokio::spawn(async move {
@@ -208,7 +208,7 @@ impl Readiness {
     }
 
     /// Records an event; never waits (a full queue drops it, counted).
-    pub fn record(&self, e: Event) {
+    pub(crate) fn record(&self, e: Event) {
         if self.events.try_send(e).is_err() {
             self.dropped.inc();
         }
@@ -216,7 +216,7 @@ impl Readiness {
 
     /// The report of `listener` over the last `window` seconds; `None` when
     /// the listener has seen no client.
-    pub async fn report(&self, listener: &str, window: i64) -> Option<Report> {
+    pub(crate) async fn report(&self, listener: &str, window: i64) -> Option<Report> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Report {

@@ -3,7 +3,7 @@
 //! SSL 2.0 hello stand once more bytes arrive, and a TLS verdict stays a
 //! TLS verdict (extensions further on may raise the version offered).
 #![no_main]
-use certgate::tls::hello::{Offered, offered};
+use certgate::internals::{Offered, offered};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

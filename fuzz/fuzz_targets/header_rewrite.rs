@@ -2,7 +2,7 @@
 //! whatever identity headers the client sent, the backend sees only
 //! certgate's (here: an anonymous client, so none but X-Client-Verify).
 #![no_main]
-use certgate::proxy::headers::{ClientFacts, ambiguous_framing, is_identity_header, prepare_request};
+use certgate::internals::{ClientFacts, ambiguous_framing, is_identity_header, prepare_request};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         verify: HeaderValue::from_static("NONE"),
         identity: None,
     };
-    let upgrade = certgate::proxy::headers::is_upgrade(&headers);
+    let upgrade = certgate::internals::is_upgrade(&headers);
     prepare_request(&mut headers, &facts, None, upgrade);
     // certgate's own values, once each; every other identity header gone.
     let ours = [

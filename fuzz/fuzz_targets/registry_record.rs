@@ -1,7 +1,7 @@
 //! Decoding a stored device record never panics; a record that decodes
 //! encodes back to one that decodes to the same device.
 #![no_main]
-use certgate::registry::Device;
+use certgate::internals::Device;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The raw-head framing scan: never panics or loops, whatever the bytes,
 //! and the verdict does not depend on how the stream was split into reads.
 #![no_main]
-use certgate::proxy::framing::FramingScan;
+use certgate::internals::FramingScan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

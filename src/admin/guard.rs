@@ -22,7 +22,7 @@ use http::{HeaderMap, Method, Uri, header};
 /// Why a request was refused; the `reason` label of
 /// `certgate_admin_requests_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `Host` names something other than this listener (DNS rebinding).
     Host,
     /// `Origin` is another origin, or `null`.
@@ -35,7 +35,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::Host => "host",
             Refusal::Origin => "origin",
@@ -47,7 +47,7 @@ impl Refusal {
 
 /// A refusal with the sentence the caller gets in the JSON answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// Which check.
     pub reason: Refusal,
     /// What was wrong and what to do.
@@ -56,7 +56,7 @@ pub struct Refused {
 
 /// The names a request may use for this admin listener.
 #[derive(Debug, Clone, Default)]
-pub struct HostRules {
+pub(crate) struct HostRules {
     /// The configured listen address (its IP counts when not 0.0.0.0/::).
     pub listen: Option<SocketAddr>,
     /// `[admin] allowed_hosts`, normalized (`name` or `name:port`).
@@ -128,13 +128,13 @@ fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str
 }
 
 /// A request that may change state: everything but GET, HEAD and OPTIONS.
-pub fn changes_state(method: &Method) -> bool {
+pub(crate) fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// Checks one `/api/*` request. `has_body` says whether a body follows
 /// the head (any `Content-Length` but 0, chunked, or HTTP/2 data).
-pub fn check(
+pub(crate) fn check(
     rules: &HostRules,
     local: SocketAddr,
     method: &Method,

@@ -10,5 +10,6 @@
 mod policy;
 mod reason;
 
-pub use policy::{Policy, Verdict, glob, rules_match};
-pub use reason::{Admitted, Failure, FailureClass, Refusal};
+pub use policy::Policy;
+pub(crate) use policy::Verdict;
+pub(crate) use reason::{Admitted, Failure, FailureClass, Refusal};

@@ -114,7 +114,7 @@ impl Policy {
 }
 
 /// Whether a certificate matches any allow rule.
-pub fn rules_match(rules: &AllowRules, der: &[u8]) -> bool {
+pub(crate) fn rules_match(rules: &AllowRules, der: &[u8]) -> bool {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return false;
     };
@@ -161,7 +161,7 @@ pub fn rules_match(rules: &AllowRules, der: &[u8]) -> bool {
 /// `*` matches any run of characters (including none); everything else is
 /// literal. Written here because a glob crate's path semantics (`/`, `**`,
 /// character classes) are not what certificate names need.
-pub fn glob(pattern: &str, value: &str) -> bool {
+pub(crate) fn glob(pattern: &str, value: &str) -> bool {
     let p = pattern.as_bytes();
     let v = value.as_bytes();
     let (mut pi, mut vi) = (0, 0);

@@ -6,7 +6,7 @@
 //! filled in, paths resolved against the config file's directory and every
 //! cross-reference (listener → upstream) checked. This module reads the
 //! config file itself and nothing else: loading the certificates and keys it
-//! names belongs to [`crate::tls`], so parsing stays a pure function that
+//! names belongs to `tls`, so parsing stays a pure function that
 //! tests can feed from a string.
 //!
 //! # Layout

@@ -100,7 +100,7 @@ impl HandshakeRates {
 
 /// Accepts connections until `stop` turns true. Each connection task
 /// holds a clone of `drain`; the caller waits for all clones to drop.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Arc<TcpListener>,
     shared: Arc<ListenerShared>,
     mut stop: watch::Receiver<bool>,

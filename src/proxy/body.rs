@@ -27,7 +27,7 @@ pub(super) struct BodyTooLarge(u64);
 
 /// A request body that counts the bytes it passes on.
 #[derive(Debug)]
-pub struct CountedBody {
+pub(crate) struct CountedBody {
     pub(super) source: Source,
     pub(super) stats: Arc<BodyStats>,
 }

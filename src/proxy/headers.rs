@@ -9,22 +9,23 @@ use base64::Engine as _;
 use crate::identity::PeerIdentity;
 
 /// `X-Client-Verify`: the outcome of client-certificate verification.
-pub const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
+pub(crate) const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
 /// `X-Client-Cert-Fingerprint`: lowercase hex SHA-256 of the cert DER.
-pub const X_CLIENT_CERT_FINGERPRINT: HeaderName =
+pub(crate) const X_CLIENT_CERT_FINGERPRINT: HeaderName =
     HeaderName::from_static("x-client-cert-fingerprint");
 /// `X-Client-Cert-Subject`: subject DN, RFC 4514.
-pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+pub(crate) const X_CLIENT_CERT_SUBJECT: HeaderName =
+    HeaderName::from_static("x-client-cert-subject");
 /// `X-Client-Cert-Serial`: serial number, uppercase hex.
-pub const X_CLIENT_CERT_SERIAL: HeaderName = HeaderName::from_static("x-client-cert-serial");
+pub(crate) const X_CLIENT_CERT_SERIAL: HeaderName = HeaderName::from_static("x-client-cert-serial");
 /// `Client-Cert` (RFC 9440): the DER certificate as a byte sequence.
-pub const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub(crate) const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 /// `X-Forwarded-For`: the client's address.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`: `https` on TLS listeners.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the host the client asked for.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -110,7 +111,7 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
 /// `Transfer-Encoding` and `Upgrade`. With `keep_upgrade`, the upgrade
 /// handshake (`Connection: upgrade` + `Upgrade`) is kept for the next hop.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // A message framed by Transfer-Encoding was read by that framing, which
     // overrides any Content-Length (RFC 9112 §6.3); forwarding the length
     // as well would have the next hop cut the body short. A proxy must
@@ -152,7 +153,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Removes every identity header a client sent, whatever its case or
 /// `-`/`_` spelling.
-pub fn strip_identity(headers: &mut HeaderMap) {
+pub(crate) fn strip_identity(headers: &mut HeaderMap) {
     // Collect first: HeaderMap cannot remove while iterating. The common
     // case (no such header) allocates nothing.
     let mut doomed: Vec<HeaderName> = Vec::new();

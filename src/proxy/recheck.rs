@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// trusted is cut off on its open connections too, not only on its next
 /// handshake (DESIGN.md, "refused on every path").
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     pub(super) shared: Arc<ListenerShared>,
     pub(super) fingerprint: Option<[u8; 32]>,
     pub(super) chain: Option<Arc<[CertificateDer<'static>]>>,
@@ -23,7 +23,7 @@ pub struct Admission {
 impl Admission {
     /// Resolves, with a reason label, once the listener's current state no
     /// longer admits this client; never resolves otherwise.
-    pub async fn revoked(&self) -> Failure {
+    pub(crate) async fn revoked(&self) -> Failure {
         let mut changes = self.shared.subscribe();
         let mut digest = self.digest;
         let mut registry = self
@@ -76,7 +76,7 @@ impl Admission {
 
 impl Admission {
     /// Counts a connection closed because it is no longer admitted.
-    pub fn count_closed(&self, reason: Failure) {
+    pub(crate) fn count_closed(&self, reason: Failure) {
         self.shared
             .current()
             .metrics

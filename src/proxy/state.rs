@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 /// One listener's complete runtime state: built whole from the config,
 /// then only read. A reload builds a new one and swaps it in.
-pub struct ListenerState {
+pub(crate) struct ListenerState {
     /// Listener name.
     pub name: Arc<str>,
     /// TLS state: certificates, verifier, session cache; `None` for a
@@ -40,7 +40,7 @@ pub struct ListenerState {
 impl ListenerState {
     /// Assembles a listener's state.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         tls: Option<Arc<ListenerTls>>,
         allow_from: Vec<ipnet::IpNet>,
@@ -93,7 +93,7 @@ impl std::fmt::Debug for ListenerState {
 /// The swappable state of one bound listener socket. Connections read it at
 /// accept (TLS, limits) and per request (upstream), and are told when it
 /// changes so they can re-check their client against new CAs and CRLs.
-pub struct ListenerShared {
+pub(crate) struct ListenerShared {
     pub(super) state: ArcSwap<ListenerState>,
     pub(super) generation: watch::Sender<u64>,
 }
@@ -108,7 +108,7 @@ impl std::fmt::Debug for ListenerShared {
 
 impl ListenerShared {
     /// Wraps the first state of a listener.
-    pub fn new(state: ListenerState) -> ListenerShared {
+    pub(crate) fn new(state: ListenerState) -> ListenerShared {
         ListenerShared {
             state: ArcSwap::from_pointee(state),
             generation: watch::Sender::new(0),
@@ -116,12 +116,12 @@ impl ListenerShared {
     }
 
     /// The state in force now.
-    pub fn current(&self) -> Arc<ListenerState> {
+    pub(crate) fn current(&self) -> Arc<ListenerState> {
         self.state.load_full()
     }
 
     /// Swaps in a new state whole and tells open connections.
-    pub fn replace(&self, state: ListenerState) {
+    pub(crate) fn replace(&self, state: ListenerState) {
         self.state.store(Arc::new(state));
         self.generation.send_modify(|g| *g += 1);
     }

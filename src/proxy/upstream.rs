@@ -32,11 +32,11 @@ use crate::config::{HealthCheckSettings, Strategy, UpstreamSettings};
 /// The backend server a response came from, attached to the response's
 /// extensions (for the access log).
 #[derive(Debug, Clone, Copy)]
-pub struct ServerAddr(pub SocketAddr);
+pub(crate) struct ServerAddr(pub SocketAddr);
 
 /// Why one connect attempt failed.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// The server refused or reset the connection, or the host is unreachable.
     Failed(std::io::Error),
     /// The connect timeout passed.
@@ -46,7 +46,7 @@ pub enum AttemptError {
 /// A server did not accept a connection (the connector's error; hyper-util
 /// wraps it, the caller finds it in the error's sources).
 #[derive(Debug)]
-pub struct ConnectError {
+pub(crate) struct ConnectError {
     /// The server.
     pub server: SocketAddr,
     /// Why.
@@ -66,7 +66,7 @@ impl std::error::Error for ConnectError {}
 
 /// Connects to one backend server.
 #[derive(Clone)]
-pub struct ServerConnector {
+pub(crate) struct ServerConnector {
     server: SocketAddr,
     connect_timeout: Duration,
 }
@@ -109,7 +109,7 @@ impl tower_service::Service<Uri> for ServerConnector {
 }
 
 /// A TCP connection to one backend server.
-pub struct UpstreamStream {
+pub(crate) struct UpstreamStream {
     io: TokioIo<TcpStream>,
 }
 
@@ -161,7 +161,7 @@ impl hyper::rt::Write for UpstreamStream {
 
 /// One backend server of an upstream: its pool and whether it is in
 /// rotation.
-pub struct Server {
+pub(crate) struct Server {
     /// Its address.
     pub addr: SocketAddr,
     /// The pooled HTTP/1.1 client to this server only.
@@ -195,7 +195,7 @@ impl Server {
     }
 
     /// In rotation: healthy and not ejected.
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         if !self.healthy.load(Ordering::Acquire) {
             return false;
         }
@@ -205,7 +205,7 @@ impl Server {
     }
 
     /// Marks a request in flight to this server until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> ServerGuard {
+    pub(crate) fn begin(self: &Arc<Self>) -> ServerGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         ServerGuard(self.clone())
     }
@@ -217,7 +217,7 @@ impl Server {
     }
 
     /// The server answered a request: its failure streak ends.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -230,7 +230,7 @@ impl Server {
     /// A request could not reach the server (connect refused, reset or
     /// timed out, or the connection broke before the response head); at
     /// `max_fails` in a row it goes out of rotation for `fail_timeout`.
-    pub fn failed(&self, settings: &UpstreamSettings, servers: usize) {
+    pub(crate) fn failed(&self, settings: &UpstreamSettings, servers: usize) {
         let fails = self.fails.fetch_add(1, Ordering::AcqRel) + 1;
         // A lone server is never ejected (nginx does the same): there is
         // nothing to fail over to, and trying is the only way to see it
@@ -309,7 +309,7 @@ impl Server {
 /// A request in flight to a server (for `least_conn`); released when the
 /// response body is done.
 #[derive(Debug)]
-pub struct ServerGuard(Arc<Server>);
+pub(crate) struct ServerGuard(Arc<Server>);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
@@ -319,7 +319,7 @@ impl Drop for ServerGuard {
 
 /// Which server a request should try next.
 #[derive(Debug)]
-pub enum Pick {
+pub(crate) enum Pick {
     /// This one (index into [`Upstream::servers`]).
     Server(usize),
     /// Every server is out of rotation; retry after this many seconds.
@@ -344,7 +344,7 @@ impl Drop for HealthTasks {
 }
 
 /// One upstream: its settings, its servers and their pools.
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Settings it was built from.
     pub settings: UpstreamSettings,
     /// The authority used in outgoing request URIs (the upstream name); it
@@ -374,7 +374,7 @@ impl Upstream {
     /// reload that changed its settings): a server it also had keeps its
     /// verdict, so a server known to be down is not put back in rotation
     /// by an unrelated edit (HAProxy keeps it with its server-state file).
-    pub fn new(
+    pub(crate) fn new(
         settings: &UpstreamSettings,
         up: Vec<Gauge>,
         previous: Option<&Upstream>,
@@ -447,13 +447,13 @@ impl Upstream {
     }
 
     /// The servers, in config order.
-    pub fn servers(&self) -> &[Arc<Server>] {
+    pub(crate) fn servers(&self) -> &[Arc<Server>] {
         &self.servers
     }
 
     /// Picks a server for the next attempt of a request. `tried` has bit
     /// `i` set for every server this request already tried.
-    pub fn pick(&self, tried: u64) -> Pick {
+    pub(crate) fn pick(&self, tried: u64) -> Pick {
         let n = self.servers.len();
         let candidate = |i: usize| tried & (1u64 << i) == 0 && self.servers[i].available();
         let found = match self.settings.strategy {
@@ -489,7 +489,7 @@ impl Upstream {
     /// Which servers are up, for `/readyz`: the health check's verdict
     /// when there is one, else a TCP connect (at most 1 s each) whose
     /// result also sets the server gauge.
-    pub async fn probe(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) async fn probe(&self) -> Vec<(SocketAddr, bool)> {
         let limit = self.settings.connect_timeout.min(Duration::from_secs(1));
         let mut out = Vec::new();
         for s in &self.servers {

@@ -165,7 +165,7 @@ impl Device {
 
 /// Parses a fingerprint given by a user: 64 hex digits, any case, colons
 /// allowed (as `openssl x509 -fingerprint -sha256` prints them).
-pub fn parse_fingerprint(s: &str) -> Option<String> {
+pub(crate) fn parse_fingerprint(s: &str) -> Option<String> {
     let hex: String = s
         .trim()
         .chars()

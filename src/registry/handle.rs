@@ -200,7 +200,7 @@ impl Registry {
 
 /// Prints a warning once if `settings` changed in a way that needs a
 /// restart.
-pub fn warn_if_changed(old: Option<&RegistrySettings>, new: Option<&RegistrySettings>) {
+pub(crate) fn warn_if_changed(old: Option<&RegistrySettings>, new: Option<&RegistrySettings>) {
     if old.map(|r| (&r.path, &r.audit_log, r.update_queue))
         != new.map(|r| (&r.path, &r.audit_log, r.update_queue))
     {

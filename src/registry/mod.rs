@@ -16,18 +16,21 @@
 //! - `writer`: the single writer task (store, audit log).
 //! - [`store`]: the embedded redb store.
 
-pub mod device;
-pub mod error;
+pub(crate) mod device;
+pub(crate) mod error;
 mod handle;
 mod requests;
 mod shared;
-pub mod store;
+pub(crate) mod store;
 mod writer;
 
 pub use crate::identity::fingerprint;
-pub use device::{Device, DeviceStatus, parse_fingerprint};
-pub use error::RegistryError;
-pub use handle::{Registry, warn_if_changed};
-pub use requests::{Change, Observation, Page, Query};
-pub use shared::{RegistryMetrics, StatusMap};
-pub use store::{DeviceStore, RedbStore, StoreError};
+pub(crate) use device::parse_fingerprint;
+pub use device::{Device, DeviceStatus};
+pub(crate) use error::RegistryError;
+pub use handle::Registry;
+pub(crate) use handle::warn_if_changed;
+pub(crate) use requests::{Change, Observation, Page, Query};
+pub use shared::RegistryMetrics;
+pub(crate) use store::RedbStore;
+pub use store::{DeviceStore, StoreError};

@@ -11,7 +11,7 @@ use super::requests::Command;
 use super::{Device, DeviceStatus, Observation};
 
 /// The handshake's view: fingerprint → status.
-pub type StatusMap = HashMap<[u8; 32], DeviceStatus>;
+pub(crate) type StatusMap = HashMap<[u8; 32], DeviceStatus>;
 
 /// Registry metrics.
 #[derive(Debug, Clone, Default)]

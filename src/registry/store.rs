@@ -70,7 +70,7 @@ pub trait DeviceStore: Send + Sync + 'static {
 }
 
 /// The embedded redb store: one table, fingerprint → JSON record.
-pub struct RedbStore {
+pub(crate) struct RedbStore {
     /// `None` only between dropping a failed handle and opening the next.
     db: std::sync::Mutex<Option<redb::Database>>,
     path: PathBuf,
@@ -102,7 +102,7 @@ fn missing(e: &std::io::Error) -> bool {
 /// directories are not created, and the probe file that tests the nearest
 /// existing one is removed at once. The error says what is wrong and what
 /// to do.
-pub fn check_writable(path: &Path) -> Result<(), String> {
+pub(crate) fn check_writable(path: &Path) -> Result<(), String> {
     use rustix::fs::{Access, access};
     let why = |e: rustix::io::Errno| match e {
         rustix::io::Errno::ROFS => "it is on a read-only file system".to_string(),
@@ -201,7 +201,7 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
 
 impl RedbStore {
     /// Opens (or creates) the store at `path`; its directory is created.
-    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: path.to_path_buf(),
             message,

@@ -41,7 +41,7 @@ pub(super) struct RunningAdmin {
 }
 
 /// The single owner of the running listeners; applies reloads.
-pub struct Controller {
+pub(crate) struct Controller {
     pub(super) settings: Settings,
     pub(super) listeners: Vec<Running>,
     pub(super) admin: Option<RunningAdmin>,
@@ -78,7 +78,7 @@ impl Controller {
     }
 
     /// The addresses as bound now (updated on every reload).
-    pub fn view(&self) -> Arc<ArcSwap<View>> {
+    pub(crate) fn view(&self) -> Arc<ArcSwap<View>> {
         self.view.clone()
     }
 

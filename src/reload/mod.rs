@@ -38,6 +38,6 @@ mod stale_crls;
 mod succession;
 mod watch;
 
-pub use build::{Built, Reuse};
-pub use controller::Controller;
+pub(crate) use build::Built;
+pub(crate) use controller::Controller;
 pub use watch::QUIET;

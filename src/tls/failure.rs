@@ -12,7 +12,7 @@ use super::trust;
 /// Checks a resumed session's client chain again against the verifier of
 /// the listener state it was accepted under (chain, validity at this
 /// moment, CRL). rustls skips the verifier on resumption.
-pub fn reverify(
+pub(crate) fn reverify(
     verifier: &dyn ClientCertVerifier,
     chain: &[CertificateDer<'_>],
 ) -> Result<(), rustls::Error> {
@@ -26,7 +26,7 @@ pub fn reverify(
 
 /// Why a handshake failed, from rustls's error: a bounded reason (logs,
 /// metric labels), never peer data.
-pub fn failure_reason(err: &rustls::Error) -> Failure {
+pub(crate) fn failure_reason(err: &rustls::Error) -> Failure {
     use rustls::Error as E;
     match err {
         E::NoCertificatesPresented => Failure::NoCertificate,
@@ -79,7 +79,7 @@ pub fn failure_reason(err: &rustls::Error) -> Failure {
 
 /// The sentence for the log about why a handshake failed: rustls's own
 /// text, or certgate's for the checks it adds ([`trust::ChainError`]).
-pub fn failure_detail(err: &rustls::Error) -> String {
+pub(crate) fn failure_detail(err: &rustls::Error) -> String {
     if let rustls::Error::InvalidCertificate(CertificateError::Other(o)) = err
         && let Some(c) =
             (o.0.as_ref() as &(dyn std::error::Error + 'static)).downcast_ref::<trust::ChainError>()

@@ -42,7 +42,7 @@ impl Offered {
 }
 
 /// A readable name for a wire version: `TLS 1.0`, `SSL 3.0`, ...
-pub fn version_name(v: u16) -> String {
+pub(crate) fn version_name(v: u16) -> String {
     match v {
         0x0002 => "SSL 2.0".into(),
         0x0300 => "SSL 3.0".into(),
@@ -135,7 +135,7 @@ pub fn offered(b: &[u8]) -> Offered {
 /// ClientHello), so a refused handshake can be explained. The copy is
 /// bounded and dropped once the handshake is done.
 #[derive(Debug)]
-pub struct Recorded<S> {
+pub(crate) struct Recorded<S> {
     inner: S,
     head: Option<Vec<u8>>,
     /// Rewrites TLS 1.2's `certificate_required` alert until the
@@ -149,7 +149,7 @@ const KEEP: usize = 2048;
 
 impl<S> Recorded<S> {
     /// Wraps `inner`, recording what is read from it.
-    pub fn new(inner: S) -> Recorded<S> {
+    pub(crate) fn new(inner: S) -> Recorded<S> {
         Recorded {
             inner,
             head: Some(Vec::new()),
@@ -158,13 +158,13 @@ impl<S> Recorded<S> {
     }
 
     /// What the client offered, from the recorded bytes.
-    pub fn offered(&self) -> Offered {
+    pub(crate) fn offered(&self) -> Offered {
         self.head.as_deref().map_or(Offered::Incomplete, offered)
     }
 
     /// Stops recording and frees the copy; the handshake is done, so the
     /// output is no longer watched for alerts either.
-    pub fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.head = None;
         self.alerts = None;
     }

@@ -13,7 +13,7 @@ tokio::task_local! {
 
 /// See [`HANDSHAKE`].
 #[derive(Debug, Default)]
-pub struct HandshakeNote {
+pub(crate) struct HandshakeNote {
     /// Fingerprint of the client certificate the verifier saw.
     pub fingerprint: Option<[u8; 32]>,
     /// The policy verdict, when the certificate passed CA validation.

@@ -10,7 +10,7 @@ use crate::config::TlsVersion;
 /// aws-lc-rs provider restricted to the configured versions. rustls has no
 /// CBC, RC4, 3DES or static-RSA suites at all, so every remaining TLS 1.2
 /// suite is ECDHE + AEAD; we only drop the versions that are not enabled.
-pub fn crypto_provider(versions: &[TlsVersion]) -> CryptoProvider {
+pub(crate) fn crypto_provider(versions: &[TlsVersion]) -> CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     let v12 = versions.contains(&TlsVersion::V1_2);
     let v13 = versions.contains(&TlsVersion::V1_3);

@@ -133,7 +133,7 @@ pub(crate) fn without_crl(
 /// [`rustls::CertificateError::Other`], so every path that verifies a
 /// chain (handshake, resumed session, reload re-check) reports it alike.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ChainError {
+pub(crate) enum ChainError {
     /// The device certificate has a keyUsage without digitalSignature, so
     /// it may not sign the handshake (RFC 5280 §4.2.1.3; OpenSSL's
     /// client-purpose check refuses it too).
@@ -161,7 +161,7 @@ pub enum ChainError {
 
 impl ChainError {
     /// The reason (logs, metrics, readiness).
-    pub fn reason(&self) -> Failure {
+    pub(crate) fn reason(&self) -> Failure {
         match self {
             ChainError::KeyUsage => Failure::KeyUsage,
             ChainError::CaRevoked { .. } => Failure::CaRevoked,

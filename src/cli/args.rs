@@ -1,0 +1,154 @@
+//! The command line's words: subcommands, flags and their help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// TLS-terminating gateway that admits only devices with approved client
+/// certificates.
+#[derive(Debug, Parser)]
+#[command(name = "certgate", version, about)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum Command {
+    /// Run the gateway.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Worker threads (default: one per CPU core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Take the listening sockets over from the certgate running with
+        /// the same `handover_socket` (zero-downtime binary upgrade); it
+        /// then stops accepting, drains and exits.
+        #[arg(long)]
+        takeover: bool,
+    },
+    /// Validate the config and every file it names, then exit (like `nginx -t`).
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage devices of a running gateway through its admin API.
+    Devices {
+        /// The gateway's config file: the admin address and token come from it.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Admin API address instead of --config (default 127.0.0.1:9900).
+        #[arg(long, global = true)]
+        admin: Option<SocketAddr>,
+        /// Token file (name:token lines) instead of the one in --config.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: DevicesCommand,
+    },
+    /// How a listener's clients authenticate, and who enforcing client
+    /// certificates would refuse (from a running gateway).
+    Readiness {
+        /// The listener.
+        #[arg(long, short)]
+        listener: String,
+        /// Look back this far, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// The gateway's config file (admin address and token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Admin API address instead of --config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Token file instead of the one in --config.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
+    Demo {
+        /// Where the demo PKI and config are written.
+        #[arg(long, default_value = "certs/demo")]
+        dir: PathBuf,
+        /// Address of the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Address of the demo admin listener (metrics).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DevicesCommand {
+    /// List devices (newest last).
+    List {
+        /// Only pending, approved or blocked devices.
+        #[arg(long)]
+        status: Option<String>,
+        /// Text to look for in fingerprint, subject, SANs, label, peer.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only certificates expiring within this time, e.g. 30d.
+        #[arg(long)]
+        expiring: Option<String>,
+        /// At most this many (max 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Skip this many.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
+    /// Show one device in full.
+    Show {
+        /// Fingerprint, or a unique prefix of at least 6 hex digits.
+        fingerprint: String,
+    },
+    /// Approve devices (admitted on their next handshake).
+    Approve {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Block devices (refused everywhere; open connections closed).
+    Block {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Unblock devices (back to pending).
+    Unblock {
+        /// Fingerprints or unique prefixes.
+        #[arg(required = true)]
+        fingerprints: Vec<String>,
+    },
+    /// Delete a device record.
+    Forget {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+    },
+    /// Set a device's label ("" clears it).
+    Label {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+        /// The label.
+        label: String,
+    },
+    /// Pre-approve devices from a file of fingerprints or PEM certificates.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print every device as JSON.
+    Export,
+}

@@ -1,0 +1,133 @@
+//! `check`, `run`, `devices` and `readiness`: each loads what it needs,
+//! runs, and returns an error in the admin's words for `main` to print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::config::Settings;
+use crate::{devices, gateway};
+
+use super::args::DevicesCommand;
+use super::logging::init_logging;
+
+pub(super) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        // One worker: a current-thread runtime does the same work without
+        // the work-stealing scheduler's cross-thread wake-ups and atomics
+        // (measured in benches/RESULTS.md). Blocking work (store writes,
+        // hand-over) still goes to the blocking pool.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(super) fn check(config: &Path) -> ExitCode {
+    let errors = match Settings::load(config) {
+        Ok(settings) => match gateway::check(&settings) {
+            Ok(built) => {
+                for w in built.warnings() {
+                    eprintln!("certgate: warning: {w}");
+                }
+                println!(
+                    "certgate: {} is valid ({} listener(s), {} upstream(s))",
+                    config.display(),
+                    settings.listeners.len(),
+                    settings.upstreams.len()
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => e.into_list(),
+        },
+        Err(e) => e.into_list(),
+    };
+    for e in &errors {
+        eprintln!("certgate: {e}");
+    }
+    eprintln!(
+        "certgate: {} is NOT valid ({} problem(s))",
+        config.display(),
+        errors.len()
+    );
+    ExitCode::FAILURE
+}
+
+pub(super) fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    init_logging(&settings.log)?;
+    runtime(threads)?.block_on(gateway::run(settings, takeover))?;
+    Ok(())
+}
+
+pub(super) fn run_devices(
+    config: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    json: bool,
+    action: DevicesCommand,
+) -> anyhow::Result<()> {
+    let target = target(config, admin, token_file)?;
+    let action = match action {
+        DevicesCommand::List {
+            status,
+            search,
+            expiring,
+            limit,
+            offset,
+        } => devices::Action::List {
+            status,
+            search,
+            expiring,
+            limit,
+            offset,
+        },
+        DevicesCommand::Show { fingerprint } => devices::Action::Show(fingerprint),
+        DevicesCommand::Approve { fingerprints } => devices::Action::Approve(fingerprints),
+        DevicesCommand::Block { fingerprints } => devices::Action::Block(fingerprints),
+        DevicesCommand::Unblock { fingerprints } => devices::Action::Unblock(fingerprints),
+        DevicesCommand::Forget { fingerprint } => devices::Action::Forget(fingerprint),
+        DevicesCommand::Label { fingerprint, label } => devices::Action::Label(fingerprint, label),
+        DevicesCommand::Import { file } => devices::Action::Import(file),
+        DevicesCommand::Export => devices::Action::Export,
+    };
+    current_thread()?.block_on(devices::run(&target, action, json))
+}
+
+pub(super) fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The admin API to talk to: from --config, or --admin (default
+/// 127.0.0.1:9900), with --token-file overriding the config's token.
+pub(super) fn target(
+    config: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<devices::Target> {
+    let mut target = match (&config, admin) {
+        (Some(c), None) => devices::Target::from_config(c)?,
+        (None, a) => devices::Target {
+            addr: a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900))),
+            token: None,
+        },
+        (Some(_), Some(_)) => anyhow::bail!("give --config or --admin, not both"),
+    };
+    if let Some(t) = token_file {
+        target.token = Some(devices::first_token(&t)?);
+    }
+    Ok(target)
+}

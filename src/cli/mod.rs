@@ -1,0 +1,64 @@
+//! The `certgate` command line: parse the arguments, set up logging, run
+//! the subcommand, map its error to an exit code. `main.rs` only calls
+//! [`main`]. The one place that uses `anyhow`: errors from the library are
+//! typed; here they are printed.
+//!
+//! # Layout
+//!
+//! - `args` — subcommands and flags (clap).
+//! - `commands` — `check`, `run`, `devices`, `readiness`.
+//! - `demo` — `certgate demo`.
+//! - `logging` — diagnostics and the access log.
+
+mod args;
+mod commands;
+mod demo;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::devices;
+
+use args::{Cli, Command};
+use commands::{check, current_thread, run, run_devices, target};
+use demo::run_demo;
+
+/// Runs the command line given to the process and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run {
+            config,
+            threads,
+            takeover,
+        } => run(&config, threads, takeover),
+        Command::Demo { dir, listen, admin } => run_demo(&dir, listen, admin),
+        Command::Devices {
+            config,
+            admin,
+            token_file,
+            json,
+            action,
+        } => run_devices(config, admin, token_file, json, action),
+        Command::Readiness {
+            listener,
+            window,
+            config,
+            admin,
+            token_file,
+            json,
+        } => target(config, admin, token_file).and_then(|t| {
+            current_thread()?.block_on(devices::readiness(&t, &listener, &window, json))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("certgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
