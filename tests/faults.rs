@@ -76,6 +76,8 @@ async fn a_crl_replaced_with_garbage_keeps_the_old_crl_in_force() {
         "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"revoked\"}";
 
     assert!(get(addr, revoked_client.clone(), "/b", &[]).await.is_err());
+    // Counted just after the client read its alert.
+    metric_at_least(&gw, revoked_line, 1.0).await;
     assert_eq!(metric(&gw, revoked_line), 1.0);
 
     for garbage in [

@@ -704,13 +704,16 @@ async fn a_resumed_session_is_refused_once_its_device_is_blocked_or_revoked() {
                 1.0,
                 "{kind}/{how}: no further resumption may succeed"
             );
+            // Counted just after the alert is written: wait for it.
             assert!(
-                metric(
+                metric_at_least(
                     &gw,
                     &format!(
                         "certgate_tls_handshake_failures_total{{listener=\"agents\",reason=\"{how}\"}}"
-                    )
-                ) >= 1.0,
+                    ),
+                    1.0
+                )
+                .await,
                 "{kind}/{how}: {}",
                 gw.metrics.encode()
             );

@@ -1,102 +1,17 @@
-//! The accept loop: connection cap, per-source limits and handshake rate,
-//! before any TLS work.
+//! The accept loop: connection cap, per-source limits and handshake rate
+//! (`source_limits`), before any TLS work.
 
 use super::ListenerShared;
 use super::handshake::connection;
 use super::plain::plain;
+use super::source_limits::{HandshakeRates, SourceCounts};
 use crate::log_limit::LogLimit;
 use crate::shutdown::stopped;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
-
-/// Open connections per source address, for `max_connections_per_source`.
-/// Touched once at accept and once at close, never during a request.
-#[derive(Debug, Default)]
-pub(super) struct SourceCounts(
-    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-);
-
-/// A connection's place in [`SourceCounts`]; released on drop.
-pub(super) struct SourceSlot(Arc<SourceCounts>, std::net::IpAddr);
-
-impl SourceCounts {
-    /// A slot for one more connection from `ip`, or `None` at the limit
-    /// (`0` = no limit, and no bookkeeping).
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<Option<SourceSlot>> {
-        if limit == 0 {
-            return Some(None);
-        }
-        let ip = ip.to_canonical();
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(Some(SourceSlot(self.clone(), ip)))
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut map = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// Token buckets of new connections per source address, for
-/// `handshake_rate_per_source`. Only the accept loop touches it, so no
-/// lock. A handful of fields per address; written here because the
-/// rate-limit crates bring their own clocks and maps for what is ten lines.
-#[derive(Debug, Default)]
-pub(super) struct HandshakeRates {
-    pub(super) buckets: std::collections::HashMap<std::net::IpAddr, (f64, Instant)>,
-    pub(super) swept: Option<Instant>,
-}
-
-impl HandshakeRates {
-    /// Most addresses tracked; beyond it the table starts over (admitting
-    /// rather than refusing: the limit is a brake, not an allow-list).
-    const MAX_SOURCES: usize = 100_000;
-
-    /// Whether one more handshake from `ip` fits `rate` per second.
-    fn admit(&mut self, ip: std::net::IpAddr, rate: u32) -> bool {
-        if rate == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let rate = f64::from(rate);
-        // A bucket untouched for a second is full again: forget it.
-        if self
-            .swept
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
-        {
-            self.buckets
-                .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(1));
-            self.swept = Some(now);
-        }
-        if self.buckets.len() >= Self::MAX_SOURCES {
-            self.buckets.clear();
-        }
-        let (tokens, last) = self.buckets.entry(ip.to_canonical()).or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Accepts connections until `stop` turns true. Each connection task
 /// holds a clone of `drain`; the caller waits for all clones to drop.

@@ -9,7 +9,8 @@
 //! CRLs or policy no longer admit is disconnected.
 //!
 //! # Layout (the data path, in order)
-//! - `accept`: the accept loop and its limits ([`serve`]).
+//! - `accept`: the accept loop and its limits ([`serve`]); `source_limits`
+//!   keeps the per-source books.
 //! - `handshake`, `plain`: TLS and admission, or the plain-HTTP port.
 //! - `connection`: an admitted connection until it closes; `recheck`
 //!   cuts it off when its client is no longer admitted.
@@ -36,6 +37,7 @@ mod recheck;
 mod replies;
 mod request;
 mod service;
+mod source_limits;
 pub(crate) mod state;
 mod tracked;
 mod tunnel;
