@@ -1,0 +1,103 @@
+//! `/api/devices`: list, show, approve, block, unblock, forget, label, import, export.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::registry::{Change, Device, Registry, RegistryError, parse_fingerprint};
+
+use super::query::query;
+use super::reply::{body_json, json, registry_error, text};
+
+pub(super) async fn devices(
+    registry: &Registry,
+    method: Method,
+    parts: &[&str],
+    req: Request<Incoming>,
+    who: &str,
+) -> Response<Full<Bytes>> {
+    let action = |a: &str| match a {
+        "approve" => Some(Change::Approve),
+        "block" => Some(Change::Block),
+        "unblock" => Some(Change::Unblock),
+        _ => None,
+    };
+    let changed = |r: Result<Vec<Device>, RegistryError>| match r {
+        Ok(d) => json(StatusCode::OK, serde_json::json!({"devices": d})),
+        Err(e) => registry_error(e),
+    };
+    match (method, parts) {
+        (Method::GET, []) => match query(&req) {
+            Ok(q) => match registry.list(q).await {
+                Ok(page) => json(StatusCode::OK, serde_json::json!(page)),
+                Err(e) => registry_error(e),
+            },
+            Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
+        },
+        // Bulk: POST /api/devices/approve {"fingerprints": [...]}.
+        (Method::POST, [a]) if action(a).is_some() => {
+            let body = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(list) = body.get("fingerprints").and_then(|f| f.as_array()) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "expected {\"fingerprints\": [\"<sha256 hex>\", ...]}"}),
+                );
+            };
+            let fps = list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let Some(change) = action(a) else {
+                return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+            };
+            changed(registry.change(fps, change, who).await)
+        }
+        (Method::GET, [fp]) => {
+            let Some(fp) = parse_fingerprint(fp) else {
+                return registry_error(RegistryError::BadFingerprint(fp.to_string()));
+            };
+            match registry.get(&fp).await {
+                Ok(Some(d)) => json(StatusCode::OK, serde_json::json!(d)),
+                Ok(None) => registry_error(RegistryError::NotFound(fp)),
+                Err(e) => registry_error(e),
+            }
+        }
+        (Method::DELETE, [fp]) => changed(
+            registry
+                .change(vec![fp.to_string()], Change::Forget, who)
+                .await,
+        ),
+        (Method::POST, [fp, a]) if action(a).is_some() => {
+            let Some(change) = action(a) else {
+                return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+            };
+            changed(registry.change(vec![fp.to_string()], change, who).await)
+        }
+        (Method::POST | Method::PUT, [fp, "label"]) => {
+            let body = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let label = match body.get("label") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(serde_json::Value::String(_)) | Some(serde_json::Value::Null) => None,
+                _ => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "expected {\"label\": \"text\"} (or null to clear)"}),
+                    );
+                }
+            };
+            changed(
+                registry
+                    .change(vec![fp.to_string()], Change::Label(label), who)
+                    .await,
+            )
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}

@@ -1,0 +1,28 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text format),
+//! `/healthz`, `POST /api/reload` and the device API under
+//! `/api/devices`. It is served on its own address, loopback by default,
+//! and never shares a port with device traffic. With a token file, every
+//! `/api/` call needs `Authorization: Bearer <token>`; with or without one,
+//! [`guard`] refuses what a browser sends on behalf of another site.
+//!
+//! # Layout
+//!
+//! - `serve` — the listener; `route` — which handler a request goes to.
+//! - `guard` — Host, Origin, Sec-Fetch-Site, Content-Type rules.
+//! - `tokens` — bearer tokens and the access rules in force.
+//! - `devices`, `readiness`, `readyz`, `reload` — the endpoints.
+//! - `query`, `reply` — query strings in, JSON and text out.
+
+mod devices;
+pub(crate) mod guard;
+mod query;
+mod readiness;
+mod readyz;
+mod reload;
+mod reply;
+mod route;
+mod serve;
+mod tokens;
+
+pub(crate) use serve::{AdminContext, serve};
+pub(crate) use tokens::{Access, Tokens};

@@ -1,0 +1,112 @@
+//! Which handler a request goes to, after the guard and the token check.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tracing::warn;
+
+use super::devices::devices;
+use super::guard;
+use super::readiness::readiness;
+use super::readyz::readyz;
+use super::reload::reload;
+use super::reply::{json, text};
+use super::serve::AdminContext;
+
+pub(super) async fn route(
+    ctx: &AdminContext,
+    local: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/metrics") => {
+            // OpenMetrics for scrapers that ask for it (Prometheus does), the
+            // classic text format for everything else.
+            let openmetrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            return if openmetrics {
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ctx.metrics.encode(),
+                )
+            } else {
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    ctx.metrics.encode_text(),
+                )
+            };
+        }
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => return readyz(ctx).await,
+        _ => {}
+    }
+    if !path.starts_with("/api/") {
+        return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+    }
+    let access = ctx.access.load();
+    let has_body = !hyper::body::Body::is_end_stream(req.body());
+    if let Err(refused) = guard::check(
+        &access.hosts,
+        local,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        has_body,
+    ) {
+        let reason = refused.reason.as_str();
+        ctx.metrics.admin_refused(reason);
+        if crate::log_limit::ADMIN_REFUSAL_LOG.should_log() {
+            warn!(method = %req.method(), path = %path, reason,
+                "admin request refused: {} (further refusals are counted in \
+                 certgate_admin_requests_refused_total, logged at most once a second)",
+                refused.message);
+        }
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": refused.message, "reason": reason}),
+        );
+    }
+    let who = match access.tokens.authorize(req.headers()) {
+        Ok(who) => who,
+        Err(status) => {
+            ctx.metrics.admin_refused("token");
+            let mut r = json(
+                status,
+                serde_json::json!({"error": "missing or wrong bearer token (Authorization: Bearer <token> from the admin token_file)"}),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    };
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/api/reload") => reload(ctx).await,
+        (_, "/api/reload") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /api/reload\n".into(),
+        ),
+        (Method::GET, "/api/readiness") => readiness(ctx, &req).await,
+        (method, p) if p == "/api/devices" || p.starts_with("/api/devices/") => {
+            let Some(registry) = &ctx.registry else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no device registry: add a [registry] table to the config"}),
+                );
+            };
+            let rest = p.trim_start_matches("/api/devices").trim_start_matches('/');
+            let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            devices(registry, method, &parts, req, &who).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
