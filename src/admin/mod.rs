@@ -7,12 +7,14 @@
 //!
 //! # Layout
 //!
-//! - `serve` — the listener; `route` — which handler a request goes to.
+//! - `serve` — the listener; `route` — which handler a request goes to;
+//!   `context` — what every handler works on.
 //! - `guard` — Host, Origin, Sec-Fetch-Site, Content-Type rules.
 //! - `tokens` — bearer tokens and the access rules in force.
 //! - `devices`, `readiness`, `readyz`, `reload` — the endpoints.
 //! - `query`, `reply` — query strings in, JSON and text out.
 
+mod context;
 mod devices;
 pub(crate) mod guard;
 mod query;
@@ -24,5 +26,6 @@ mod route;
 mod serve;
 mod tokens;
 
-pub(crate) use serve::{AdminContext, serve};
+pub(crate) use context::AdminContext;
+pub(crate) use serve::serve;
 pub(crate) use tokens::{Access, Tokens};

@@ -5,9 +5,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::context::AdminContext;
 use super::query::query_pairs;
 use super::reply::json;
-use super::serve::AdminContext;
 
 /// `GET /api/readiness?listener=NAME&window=24h`: how the listener's
 /// clients authenticate and who enforcement would refuse.

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use super::context::AdminContext;
 use super::reply::json;
-use super::serve::AdminContext;
 
 /// `GET /readyz`: 200 when every listener is bound and reaches at least
 /// one server of its upstream (a TCP connect, at most 1 s each), else 503;

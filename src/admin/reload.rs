@@ -6,8 +6,8 @@ use http_body_util::Full;
 
 use crate::control::Cause;
 
+use super::context::AdminContext;
 use super::reply::json;
-use super::serve::AdminContext;
 
 /// `POST /api/reload`: 200 with the changes, or 422 with every problem
 /// found (the old state stays in force).

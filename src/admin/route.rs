@@ -6,13 +6,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tracing::warn;
 
+use super::context::AdminContext;
 use super::devices::devices;
 use super::guard;
 use super::readiness::readiness;
 use super::readyz::readyz;
 use super::reload::reload;
 use super::reply::{json, text};
-use super::serve::AdminContext;
 
 pub(super) async fn route(
     ctx: &AdminContext,
