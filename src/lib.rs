@@ -20,7 +20,7 @@
 //! reloads through `control`; `gateway` starts and drains; `handover`
 //! passes sockets to a new binary. Reporting: `metrics`, `readiness`,
 //! `access`, `notify`. Leaf helpers: `identity`, `dn`, `clock`,
-//! `shutdown`, `log_limit`. The CLI edge: `cli`, `devices`, `demo`.
+//! `shutdown`, `log_limit`. The CLI edge: `cli` (with the `devices` client) and `demo`.
 
 mod access;
 mod admin;
@@ -30,7 +30,6 @@ mod clock;
 pub mod config;
 mod control;
 mod demo;
-mod devices;
 mod dn;
 pub mod error;
 pub mod gateway;

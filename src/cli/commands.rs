@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::config::Settings;
-use crate::{devices, gateway};
+use crate::gateway;
+
+use super::devices;
 
 use super::args::DevicesCommand;
 use super::logging::init_logging;

@@ -7,19 +7,19 @@
 //!
 //! - `args` — subcommands and flags (clap).
 //! - `commands` — `check`, `run`, `devices`, `readiness`.
+//! - `devices` — the client of the admin device API (`devices`, `readiness`).
 //! - `demo` — `certgate demo`.
 //! - `logging` — diagnostics and the access log.
 
 mod args;
 mod commands;
 mod demo;
+mod devices;
 mod logging;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-
-use crate::devices;
 
 use args::{Cli, Command};
 use commands::{check, current_thread, run, run_devices, target};

@@ -1,0 +1,46 @@
+//! Reading the fingerprints to import: a PEM bundle, or lines of hex.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+use crate::registry::parse_fingerprint;
+
+/// Fingerprints from a file: PEM certificates (fingerprint of each), or
+/// lines of hex fingerprints (`#` comments, colons allowed).
+pub(crate) fn read_import(path: &Path) -> anyhow::Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    if bytes
+        .windows(27)
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        for (i, c) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+            let c = c.with_context(|| {
+                format!("{}: certificate #{} is malformed", path.display(), i + 1)
+            })?;
+            out.push(crate::identity::sha256_hex(&c));
+        }
+        return Ok(out);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        // Allow "fingerprint<whitespace>anything" (e.g. an exported list).
+        let word = line.split_whitespace().next().unwrap_or("");
+        let fp = parse_fingerprint(word).ok_or_else(|| {
+            anyhow!(
+                "{} line {}: \"{word}\" is not a SHA-256 fingerprint (64 hex digits)",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(fp);
+    }
+    Ok(out)
+}

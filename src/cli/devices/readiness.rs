@@ -1,0 +1,109 @@
+//! `certgate readiness`: the readiness report of a listener.
+
+use http::Method;
+
+use super::api::{call, encode};
+use super::print::{cut, short, when};
+use super::target::Target;
+
+/// `certgate readiness`: the readiness report of a listener, as a table.
+pub(crate) async fn readiness(
+    target: &Target,
+    listener: &str,
+    window: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let r = call(
+        target,
+        Method::GET,
+        &format!(
+            "/api/readiness?listener={}&window={}",
+            encode(listener),
+            encode(window)
+        ),
+        None,
+    )
+    .await?;
+    if as_json {
+        println!("{r}");
+        return Ok(());
+    }
+    let total = r["total"].as_u64().unwrap_or(0);
+    println!("Listener \"{listener}\", last {window}: {total} connection attempt(s)");
+    println!();
+    println!("{:<16} {:>8} {:>8}", "STATUS", "COUNT", "SHARE");
+    for s in r["by_status"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>8} {:>7.1}%",
+            s["status"].as_str().unwrap_or("?"),
+            s["count"].as_u64().unwrap_or(0),
+            s["percent"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let reasons: Vec<String> = r["failed_reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p[0].as_str().unwrap_or("?"),
+                p[1].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !reasons.is_empty() {
+        println!("failed by reason: {}", reasons.join(", "));
+    }
+    let refuse = r["would_refuse"].as_array().cloned().unwrap_or_default();
+    println!();
+    if refuse.is_empty() {
+        println!("Enforcing now (mode = \"required\") would refuse no client seen in this window.");
+    } else {
+        println!(
+            "Enforcing now (mode = \"required\") would refuse {} client(s):",
+            refuse.len()
+        );
+        println!(
+            "{:<15} {:<18} {:<16} {:<32} {:>8}  LAST SEEN",
+            "STATUS", "REASON", "FINGERPRINT", "SUBJECT", "ATTEMPTS"
+        );
+        for c in &refuse {
+            println!(
+                "{:<15} {:<18} {:<16} {:<32} {:>8}  {} from {}",
+                c["status"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or("?"),
+                c["fingerprint"].as_str().map_or("-".to_string(), short),
+                cut(c["subject"].as_str().unwrap_or("-"), 32),
+                c["attempts"].as_u64().unwrap_or(0),
+                when(c["last_seen"].as_i64()),
+                c["peer"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    if refuse
+        .iter()
+        .any(|c| c["refused_now"].as_bool() == Some(true))
+    {
+        println!(
+            "Status \"blocked\": blocked by an admin; refused now in every mode, observe included."
+        );
+    }
+    let legacy = r["legacy_sources"].as_array().cloned().unwrap_or_default();
+    if !legacy.is_empty() {
+        println!();
+        println!(
+            "Sources that offered only an old protocol (need the plain-HTTP port or an upgrade):"
+        );
+        for l in &legacy {
+            println!(
+                "  {} offered at most {} ({} attempt(s), last {})",
+                l["peer"].as_str().unwrap_or("?"),
+                l["version"].as_str().unwrap_or("?"),
+                l["attempts"].as_u64().unwrap_or(0),
+                when(l["last_seen"].as_i64())
+            );
+        }
+    }
+    Ok(())
+}
