@@ -3,6 +3,7 @@
 
 use super::ListenerShared;
 use super::handshake::connection;
+use super::lifeline::Lifeline;
 use super::plain::plain;
 use super::source_limits::{HandshakeRates, SourceCounts};
 use crate::log_limit::LogLimit;
@@ -95,15 +96,17 @@ pub(crate) async fn serve(
             continue;
         };
         let shared = shared.clone();
-        let stop = stop.clone();
-        let drain = drain.clone();
+        let lifeline = Lifeline {
+            stop: stop.clone(),
+            drain: drain.clone(),
+        };
         tokio::spawn(async move {
             let metrics = state.metrics.clone();
             metrics.active.inc();
             let _ = tcp.set_nodelay(true);
             match state.tls.clone() {
-                Some(tls) => connection(tcp, peer, (shared, state, tls), stop, drain).await,
-                None => Box::pin(plain(tcp, peer, shared, state, stop, drain)).await,
+                Some(tls) => connection(tcp, peer, (shared, state, tls), lifeline).await,
+                None => Box::pin(plain(tcp, peer, (shared, state), lifeline)).await,
             }
             metrics.active.dec();
             drop(slot);

@@ -11,8 +11,9 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
+
+use super::lifeline::Lifeline;
 
 /// How long a connection accepted just before its listener stopped may
 /// take to send its first request.
@@ -20,7 +21,6 @@ pub(super) const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves HTTP on an accepted (and, for TLS, admitted) connection until it
 /// ends, idles out, is drained, or its client stops being admitted.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_http<IO>(
     io: IO,
     peer: SocketAddr,
@@ -28,8 +28,7 @@ pub(super) async fn serve_http<IO>(
     facts: ClientFacts,
     tls: Option<super::context::TlsInfo>,
     admission: Admission,
-    mut stop: watch::Receiver<bool>,
-    drain: mpsc::Sender<()>,
+    Lifeline { mut stop, drain }: Lifeline,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -43,8 +42,10 @@ pub(super) async fn serve_http<IO>(
         facts,
         activity: activity.clone(),
         admission: admission.clone(),
-        stop: stop.clone(),
-        drain,
+        lifeline: Lifeline {
+            stop: stop.clone(),
+            drain,
+        },
         tls,
     });
     let svc = hyper::service::service_fn(move |req| service::handle(ctx.clone(), req));

@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
-
 use super::activity::Activity;
 use super::headers::ClientFacts;
+use super::lifeline::Lifeline;
 use super::recheck::Admission;
 use super::state::ListenerShared;
 
@@ -27,10 +26,8 @@ pub(super) struct ConnContext {
     pub activity: Arc<Activity>,
     /// What the client was admitted with; upgraded tunnels watch it too.
     pub admission: Admission,
-    /// Turns true when the listener stops (shutdown or removed by reload).
-    pub stop: watch::Receiver<bool>,
-    /// Held while the connection or a tunnel it opened is alive.
-    pub drain: mpsc::Sender<()>,
+    /// The listener's stop signal and drain guard; tunnels take a copy.
+    pub lifeline: Lifeline,
     /// The TLS session, for the access log; `None` on plain HTTP.
     pub tls: Option<TlsInfo>,
     /// Framing problems seen in the raw request heads.

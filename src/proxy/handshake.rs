@@ -4,6 +4,7 @@
 
 use super::connection::serve_http;
 use super::headers::{ClientFacts, ClientIdentity};
+use super::lifeline::Lifeline;
 use super::{Admission, ListenerShared, ListenerState};
 use crate::admission::{Admitted, Failure, FailureClass, Refusal, Verdict};
 use crate::config::ClientAuthMode;
@@ -16,7 +17,6 @@ use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -176,8 +176,7 @@ pub(super) async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     (shared, state, tls_state): (Arc<ListenerShared>, Arc<ListenerState>, Arc<ListenerTls>),
-    stop: watch::Receiver<bool>,
-    drain: mpsc::Sender<()>,
+    lifeline: Lifeline,
 ) {
     let name = &state.name;
     let accepted_at = std::time::Instant::now();
@@ -400,8 +399,7 @@ pub(super) async fn connection(
         facts,
         Some(tls_info),
         admission,
-        stop,
-        drain,
+        lifeline,
     ))
     .await;
 }

@@ -32,6 +32,7 @@ mod forward;
 pub(crate) mod framing;
 mod handshake;
 pub(crate) mod headers;
+mod lifeline;
 mod plain;
 mod recheck;
 mod replies;

@@ -11,18 +11,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tracing::info;
+
+use super::lifeline::Lifeline;
 
 /// A plain-HTTP listener (legacy devices): sources in `allow_from` are
 /// forwarded like TLS clients without a certificate; others get 403.
 pub(super) async fn plain(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: Arc<ListenerShared>,
-    state: Arc<ListenerState>,
-    stop: watch::Receiver<bool>,
-    drain: mpsc::Sender<()>,
+    (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
+    lifeline: Lifeline,
 ) {
     let ip = peer.ip().to_canonical();
     if !state.allow_from.iter().any(|n| n.contains(&ip)) {
@@ -69,8 +68,7 @@ pub(super) async fn plain(
         facts,
         None,
         admission,
-        stop,
-        drain,
+        lifeline,
     ))
     .await;
 }

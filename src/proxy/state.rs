@@ -2,7 +2,7 @@
 //! the shared slot connections read it from.
 
 use super::upstream::Upstream;
-use crate::config::ListenerLimits;
+use crate::config::{ListenerLimits, ListenerSettings};
 use crate::metrics::ListenerMetrics;
 use crate::readiness::Readiness;
 use crate::tls::ListenerTls;
@@ -38,18 +38,18 @@ pub(crate) struct ListenerState {
 }
 
 impl ListenerState {
-    /// Assembles a listener's state.
-    #[allow(clippy::too_many_arguments)]
+    /// Assembles a listener's state from its settings and what was built
+    /// for it: its TLS state, its upstream, where readiness events go, its
+    /// metric handles and the shutdown grace period.
     pub(crate) fn new(
-        name: &str,
+        settings: &ListenerSettings,
         tls: Option<Arc<ListenerTls>>,
-        allow_from: Vec<ipnet::IpNet>,
-        readiness: Option<Readiness>,
         upstream: Arc<Upstream>,
-        limits: ListenerLimits,
+        readiness: Option<Readiness>,
         metrics: ListenerMetrics,
         grace: Duration,
     ) -> ListenerState {
+        let limits = settings.limits.clone();
         metrics
             .limit
             .set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
@@ -68,9 +68,9 @@ impl ListenerState {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         ListenerState {
-            name: name.into(),
+            name: settings.name.as_str().into(),
             tls,
-            allow_from,
+            allow_from: settings.allow_from.clone(),
             readiness,
             upstream,
             limits,

@@ -6,6 +6,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, info};
 
 use super::context::ConnContext;
+use super::lifeline::Lifeline;
 use super::state::ListenerState;
 use super::upstream::ServerGuard;
 
@@ -22,8 +23,7 @@ pub(super) fn tunnel(
     let listener = state.name.clone();
     let peer = ctx.peer;
     let admission = ctx.admission.clone();
-    let mut stop = ctx.stop.clone();
-    let drain = ctx.drain.clone();
+    let Lifeline { mut stop, drain } = ctx.lifeline.clone();
     let grace = state.grace;
     tokio::spawn(async move {
         // The tunnel holds its backend connection, and so its slot

@@ -134,12 +134,10 @@ impl Controller {
                 expiry.extend(expiries(&ls.name, t));
             }
             let state = ListenerState::new(
-                &ls.name,
+                &ls,
                 tls.clone(),
-                ls.allow_from.clone(),
-                self.readiness.clone(),
                 upstream,
-                ls.limits.clone(),
+                self.readiness.clone(),
                 self.metrics.listener(&ls.name, &ls.upstream),
                 settings.shutdown_grace,
             );
