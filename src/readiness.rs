@@ -29,16 +29,20 @@ pub(crate) enum Status {
     NoCredentials,
     /// A certificate that failed validation, or a failed handshake.
     Failed,
+    /// A TLS stack too old for any TLS 1.2 AEAD gateway (TLS 1.0/1.1, or
+    /// TLS 1.2 with CBC suites only): the agent needs an upgrade.
+    UpgradeRequired,
 }
 
 impl Status {
     /// All statuses, in report order.
-    pub(crate) const ALL: [Status; 5] = [
+    pub(crate) const ALL: [Status; 6] = [
         Status::Authenticated,
         Status::Unapproved,
         Status::Blocked,
         Status::NoCredentials,
         Status::Failed,
+        Status::UpgradeRequired,
     ];
 
     /// The label value.
@@ -49,6 +53,7 @@ impl Status {
             Status::Blocked => "blocked",
             Status::NoCredentials => "no_credentials",
             Status::Failed => "failed",
+            Status::UpgradeRequired => "upgrade_required",
         }
     }
 
@@ -114,6 +119,39 @@ pub(crate) struct LegacySource {
     pub last_seen: i64,
 }
 
+/// A source whose TLS stack needs a server certificate of a key type the
+/// listener does not serve for the name it asked for.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NeedsSource {
+    /// Source address.
+    pub peer: String,
+    /// The key type it needs: `ECDSA`, `RSA` or `Ed25519`.
+    pub needs: &'static str,
+    /// Attempts seen.
+    pub attempts: u64,
+    /// Unix seconds.
+    pub last_seen: i64,
+}
+
+/// The key type a `needs_*_certificate` reason asks for.
+fn needed_key_type(reason: &str) -> Option<&'static str> {
+    match reason {
+        "needs_ecdsa_certificate" => Some("ECDSA"),
+        "needs_rsa_certificate" => Some("RSA"),
+        "needs_ed25519_certificate" => Some("Ed25519"),
+        _ => None,
+    }
+}
+
+/// How many sources a certificate of one more key type would admit.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WouldAdmit {
+    /// The key type to add.
+    pub key_type: &'static str,
+    /// Distinct sources in the window that needed it.
+    pub sources: u64,
+}
+
 /// Count and share of one status.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Share {
@@ -144,6 +182,11 @@ pub(crate) struct Report {
     pub would_refuse: Vec<Client>,
     /// Sources that offered nothing newer than TLS 1.1.
     pub legacy_sources: Vec<LegacySource>,
+    /// Sources refused because the name has no certificate of the key type
+    /// their TLS stack needs.
+    pub needs_certificate: Vec<NeedsSource>,
+    /// Per missing key type: how many of those sources adding it would admit.
+    pub would_admit: Vec<WouldAdmit>,
 }
 
 const MINUTES_KEPT: usize = 7 * 24 * 60;
@@ -152,9 +195,10 @@ const MAX_CLIENTS: usize = 100_000;
 #[derive(Default)]
 struct ListenerData {
     /// (minute, counts per status, failed reasons)
-    minutes: VecDeque<(i64, [u64; 5], HashMap<&'static str, u64>)>,
+    minutes: VecDeque<(i64, [u64; Status::ALL.len()], HashMap<&'static str, u64>)>,
     clients: HashMap<String, Client>,
     legacy: HashMap<IpAddr, LegacySource>,
+    needs: HashMap<IpAddr, NeedsSource>,
 }
 
 enum Command {
@@ -233,16 +277,28 @@ impl Readiness {
 fn add(d: &mut ListenerData, e: Event) {
     let minute = e.at.div_euclid(60);
     if d.minutes.back().is_none_or(|(m, _, _)| *m != minute) {
-        d.minutes.push_back((minute, [0; 5], HashMap::new()));
+        d.minutes
+            .push_back((minute, [0; Status::ALL.len()], HashMap::new()));
         while d.minutes.len() > MINUTES_KEPT {
             d.minutes.pop_front();
         }
     }
     if let Some((_, counts, reasons)) = d.minutes.back_mut() {
         counts[e.status.index()] += 1;
-        if e.status == Status::Failed {
+        if matches!(e.status, Status::Failed | Status::UpgradeRequired) {
             *reasons.entry(e.reason).or_default() += 1;
         }
+    }
+    if let Some(kind) = needed_key_type(e.reason) {
+        let n = d.needs.entry(e.peer).or_insert_with(|| NeedsSource {
+            peer: e.peer.to_string(),
+            needs: kind,
+            attempts: 0,
+            last_seen: e.at,
+        });
+        n.needs = kind;
+        n.attempts += 1;
+        n.last_seen = e.at;
     }
     if let Some(v) = &e.legacy_version {
         let l = d.legacy.entry(e.peer).or_insert_with(|| LegacySource {
@@ -287,6 +343,7 @@ fn add(d: &mut ListenerData, e: Event) {
         let cut = seen[MAX_CLIENTS / 10];
         d.clients.retain(|_, c| c.last_seen > cut);
         d.legacy.retain(|_, l| l.last_seen > cut);
+        d.needs.retain(|_, n| n.last_seen > cut);
     }
 }
 
@@ -294,7 +351,7 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
     let now = crate::clock::now_unix();
     let since = now - window;
     let first_minute = since.div_euclid(60);
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; Status::ALL.len()];
     let mut reasons: HashMap<&'static str, u64> = HashMap::new();
     for (m, c, r) in d.minutes.iter().filter(|(m, _, _)| *m >= first_minute) {
         let _ = m;
@@ -339,6 +396,23 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
         .cloned()
         .collect();
     legacy_sources.sort_by(|a, b| a.peer.cmp(&b.peer));
+    let mut needs_certificate: Vec<NeedsSource> = d
+        .needs
+        .values()
+        .filter(|n| n.last_seen >= since)
+        .cloned()
+        .collect();
+    needs_certificate.sort_by(|a, b| a.peer.cmp(&b.peer));
+    let would_admit = ["ECDSA", "RSA", "Ed25519"]
+        .into_iter()
+        .filter_map(|k| {
+            let n = needs_certificate.iter().filter(|s| s.needs == k).count() as u64;
+            (n > 0).then_some(WouldAdmit {
+                key_type: k,
+                sources: n,
+            })
+        })
+        .collect();
     Report {
         listener: listener.to_string(),
         window_seconds: window,
@@ -347,5 +421,7 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
         failed_reasons,
         would_refuse,
         legacy_sources,
+        needs_certificate,
+        would_admit,
     }
 }

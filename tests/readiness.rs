@@ -221,7 +221,7 @@ async fn a_tls_1_0_client_is_reported_as_legacy_protocol_with_its_version() {
     assert_eq!(r["legacy_sources"][0]["peer"], "127.0.0.1", "{r}");
     assert_eq!(r["legacy_sources"][0]["version"], "TLS 1.0");
     assert_eq!(
-        scraped(admin, "certgate_client_auth_total{listener=\"agents\",status=\"failed\",reason=\"legacy_protocol\"}").await,
+        scraped(admin, "certgate_client_auth_total{listener=\"agents\",status=\"upgrade_required\",reason=\"legacy_protocol\"}").await,
         1.0
     );
 }

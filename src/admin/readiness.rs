@@ -61,6 +61,8 @@ pub(super) async fn readiness(
                 failed_reasons: Vec::new(),
                 would_refuse: Vec::new(),
                 legacy_sources: Vec::new(),
+                needs_certificate: Vec::new(),
+                would_admit: Vec::new(),
             }),
         ),
     }

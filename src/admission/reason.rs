@@ -115,6 +115,16 @@ pub enum Failure {
     ProtocolVersion,
     /// The client offered at most SSL 3.0 / TLS 1.0 / TLS 1.1.
     LegacyProtocol,
+    /// The client offers TLS 1.2 but only CBC suites: no AEAD-only gateway
+    /// can serve it (an agent upgrade, or the plain-HTTP legacy port).
+    LegacyCbcOnly,
+    /// The client can use only ECDSA certificates with the suites both
+    /// sides support (Windows 7 / 8.1 SChannel) and the name has none.
+    NeedsEcdsaCertificate,
+    /// The client can use only RSA certificates and the name has none.
+    NeedsRsaCertificate,
+    /// The client can use only Ed25519 certificates and the name has none.
+    NeedsEd25519Certificate,
     /// Another incompatibility of the client's offer.
     Incompatible,
     /// A malformed or unexpected handshake message.
@@ -153,6 +163,10 @@ impl Failure {
             Failure::NoSharedSignature => "no_shared_signature",
             Failure::ProtocolVersion => "protocol_version",
             Failure::LegacyProtocol => "legacy_protocol",
+            Failure::LegacyCbcOnly => "legacy_cbc_only",
+            Failure::NeedsEcdsaCertificate => "needs_ecdsa_certificate",
+            Failure::NeedsRsaCertificate => "needs_rsa_certificate",
+            Failure::NeedsEd25519Certificate => "needs_ed25519_certificate",
             Failure::Incompatible => "incompatible",
             Failure::BadMessage => "bad_message",
             Failure::ClientAlert => "client_alert",
@@ -163,12 +177,39 @@ impl Failure {
         }
     }
 
+    /// What the log says, beyond the label, for the failures certgate
+    /// explains itself (rustls's own text says "no cipher suites in common").
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            Failure::NeedsEcdsaCertificate => Some(
+                "the client can use only an ECDSA certificate with the suites it shares with \
+                 this listener (Windows 7 / 8.1 SChannel does this) and the name it asked for has \
+                 none: add an ECDSA P-256 [[listener.tls.certificate]] for the same names",
+            ),
+            Failure::NeedsRsaCertificate => Some(
+                "the client can use only an RSA certificate with the suites it shares with this \
+                 listener and the name it asked for has none: add an RSA \
+                 [[listener.tls.certificate]] for the same names",
+            ),
+            Failure::NeedsEd25519Certificate => Some(
+                "the client can use only an Ed25519 certificate with the suites it shares with \
+                 this listener and the name it asked for has none",
+            ),
+            Failure::LegacyCbcOnly => Some(
+                "the client offers TLS 1.2 with CBC suites only; no AEAD-only gateway can serve \
+                 it: upgrade the agent's TLS stack, or serve it on a plain-HTTP legacy listener",
+            ),
+            _ => None,
+        }
+    }
+
     /// How the readiness report counts a device that failed this way:
     /// without credentials, refused by the policy, or failed.
     pub fn class(self) -> FailureClass {
         match self {
             Failure::NoCertificate => FailureClass::NoCredentials,
             Failure::Refused(r) => FailureClass::Refused(r),
+            Failure::LegacyProtocol | Failure::LegacyCbcOnly => FailureClass::UpgradeRequired,
             Failure::Expired
             | Failure::NotYetValid
             | Failure::Revoked
@@ -184,7 +225,9 @@ impl Failure {
             | Failure::NoSharedCipher
             | Failure::NoSharedSignature
             | Failure::ProtocolVersion
-            | Failure::LegacyProtocol
+            | Failure::NeedsEcdsaCertificate
+            | Failure::NeedsRsaCertificate
+            | Failure::NeedsEd25519Certificate
             | Failure::Incompatible
             | Failure::BadMessage
             | Failure::ClientAlert
@@ -211,6 +254,8 @@ pub enum FailureClass {
     Refused(Refusal),
     /// The certificate or the handshake failed.
     Failed,
+    /// The client's TLS stack is too old for any TLS 1.2 AEAD gateway.
+    UpgradeRequired,
 }
 
 #[cfg(test)]
@@ -240,6 +285,10 @@ mod tests {
             Failure::NoSharedSignature,
             Failure::ProtocolVersion,
             Failure::LegacyProtocol,
+            Failure::LegacyCbcOnly,
+            Failure::NeedsEcdsaCertificate,
+            Failure::NeedsRsaCertificate,
+            Failure::NeedsEd25519Certificate,
             Failure::Incompatible,
             Failure::BadMessage,
             Failure::ClientAlert,
@@ -252,7 +301,9 @@ mod tests {
         assert_eq!(labels.len(), all.len(), "two reasons share a label");
         for l in &labels {
             assert!(
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{l}"
             );
             assert_ne!(
@@ -271,5 +322,14 @@ mod tests {
         );
         assert_eq!(Failure::UnknownCa.class(), FailureClass::Failed);
         assert_eq!(Failure::Timeout.class(), FailureClass::Failed);
+        assert_eq!(
+            Failure::LegacyCbcOnly.class(),
+            FailureClass::UpgradeRequired
+        );
+        assert_eq!(
+            Failure::LegacyProtocol.class(),
+            FailureClass::UpgradeRequired
+        );
+        assert_eq!(Failure::NeedsEcdsaCertificate.class(), FailureClass::Failed);
     }
 }

@@ -113,6 +113,7 @@ fn failure_class(f: Failure) -> Class {
         FailureClass::NoCredentials => (Status::NoCredentials, None),
         FailureClass::Refused(r) => (refusal_status(r), Some(f)),
         FailureClass::Failed => (Status::Failed, Some(f)),
+        FailureClass::UpgradeRequired => (Status::UpgradeRequired, Some(f)),
     }
 }
 
@@ -184,10 +185,10 @@ pub(super) async fn connection(
     // The handshake runs inside HANDSHAKE's scope so the verifier (and the
     // session store) can tell this task what they decided. The stream
     // keeps a copy of the ClientHello until then, to explain a refusal.
-    let (accepted, note, offered) = Box::pin(tls::HANDSHAKE.scope(
+    let (accepted, note, (offered, suites)) = Box::pin(tls::HANDSHAKE.scope(
         std::cell::RefCell::new(HandshakeNote::default()),
         async {
-            let mut offered = Offered::Incomplete;
+            let mut offered = (Offered::Incomplete, None);
             let r = tokio::time::timeout(
                 state.limits.handshake_timeout,
                 acceptor.accept(Recorded::new(tcp)).into_fallible(),
@@ -202,7 +203,7 @@ pub(super) async fn connection(
                     Ok(check_session(stream, &tls_state).map(Box::new))
                 }
                 Ok(Err((e, io))) => {
-                    offered = io.offered();
+                    offered = (io.offered(), io.offered_suites());
                     Err(Some(e))
                 }
                 Err(_) => Err(None),
@@ -236,6 +237,28 @@ pub(super) async fn connection(
                 (None, Some(te)) => (tls::failure_reason(te), tls::failure_detail(te)),
                 (None, None) => (Failure::Io, e.to_string()),
             };
+            // "No cipher suites in common" says nothing an admin can act
+            // on; the resolver noted which key type the client needed.
+            if let Some(f) = note.no_usable_certificate
+                && matches!(
+                    reason,
+                    Failure::NoSharedCipher | Failure::NoSharedSignature | Failure::Incompatible
+                )
+            {
+                reason = f;
+                detail = f.advice().unwrap_or_default().to_string();
+            }
+            // rustls refuses a client without any ECDHE group before it
+            // asks for a certificate: the offered suites still tell.
+            if reason == Failure::NoSharedCipher
+                && suites.as_deref().is_some_and(tls::offers_only_cbc)
+            {
+                reason = Failure::LegacyCbcOnly;
+                detail = Failure::LegacyCbcOnly
+                    .advice()
+                    .unwrap_or_default()
+                    .to_string();
+            }
             let mut legacy = None;
             if offered.is_legacy()
                 && let Some(v) = offered.version()
@@ -450,7 +473,7 @@ mod tests {
         );
         assert_eq!(
             classify(&note(true, None, None), None, Some(Failure::LegacyProtocol)),
-            (Status::Failed, Some(Failure::LegacyProtocol))
+            (Status::UpgradeRequired, Some(Failure::LegacyProtocol))
         );
     }
 

@@ -132,6 +132,9 @@ impl Controller {
             } = l;
             if let Some(t) = &tls {
                 expiry.extend(expiries(&ls.name, t));
+                for w in &t.warnings {
+                    warn!(listener = %ls.name, "{w}");
+                }
             }
             let state = ListenerState::new(
                 &ls,

@@ -162,17 +162,25 @@ impl Built {
     }
 
     /// Warnings that do not make the config invalid: certificates that
-    /// expire within 14 days (what `run` logs at start and on reload).
+    /// expire within 14 days (what `run` logs at start and on reload), and
+    /// TLS 1.2 names served with one key type only (agents left out).
     pub fn warnings(&self) -> Vec<String> {
         let now = now_unix();
-        self.listeners
+        let expiring = self
+            .listeners
             .iter()
             .filter_map(|l| l.tls.as_deref().map(|t| expiries(&l.settings.name, t)))
             .flatten()
             .filter_map(|c| {
                 expiry_warning(&c, now).map(|w| format!("listener \"{}\": {w}", c.listener))
-            })
-            .collect()
+            });
+        let key_types = self.listeners.iter().flat_map(|l| {
+            l.tls
+                .iter()
+                .flat_map(|t| t.warnings.iter())
+                .map(|w| format!("listener \"{}\": {w}", l.settings.name))
+        });
+        expiring.chain(key_types).collect()
     }
 
     /// The built TLS state of each listener, by name.

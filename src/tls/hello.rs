@@ -131,6 +131,28 @@ pub fn offered(b: &[u8]) -> Offered {
     Offered::Version(legacy)
 }
 
+/// The cipher suites a TLS ClientHello offers, in its order, from the start
+/// of a connection; `None` when the bytes are not (yet) a ClientHello whose
+/// suite list is complete. Used after rustls refused a handshake for "no
+/// cipher suites in common" before it got as far as choosing a certificate
+/// (no ECDHE group offered), to tell a CBC-only legacy stack apart.
+pub(crate) fn offered_suites(b: &[u8]) -> Option<Vec<u16>> {
+    if b.first() != Some(&0x16) || b.get(5) != Some(&1) {
+        return None;
+    }
+    // Record header (5) + handshake header (4) + version (2) + random (32).
+    let sid = usize::from(*b.get(43)?);
+    let at = 44 + sid;
+    let len = usize::from(u16_at(b, at)?);
+    let list = b.get(at + 2..at + 2 + len)?;
+    Some(
+        list.chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .filter(|v| !is_grease(*v))
+            .collect(),
+    )
+}
+
 /// A stream that keeps a copy of the first bytes read from it (the
 /// ClientHello), so a refused handshake can be explained. The copy is
 /// bounded and dropped once the handshake is done.
@@ -160,6 +182,11 @@ impl<S> Recorded<S> {
     /// What the client offered, from the recorded bytes.
     pub(crate) fn offered(&self) -> Offered {
         self.head.as_deref().map_or(Offered::Incomplete, offered)
+    }
+
+    /// The cipher suites the client offered, from the recorded bytes.
+    pub(crate) fn offered_suites(&self) -> Option<Vec<u16>> {
+        self.head.as_deref().and_then(offered_suites)
     }
 
     /// Stops recording and frees the copy; the handshake is done, so the
@@ -306,6 +333,15 @@ mod tests {
         let full = hello(0x0303, Some(&[0x0304, 0x0303]));
         for n in 0..full.len() {
             let _ = offered(&full[..n]);
+            let _ = offered_suites(&full[..n]);
         }
+    }
+
+    #[test]
+    fn reads_the_offered_suites() {
+        assert_eq!(offered_suites(&hello(0x0303, None)), Some(vec![0x1301]));
+        assert_eq!(offered_suites(b"GET / HTTP/1.1\r\n"), None);
+        let full = hello(0x0303, None);
+        assert_eq!(offered_suites(&full[..46]), None, "suite list cut off");
     }
 }

@@ -22,6 +22,10 @@ pub(crate) struct HandshakeNote {
     pub der: Option<Vec<u8>>,
     /// Why CA validation (chain, validity, CRL) failed, if it did.
     pub ca_failure: Option<Failure>,
+    /// Why no server certificate fitted the client (a key type it needs
+    /// and the name lacks, or only CBC suites offered), noted by the
+    /// certificate resolver.
+    pub no_usable_certificate: Option<Failure>,
     /// Fingerprint of the device whose stored session (cache entry or
     /// ticket) this handshake resumes.
     pub resumed: Option<[u8; 32]>,

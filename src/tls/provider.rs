@@ -18,14 +18,32 @@ pub(crate) fn crypto_provider(versions: &[TlsVersion]) -> CryptoProvider {
         SupportedCipherSuite::Tls12(_) => v12,
         SupportedCipherSuite::Tls13(_) => v13,
     });
-    // Prefer AES-128-GCM with ECDSA: it is what fleet agents and the peer
-    // gateways negotiate first, and the cheapest on AES-NI hardware.
-    provider.cipher_suites.sort_by_key(|s| match s.suite() {
-        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 0,
-        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
-        _ => 2,
-    });
     provider
+        .cipher_suites
+        .sort_by_key(|s| suite_rank(s.suite()));
+    provider
+}
+
+/// Server order (enforced: `ignore_client_order`): within each key type
+/// AES-128-GCM, then AES-256-GCM, then ChaCha20-Poly1305. AES-128-GCM is
+/// what every legacy stack with an AEAD suite accepts (Windows 7 / 8.1
+/// enable ECDSA AES-256-GCM by default only on P-384) and the cheapest on
+/// AES-NI hardware; ChaCha20 last, for clients without AES at all. The key
+/// type is decided first, by the certificate chosen for the client.
+fn suite_rank(s: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as C;
+    match s {
+        C::TLS13_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384 => 1,
+        C::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 10,
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 11,
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => 12,
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 13,
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => 14,
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 15,
+        _ => 20,
+    }
 }
 
 pub(super) fn protocol_versions(
@@ -43,6 +61,32 @@ pub(super) fn protocol_versions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls12_suites_go_aes128_then_aes256_then_chacha_within_each_key_type() {
+        let p = crypto_provider(&[TlsVersion::V1_2]);
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        for kind in ["ECDSA", "RSA"] {
+            let order: Vec<&str> = names
+                .iter()
+                .filter(|n| n.contains(&format!("ECDHE_{kind}_")))
+                .map(|n| {
+                    if n.contains("AES_128") {
+                        "aes128"
+                    } else if n.contains("AES_256") {
+                        "aes256"
+                    } else {
+                        "chacha"
+                    }
+                })
+                .collect();
+            assert_eq!(order, ["aes128", "aes256", "chacha"], "{kind}: {names:?}");
+        }
+    }
 
     #[test]
     fn tls12_only_provider_has_only_ecdhe_aead_tls12_suites() {

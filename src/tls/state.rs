@@ -8,15 +8,16 @@ use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use std::sync::Arc;
 
 use crate::admission::Policy;
-use crate::config::{ClientAuthMode, TlsSettings};
+use crate::config::{ClientAuthMode, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
 
 use super::crypto_provider;
 use super::files::load_certified_key;
+use super::key_kind::KeyKind;
 use super::policy_verifier::PolicyVerifier;
 use super::provider::protocol_versions;
 use super::sessions::{GuardedSessions, GuardedTickets, SessionGuard};
-use super::sni::SniResolver;
+use super::sni::{Served, SniResolver};
 use super::summary::{CertSummary, CrlSummary};
 use super::trust_files::TrustFiles;
 
@@ -47,6 +48,9 @@ pub struct ListenerTls {
     /// Admission beyond CA validation (registry, allow rules); `None` when
     /// a CA-valid certificate is enough.
     pub policy: Option<Arc<Policy>>,
+    /// What does not make the config invalid but will leave agents out:
+    /// a TLS 1.2 name served with one key type only.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -83,13 +87,52 @@ impl ListenerTls {
         let mut served = Vec::new();
         for (i, c) in settings.certificates.iter().enumerate() {
             match load_certified_key(listener, i, &c.cert, &c.key, &provider) {
-                Ok((key, summary, names)) => {
-                    keys.push((key, names));
-                    served.push(summary);
-                }
+                Ok((key, summary, names)) => match KeyKind::of(key.key.algorithm()) {
+                    Some(kind) => {
+                        keys.push((
+                            Served {
+                                key,
+                                index: i,
+                                kind,
+                            },
+                            names,
+                        ));
+                        served.push(summary);
+                    }
+                    None => errors.push(ConfigError::Invalid {
+                        context: format!("listener \"{listener}\": tls.certificate[{i}].key"),
+                        message: "unsupported key type; use an ECDSA P-256/P-384, RSA (2048+) or \
+                                  Ed25519 key"
+                            .into(),
+                    }),
+                },
                 Err(e) => errors.push(e),
             }
         }
+        let resolver = match SniResolver::new(keys) {
+            Ok(r) => r,
+            Err(clashes) => {
+                for c in clashes {
+                    errors.push(ConfigError::Invalid {
+                        context: format!("listener \"{listener}\": tls.certificate"),
+                        message: format!(
+                            "certificates [{}] and [{}] are both {} certificates for \"{}\"; \
+                             a name holds one certificate per key type (one ECDSA and one RSA \
+                             is what legacy agents need): remove one, or give them different names",
+                            c.first,
+                            c.second,
+                            c.kind.name(),
+                            c.name
+                        ),
+                    });
+                }
+                None
+            }
+        };
+        let key_warnings = match (&resolver, settings.versions.contains(&TlsVersion::V1_2)) {
+            (Some(r), true) => r.key_type_warnings(),
+            _ => Vec::new(),
+        };
 
         let trust = match TrustFiles::read(listener, settings, policy.as_deref()) {
             Ok(t) => Some(t),
@@ -138,7 +181,7 @@ impl ListenerTls {
             });
         };
 
-        let resolver = SniResolver::new(keys).ok_or_else(|| ConfigError::Invalid {
+        let resolver = resolver.ok_or_else(|| ConfigError::Invalid {
             context: format!("listener \"{listener}\": tls.certificate"),
             message: "no usable certificate".into(),
         })?;
@@ -205,6 +248,7 @@ impl ListenerTls {
             served,
             trusted,
             crls: trust.summaries.clone(),
+            warnings: key_warnings,
             trust_digest: trust.digest,
             policy: reuse.map_or(policy, |p| p.policy.clone()),
         })
