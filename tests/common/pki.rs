@@ -111,11 +111,20 @@ impl Pki {
     /// A new server certificate for localhost (its own key) from the server
     /// CA, as PEM; nothing is written.
     pub fn server_pair(&self, cn: &str) -> ServerPair {
+        self.server_pair_with(cn, KeyPair::generate().unwrap())
+    }
+
+    /// Like [`Pki::server_pair`], with an RSA-2048 key.
+    pub fn server_pair_rsa(&self, cn: &str) -> ServerPair {
+        self.server_pair_with(cn, rsa_key())
+    }
+
+    /// A server certificate for localhost with `key`, from the server CA.
+    pub fn server_pair_with(&self, cn: &str, key: KeyPair) -> ServerPair {
         let mut p =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.server_issuer).unwrap();
         ServerPair {
             cert_pem: cert.pem(),
@@ -153,6 +162,26 @@ impl Pki {
         name: rcgen::DistinguishedName,
         kind: Kind,
     ) -> ClientCert {
+        self.client_with_key(file, name, kind, KeyPair::generate().unwrap())
+    }
+
+    /// A good device certificate with an RSA-2048 key (what AD CS machine
+    /// templates and most MDMs issue to Windows and Java agents).
+    pub fn client_rsa(&mut self, cn: &str) -> ClientCert {
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Fleet");
+        name.push(DnType::CommonName, cn);
+        self.client_with_key(cn, name, Kind::Good, rsa_key())
+    }
+
+    /// Issues a client certificate for `key`.
+    pub fn client_with_key(
+        &mut self,
+        file: &str,
+        name: rcgen::DistinguishedName,
+        kind: Kind,
+        key: KeyPair,
+    ) -> ClientCert {
         let cn = file;
         let serial = vec![0x10, self.next_serial];
         self.next_serial += 1;
@@ -176,7 +205,6 @@ impl Pki {
             }
             _ => {}
         }
-        let key = KeyPair::generate().unwrap();
         let cert = match kind {
             Kind::SelfSigned => p.self_signed(&key).unwrap(),
             Kind::ForeignCa | Kind::ForgedCa => {
@@ -295,4 +323,9 @@ pub fn write_crl(
         std::fs::write(path, crl.der().as_ref()).unwrap();
     }
     path.to_path_buf()
+}
+
+/// An RSA-2048 key pair.
+pub fn rsa_key() -> KeyPair {
+    KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap()
 }
