@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command. Installs the system tools the tests drive (curl and
+# The test command. Installs the system tools the tests drive (curl, Python and
 # openssl as real clients, systemd-socket-activate for socket activation,
 # promtool and a Prometheus server from the prometheus package, unshare,
 # nsenter and mount for the full-disk registry test, prlimit for the
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
+for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

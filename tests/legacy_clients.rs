@@ -415,3 +415,167 @@ fn check_warns_about_single_key_type_names_and_refuses_two_of_one_type() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("certificate only"), "{err}");
 }
+
+/// A Java 17 `HttpsURLConnection` client: trusts `ca`, presents the
+/// PKCS#12 keystore `p12` when given. Prints the status code, or the
+/// exception that ended the handshake.
+const JAVA_CLIENT: &str = r#"
+import java.io.*;
+import java.net.URL;
+import java.security.KeyStore;
+import java.security.cert.*;
+import javax.net.ssl.*;
+
+public class Client {
+    public static void main(String[] a) throws Exception {
+        KeyStore trust = KeyStore.getInstance("PKCS12");
+        trust.load(null, null);
+        try (InputStream in = new FileInputStream(a[1])) {
+            trust.setCertificateEntry("ca", CertificateFactory.getInstance("X.509").generateCertificate(in));
+        }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(trust);
+        KeyManager[] kms = null;
+        if (a.length > 2) {
+            KeyStore ks = KeyStore.getInstance("PKCS12");
+            try (InputStream in = new FileInputStream(a[2])) { ks.load(in, a[3].toCharArray()); }
+            KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+            kmf.init(ks, a[3].toCharArray());
+            kms = kmf.getKeyManagers();
+        }
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(kms, tmf.getTrustManagers(), null);
+        HttpsURLConnection c = (HttpsURLConnection) new URL(a[0]).openConnection();
+        c.setSSLSocketFactory(ctx.getSocketFactory());
+        try {
+            int code = c.getResponseCode();
+            System.out.println("status " + code + " " + c.getCipherSuite());
+        } catch (IOException e) {
+            System.out.println("refused " + e);
+        }
+    }
+}
+"#;
+
+const PYTHON_CLIENT: &str = r#"
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+if len(sys.argv) > 3:
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+try:
+    c = http.client.HTTPSConnection("localhost", int(sys.argv[1]), context=ctx, timeout=10)
+    c.request("GET", "/python")
+    r = c.getresponse()
+    print("status", r.status, c.sock.cipher()[0])
+except (ssl.SSLError, OSError) as e:
+    print("refused", e)
+"#;
+
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_get_200_through_a_dual_certificate_listener_and_are_refused_without_a_certificate()
+ {
+    for tool in ["curl", "openssl", "python3", "java"] {
+        require_tool(tool);
+    }
+    let f = gateway(Certs::RsaThenEcdsa).await;
+    let port = f.gw.addr("agents").unwrap().port();
+    let url = format!("https://localhost:{port}/real");
+    let ca = &f.pki.server_ca;
+    let device = &f.rsa_client;
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = dir.path().join("agent.p12");
+    let out = run(std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:changeit", "-in"])
+        .arg(&device.cert)
+        .arg("-inkey")
+        .arg(&device.key)
+        .arg("-out")
+        .arg(&p12));
+    assert!(p12.exists(), "{out}");
+    let java = dir.path().join("Client.java");
+    std::fs::write(&java, JAVA_CLIENT).unwrap();
+    let python = dir.path().join("client.py");
+    std::fs::write(&python, PYTHON_CLIENT).unwrap();
+
+    // (name, with certificate, without certificate)
+    let curl = |with: bool| {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "status %{http_code}\n",
+            "--cacert",
+        ])
+        .arg(ca);
+        if with {
+            c.arg("--cert")
+                .arg(&device.cert)
+                .arg("--key")
+                .arg(&device.key);
+        }
+        run(c.arg(&url))
+    };
+    let python_run = |with: bool| {
+        let mut c = std::process::Command::new("python3");
+        c.arg(&python).arg(port.to_string()).arg(ca);
+        if with {
+            c.arg(&device.cert).arg(&device.key);
+        }
+        run(&mut c)
+    };
+    let java_run = |with: bool| {
+        let mut c = std::process::Command::new("java");
+        c.arg(&java).arg(&url).arg(ca);
+        if with {
+            c.arg(&p12).arg("changeit");
+        }
+        run(&mut c)
+    };
+    let before = f.backend.count();
+    for (name, with, without) in [
+        ("curl", curl(true), curl(false)),
+        ("python ssl", python_run(true), python_run(false)),
+        (
+            "java 17 HttpsURLConnection",
+            java_run(true),
+            java_run(false),
+        ),
+    ] {
+        println!("{name}: with certificate: {}", with.trim());
+        assert!(
+            with.contains("status 200"),
+            "{name} with a certificate:\n{with}"
+        );
+        assert!(
+            !without.contains("status 200"),
+            "{name} without a certificate:\n{without}"
+        );
+    }
+    let with = connect(&f.pki, &f.ecdsa_client, &f.rsa_client, port, &STACKS[3]).await;
+    assert!(with.status_200, "openssl s_client:\n{}", with.output);
+    let without = run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n' | timeout 10 openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile {} -ign_eof 2>&1",
+        ca.display()
+    )));
+    assert!(
+        !without.contains("HTTP/1.1 200"),
+        "openssl without a certificate:\n{without}"
+    );
+    assert_eq!(
+        f.backend.count(),
+        before + 4,
+        "only the four clients with a certificate reached the backend"
+    );
+    f.gw.shutdown().await;
+}
