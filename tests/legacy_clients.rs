@@ -320,6 +320,19 @@ async fn an_rsa_only_listener_refuses_windows_7_and_8_1_with_needs_ecdsa_certifi
     assert_eq!(r["needs_certificate"][0]["needs"], "ECDSA", "{r}");
     assert_eq!(r["would_admit"][0]["key_type"], "ECDSA", "{r}");
     assert_eq!(r["would_admit"][0]["sources"], 1, "{r}");
+    let out = std::process::Command::new(certgate_bin())
+        .args(["readiness", "--listener", "agents", "--admin"])
+        .arg(admin.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("127.0.0.1 needs an ECDSA certificate")
+            && text
+                .contains("Adding an ECDSA certificate for the same names would admit 1 of them."),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     f.gw.shutdown().await;
 }
 

@@ -105,5 +105,31 @@ pub(crate) async fn readiness(
             );
         }
     }
+    let needs = r["needs_certificate"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !needs.is_empty() {
+        println!();
+        println!(
+            "Sources whose TLS stack needs a certificate key type this listener does not serve:"
+        );
+        for n in &needs {
+            println!(
+                "  {} needs an {} certificate ({} attempt(s), last {})",
+                n["peer"].as_str().unwrap_or("?"),
+                n["needs"].as_str().unwrap_or("?"),
+                n["attempts"].as_u64().unwrap_or(0),
+                when(n["last_seen"].as_i64())
+            );
+        }
+        for w in r["would_admit"].as_array().into_iter().flatten() {
+            println!(
+                "Adding an {} certificate for the same names would admit {} of them.",
+                w["key_type"].as_str().unwrap_or("?"),
+                w["sources"].as_u64().unwrap_or(0)
+            );
+        }
+    }
     Ok(())
 }
