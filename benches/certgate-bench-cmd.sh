@@ -3,10 +3,25 @@
 # variables and runs certgate in the foreground with one worker thread (the
 # peers run one worker each). Access log off, as nginx's and HAProxy's are in
 # the harness; diagnostics at warn.
+#
+# CERTGATE_DUAL=1 adds the other key type's server certificate from the
+# harness PKI (ECDSA beside RSA, or RSA beside ECDSA), to measure what
+# choosing per ClientHello costs.
 set -euo pipefail
 : "${CERTGATE_BIN:?}" "${BENCH_LISTEN:?}" "${BENCH_BACKEND:?}" "${BENCH_SERVER_CERT:?}"
 : "${BENCH_SERVER_KEY:?}" "${BENCH_CLIENT_CA:?}" "${BENCH_WORKDIR:?}"
 cfg=$BENCH_WORKDIR/certgate-bench.toml
+second=""
+if [ "${CERTGATE_DUAL:-0}" = 1 ]; then
+  : "${BENCH_PKI:?}"
+  case $BENCH_SERVER_CERT in
+    *server-rsa.pem) other=server ;;
+    *) other=server-rsa ;;
+  esac
+  second="[[listener.tls.certificate]]
+cert = \"$BENCH_PKI/$other.pem\"
+key = \"$BENCH_PKI/$other.key\""
+fi
 cat > "$cfg" <<TOML
 [log]
 level = "warn"
@@ -23,6 +38,7 @@ versions = ["1.2"]
 [[listener.tls.certificate]]
 cert = "$BENCH_SERVER_CERT"
 key = "$BENCH_SERVER_KEY"
+$second
 
 [listener.client_auth]
 mode = "required"
