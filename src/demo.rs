@@ -49,6 +49,10 @@ pub(crate) struct DemoPki {
     pub server_cert: PathBuf,
     /// Server key.
     pub server_key: PathBuf,
+    /// The RSA server certificate for the same names.
+    pub server_rsa_cert: PathBuf,
+    /// Its key.
+    pub server_rsa_key: PathBuf,
     /// CA that signs device certificates.
     pub client_ca: PathBuf,
     /// One device certificate.
@@ -92,7 +96,7 @@ fn validity(p: &mut CertificateParams, days: i64) {
 }
 
 /// Generates a fresh demo PKI into `dir` (created if needed): a server CA
-/// and a server certificate for localhost, a client CA and one device
+/// and an ECDSA and an RSA server certificate for localhost, a client CA and one device
 /// certificate (`CN=demo-device`).
 pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
@@ -115,6 +119,10 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     validity(&mut p, 30);
     let server_key = KeyPair::generate()?;
     let server = p.signed_by(&server_key, &server_ca)?;
+    // The same names with an RSA key: what a real gateway serves beside
+    // ECDSA so that agents of either kind connect (README, Legacy agents).
+    let server_rsa_key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
+    let server_rsa = p.signed_by(&server_rsa_key, &server_ca)?;
 
     let mut p = ca_params("certgate demo client CA")?;
     validity(&mut p, 30);
@@ -133,6 +141,8 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
         server_ca: f("server-ca.pem"),
         server_cert: f("server.pem"),
         server_key: f("server.key"),
+        server_rsa_cert: f("server-rsa.pem"),
+        server_rsa_key: f("server-rsa.key"),
         client_ca: f("client-ca.pem"),
         client_cert: f("client.pem"),
         client_key: f("client.key"),
@@ -140,6 +150,8 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     write(&pki.server_ca, &server_ca.pem(), false)?;
     write(&pki.server_cert, &server.pem(), false)?;
     write(&pki.server_key, &server_key.serialize_pem(), true)?;
+    write(&pki.server_rsa_cert, &server_rsa.pem(), false)?;
+    write(&pki.server_rsa_key, &server_rsa_key.serialize_pem(), true)?;
     write(&pki.client_ca, &client_ca.pem(), false)?;
     write(&pki.client_cert, &client.pem(), false)?;
     write(&pki.client_key, &client_key.serialize_pem(), true)?;
@@ -167,9 +179,14 @@ upstream = "echo"
 
 [listener.tls]
 versions = ["1.2"]
+# ECDSA for most agents, RSA for stacks without ECDSA: each client gets
+# the one it can use.
 [[listener.tls.certificate]]
 cert = "server.pem"
 key = "server.key"
+[[listener.tls.certificate]]
+cert = "server-rsa.pem"
+key = "server-rsa.key"
 
 [listener.client_auth]
 mode = "required"
