@@ -138,35 +138,22 @@ struct SClient {
 /// is cleared and the security level lowered so that OpenSSL really offers
 /// the old protocol or suite instead of refusing on the client side.
 async fn s_client(pki: &Pki, device: &ClientCert, port: u16, args: &[&str]) -> SClient {
-    require_tool("openssl");
-    let mut child = tokio::process::Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", "localhost", "-ign_eof"])
-        .arg("-CAfile")
-        .arg(&pki.server_ca)
-        .arg("-cert")
-        .arg(&device.cert)
-        .arg("-key")
-        .arg(&device.key)
-        .args(args)
-        .env("OPENSSL_CONF", "/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin
-        .write_all(b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await;
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut all: Vec<std::ffi::OsString> = ["-servername", "localhost", "-ign_eof", "-CAfile"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    all.push(pki.server_ca.clone().into());
+    all.push("-cert".into());
+    all.push(device.cert.clone().into());
+    all.push("-key".into());
+    all.push(device.key.clone().into());
+    all.extend(args.iter().map(Into::into));
+    let output = openssl_s_client(
+        port,
+        &all,
+        b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     SClient {
         ok: output.contains("HTTP/1.1 200"),
         output,

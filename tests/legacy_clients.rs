@@ -26,10 +26,7 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
-use tokio::io::AsyncWriteExt as _;
 
 /// One emulated stack.
 struct Stack {
@@ -130,43 +127,34 @@ struct Outcome {
 }
 
 async fn connect(pki: &Pki, ecdsa: &ClientCert, rsa: &ClientCert, port: u16, s: &Stack) -> Outcome {
-    require_tool("openssl");
     let client = if s.rsa_client { rsa } else { ecdsa };
-    let mut cmd = tokio::process::Command::new("timeout");
-    cmd.args(["10", "openssl", "s_client", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-tls1_2", "-ign_eof", "-cipher"])
-        .arg(format!("{}:@SECLEVEL=0", s.ciphers))
-        .args(["-sigalgs", s.sigalgs, "-groups", s.groups])
-        .arg("-CAfile")
-        .arg(&pki.server_ca)
-        .arg("-cert")
-        .arg(&client.cert)
-        .arg("-key")
-        .arg(&client.key);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "-tls1_2".into(),
+        "-ign_eof".into(),
+        "-cipher".into(),
+        format!("{}:@SECLEVEL=0", s.ciphers).into(),
+        "-sigalgs".into(),
+        s.sigalgs.into(),
+        "-groups".into(),
+        s.groups.into(),
+        "-CAfile".into(),
+        pki.server_ca.clone().into(),
+        "-cert".into(),
+        client.cert.clone().into(),
+        "-key".into(),
+        client.key.clone().into(),
+    ];
     if s.sni {
-        cmd.args(["-servername", "localhost"]);
+        args.extend(["-servername".into(), "localhost".into()]);
     } else {
-        cmd.arg("-noservername");
+        args.push("-noservername".into());
     }
-    let mut child = cmd
-        .env("OPENSSL_CONF", "/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin
-        .write_all(b"GET /legacy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await;
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let output = openssl_s_client(
+        port,
+        &args,
+        b"GET /legacy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let cipher = output
         .lines()
         .find_map(|l| {
@@ -353,6 +341,18 @@ async fn an_ecdsa_only_listener_refuses_the_rsa_only_agent_with_needs_rsa_certif
     f.gw.shutdown().await;
 }
 
+/// `certgate check` on `config`, which must pass; its stderr (warnings).
+fn check_passes(config: &std::path::Path) -> String {
+    let out = std::process::Command::new(certgate_bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
 #[test]
 fn check_warns_about_single_key_type_names_and_refuses_two_of_one_type() {
     let pki = Pki::new();
@@ -360,13 +360,7 @@ fn check_warns_about_single_key_type_names_and_refuses_two_of_one_type() {
     // ECDSA only (the builder's default): a warning, still valid.
     let cb = ConfigBuilder::new(&pki, backend);
     let config = cb.write(pki.dir.path());
-    let out = std::process::Command::new(certgate_bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = check_passes(&config);
     assert!(err.contains("ECDSA certificate only"), "{err}");
 
     // RSA only: the Windows 7 / 8.1 warning.
@@ -380,13 +374,7 @@ fn check_warns_about_single_key_type_names_and_refuses_two_of_one_type() {
     cb.key = rsa_key.clone();
     let dir = tempfile::tempdir().unwrap();
     let config = cb.write(dir.path());
-    let out = std::process::Command::new(certgate_bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = check_passes(&config);
     assert!(
         err.contains("Windows 7 / 8.1") && err.contains("add an ECDSA P-256 certificate"),
         "{err}"
@@ -419,13 +407,7 @@ fn check_warns_about_single_key_type_names_and_refuses_two_of_one_type() {
         rsa_key.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(certgate_bin())
-        .args(["check", "--config"])
-        .arg(cb.write(dir.path()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = check_passes(&cb.write(dir.path()));
     assert!(!err.contains("certificate only"), "{err}");
 }
 

@@ -232,3 +232,31 @@ pub fn alert_of(e: &std::io::Error) -> Option<rustls::AlertDescription> {
         _ => None,
     }
 }
+
+/// Runs `openssl s_client -connect 127.0.0.1:PORT ARGS` (bounded by
+/// `timeout 10`, with `OPENSSL_CONF` cleared so that OpenSSL offers what it
+/// is told instead of its distribution's policy), writes `request` and
+/// returns everything it printed.
+pub async fn openssl_s_client(port: u16, args: &[std::ffi::OsString], request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    require_tool("openssl");
+    let mut child = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(request).await;
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
