@@ -16,7 +16,7 @@
 //!   preload library writing its raw allocation record there
 //!   SOAK_SESSION_CACHE (2000): the TLS session cache grows by one entry
 //!   per full handshake (~700 a minute here) up to its bound; the default
-//!   20,000 would take the whole run to fill and look like a leak, so the
+//!   50,000 would take the whole run to fill and look like a leak, so the
 //!   soak uses a bound it reaches during warm-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
