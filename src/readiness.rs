@@ -106,12 +106,14 @@ pub(crate) struct Client {
     pub refused_now: bool,
 }
 
-/// A source that offered only TLS 1.0/1.1 (or SSL).
+/// A source whose TLS stack needs an upgrade: it offered only TLS 1.0/1.1
+/// (or SSL), or TLS 1.2 with CBC suites only.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LegacySource {
     /// Source address.
     pub peer: String,
-    /// Highest version it offered, e.g. `TLS 1.0`.
+    /// Highest version it offered, e.g. `TLS 1.0`, or `TLS 1.2 with CBC
+    /// suites only`.
     pub version: String,
     /// Attempts seen.
     pub attempts: u64,
@@ -300,7 +302,12 @@ fn add(d: &mut ListenerData, e: Event) {
         n.attempts += 1;
         n.last_seen = e.at;
     }
-    if let Some(v) = &e.legacy_version {
+    // A TLS 1.2 offer of CBC suites only needs an agent upgrade just as a
+    // TLS 1.0 one does: listed with the legacy sources.
+    let legacy_version = e.legacy_version.clone().or_else(|| {
+        (e.reason == "legacy_cbc_only").then(|| "TLS 1.2 with CBC suites only".to_string())
+    });
+    if let Some(v) = &legacy_version {
         let l = d.legacy.entry(e.peer).or_insert_with(|| LegacySource {
             peer: e.peer.to_string(),
             version: v.clone(),

@@ -277,6 +277,31 @@ async fn cbc_and_non_ecdhe_suites_are_refused() {
     metric_at_least(&gw, none, 2.0).await;
     assert_eq!(metric(&gw, cbc), 3.0, "{}", gw.metrics.encode());
     assert_eq!(metric(&gw, none), 2.0, "{}", gw.metrics.encode());
+    // The readiness report files them under "agent upgrade required".
+    let admin = gw.admin_addr().unwrap();
+    let mut r = serde_json::Value::Null;
+    for _ in 0..40 {
+        r = admin_call(admin, "GET", "/api/readiness?listener=agents", None, None)
+            .await
+            .1;
+        if r["legacy_sources"][0]["version"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(r["legacy_sources"][0]["peer"], "127.0.0.1", "{r}");
+    assert_eq!(
+        r["legacy_sources"][0]["version"], "TLS 1.2 with CBC suites only",
+        "{r}"
+    );
+    let upgrade = r["by_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "upgrade_required")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(upgrade["count"], 3, "{r}");
 }
 
 // ---------------------------------------------------------------------------

@@ -92,9 +92,7 @@ pub(crate) async fn readiness(
     let legacy = r["legacy_sources"].as_array().cloned().unwrap_or_default();
     if !legacy.is_empty() {
         println!();
-        println!(
-            "Sources that offered only an old protocol (need the plain-HTTP port or an upgrade):"
-        );
+        println!("Sources whose TLS stack needs an upgrade (or the plain-HTTP port):");
         for l in &legacy {
             println!(
                 "  {} offered at most {} ({} attempt(s), last {})",
