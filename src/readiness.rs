@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+
+use crate::admission::Failure;
 use tokio::sync::{mpsc, oneshot};
 
 /// How a client authenticated (or failed to).
@@ -69,8 +71,9 @@ pub(crate) struct Event {
     pub listener: Arc<str>,
     /// Classification.
     pub status: Status,
-    /// Reason label (`none` for authenticated / no credentials).
-    pub reason: &'static str,
+    /// Why it failed or was refused; `None` for authenticated / no
+    /// credentials (reported as `none`).
+    pub reason: Option<Failure>,
     /// Source address.
     pub peer: IpAddr,
     /// Certificate fingerprint, when a certificate was presented.
@@ -133,16 +136,6 @@ pub(crate) struct NeedsSource {
     pub attempts: u64,
     /// Unix seconds.
     pub last_seen: i64,
-}
-
-/// The key type a `needs_*_certificate` reason asks for.
-fn needed_key_type(reason: &str) -> Option<&'static str> {
-    match reason {
-        "needs_ecdsa_certificate" => Some("ECDSA"),
-        "needs_rsa_certificate" => Some("RSA"),
-        "needs_ed25519_certificate" => Some("Ed25519"),
-        _ => None,
-    }
 }
 
 /// How many sources a certificate of one more key type would admit.
@@ -276,6 +269,11 @@ impl Readiness {
     }
 }
 
+/// The reason as reported: its label, `none` without one.
+fn label(reason: Option<Failure>) -> &'static str {
+    reason.map_or("none", Failure::as_str)
+}
+
 fn add(d: &mut ListenerData, e: Event) {
     let minute = e.at.div_euclid(60);
     if d.minutes.back().is_none_or(|(m, _, _)| *m != minute) {
@@ -288,10 +286,10 @@ fn add(d: &mut ListenerData, e: Event) {
     if let Some((_, counts, reasons)) = d.minutes.back_mut() {
         counts[e.status.index()] += 1;
         if matches!(e.status, Status::Failed | Status::UpgradeRequired) {
-            *reasons.entry(e.reason).or_default() += 1;
+            *reasons.entry(label(e.reason)).or_default() += 1;
         }
     }
-    if let Some(kind) = needed_key_type(e.reason) {
+    if let Some(kind) = e.reason.and_then(Failure::missing_key_type) {
         let n = d.needs.entry(e.peer).or_insert_with(|| NeedsSource {
             peer: e.peer.to_string(),
             needs: kind,
@@ -305,7 +303,8 @@ fn add(d: &mut ListenerData, e: Event) {
     // A TLS 1.2 offer of CBC suites only needs an agent upgrade just as a
     // TLS 1.0 one does: listed with the legacy sources.
     let legacy_version = e.legacy_version.clone().or_else(|| {
-        (e.reason == "legacy_cbc_only").then(|| "TLS 1.2 with CBC suites only".to_string())
+        (e.reason == Some(Failure::LegacyCbcOnly))
+            .then(|| "TLS 1.2 with CBC suites only".to_string())
     });
     if let Some(v) = &legacy_version {
         let l = d.legacy.entry(e.peer).or_insert_with(|| LegacySource {
@@ -329,7 +328,7 @@ fn add(d: &mut ListenerData, e: Event) {
         subject: None,
         peer: String::new(),
         status: e.status,
-        reason: e.reason,
+        reason: label(e.reason),
         attempts: 0,
         last_seen: e.at,
         refused_now: false,
@@ -337,7 +336,7 @@ fn add(d: &mut ListenerData, e: Event) {
     c.peer = e.peer.to_string();
     c.status = e.status;
     c.refused_now = e.status == Status::Blocked;
-    c.reason = e.reason;
+    c.reason = label(e.reason);
     if e.subject.is_some() {
         c.subject = e.subject;
     }

@@ -203,6 +203,17 @@ impl Failure {
         }
     }
 
+    /// The server key type a `needs_*_certificate` refusal asks for:
+    /// `ECDSA`, `RSA` or `Ed25519`.
+    pub fn missing_key_type(self) -> Option<&'static str> {
+        match self {
+            Failure::NeedsEcdsaCertificate => Some("ECDSA"),
+            Failure::NeedsRsaCertificate => Some("RSA"),
+            Failure::NeedsEd25519Certificate => Some("Ed25519"),
+            _ => None,
+        }
+    }
+
     /// How the readiness report counts a device that failed this way:
     /// without credentials, refused by the policy, or failed.
     pub fn class(self) -> FailureClass {

@@ -154,8 +154,9 @@ pub(super) fn record(
     subject: Option<String>,
     legacy: Option<String>,
 ) {
-    let reason = reason.map_or("none", Failure::as_str);
-    state.metrics.client_auth(status.as_str(), reason);
+    state
+        .metrics
+        .client_auth(status.as_str(), reason.map_or("none", Failure::as_str));
     if let Some(r) = &state.readiness {
         r.record(ReadinessEvent {
             listener: state.name.clone(),

@@ -55,7 +55,7 @@ pub(crate) fn version_name(v: u16) -> String {
 }
 
 /// GREASE values (RFC 8701) are never real versions.
-fn is_grease(v: u16) -> bool {
+pub(crate) fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 

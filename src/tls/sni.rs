@@ -14,6 +14,7 @@ use rustls::sign::CertifiedKey;
 use crate::admission::Failure;
 
 use super::HANDSHAKE;
+use super::hello::is_grease;
 use super::key_kind::KeyKind;
 
 /// One certificate as configured: its key, its place in
@@ -106,7 +107,7 @@ pub(crate) fn offers_only_cbc(suites: &[u16]) -> bool {
     let real: Vec<u16> = suites
         .iter()
         .copied()
-        .filter(|&c| c != 0x00ff && c != 0x5600 && !(c & 0x0f0f == 0x0a0a && c >> 8 == c & 0xff))
+        .filter(|&c| c != 0x00ff && c != 0x5600 && !is_grease(c))
         .collect();
     !real.is_empty() && !real.iter().any(|&c| is_aead(c))
 }
