@@ -93,4 +93,6 @@ pub(crate) struct View {
     pub admin: Option<SocketAddr>,
     /// The upstream each listener forwards to.
     pub upstreams: Vec<(String, Arc<Upstream>)>,
+    /// The revocation state of each listener with client certificates.
+    pub revocation: Vec<(String, Arc<crate::revocation::Revocation>)>,
 }

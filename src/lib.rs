@@ -42,6 +42,7 @@ mod proxy;
 mod readiness;
 mod registry;
 mod reload;
+mod revocation;
 mod shutdown;
 mod tls;
 

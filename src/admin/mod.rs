@@ -11,7 +11,7 @@
 //!   `context` — what every handler works on.
 //! - `guard` — Host, Origin, Sec-Fetch-Site, Content-Type rules.
 //! - `tokens` — bearer tokens and the access rules in force.
-//! - `devices`, `readiness`, `readyz`, `reload` — the endpoints.
+//! - `devices`, `readiness`, `readyz`, `reload`, `revocation` — the endpoints.
 //! - `query`, `reply` — query strings in, JSON and text out.
 
 mod context;
@@ -22,6 +22,7 @@ mod readiness;
 mod readyz;
 mod reload;
 mod reply;
+mod revocation;
 mod route;
 mod serve;
 mod tokens;

@@ -96,6 +96,7 @@ pub(super) async fn route(
             "use POST /api/reload\n".into(),
         ),
         (Method::GET, "/api/readiness") => readiness(ctx, &req).await,
+        (Method::GET, "/api/revocation") => super::revocation::revocation(ctx).await,
         (method, p) if p == "/api/devices" || p.starts_with("/api/devices/") => {
             let Some(registry) = &ctx.registry else {
                 return json(

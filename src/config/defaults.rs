@@ -58,6 +58,14 @@ pub const AUDIT_LOG_NAME: &str = "audit.log";
 /// 56 MiB for 50,000 ECDSA devices, 75 MiB for RSA ones) and is only spent
 /// as agents connect.
 pub const DEFAULT_SESSION_CACHE: usize = 50_000;
+/// How often a fetched CRL is fetched again at most apart (and sooner when
+/// its nextUpdate comes first).
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
+/// The folder for fetched CRLs when `crl_cache_dir` is not set, next to
+/// `registry.path`.
+pub const CRL_CACHE_NAME: &str = "crl-cache";
+/// Largest CRL response accepted, in bytes.
+pub const CRL_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 // hyper refuses a read buffer smaller than this; a smaller header limit
 // would otherwise panic at startup.

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 
-use super::defaults::MIN_HEADER_BYTES;
+use super::defaults::{DEFAULT_CRL_REFRESH, MIN_HEADER_BYTES};
 use super::raw::{RawClientAuth, RawListener, RawTls};
-use super::values::{duration_or, invalid, parse_addr, resolve, valid_name};
+use super::values::{check_crl_url, duration_or, invalid, parse_addr, resolve, valid_name};
 use super::{
     AllowRules, CertificatePaths, ClientAuthMode, ClientAuthSettings, CrlStale,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -200,12 +200,43 @@ pub(super) fn validate_tls(
                     "allow_* rules need client certificates; set mode = \"required\"",
                 ));
             }
+            for (i, url) in ca.crl_urls.iter().enumerate() {
+                if let Err(why) = check_crl_url(url) {
+                    errors.push(invalid(format!("{ctx}: client_auth.crl_urls[{i}]"), why));
+                }
+            }
+            let crl_from_certificates = ca.crl_from_certificates.unwrap_or(false);
+            if mode == Some(ClientAuthMode::Off)
+                && (!ca.crl_urls.is_empty() || crl_from_certificates)
+            {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth"),
+                    "mode = \"off\" checks no client certificates, so it fetches no CRLs; \
+                     remove crl_urls / crl_from_certificates or set mode = \"required\"",
+                ));
+            }
+            let crl_refresh = duration_or(
+                ca.crl_refresh.as_deref(),
+                DEFAULT_CRL_REFRESH,
+                &format!("{ctx}: client_auth.crl_refresh"),
+                errors,
+            );
+            if crl_refresh < std::time::Duration::from_secs(1) {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth.crl_refresh"),
+                    "must be at least 1s (the default, 1h, suits CAs that publish daily)",
+                ));
+            }
             mode.map(|mode| ClientAuthSettings {
                 mode,
                 ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
                 crl: ca.crl.into_iter().map(|p| resolve(base, p)).collect(),
                 crl_stale,
                 require_crl: ca.require_crl.unwrap_or(false),
+                crl_urls: ca.crl_urls,
+                crl_from_certificates,
+                crl_refresh,
+                crl_cache_dir: ca.crl_cache_dir.map(|p| resolve(base, p)),
                 allow,
             })
         }

@@ -100,6 +100,11 @@ pub(super) struct RawClientAuth {
     pub(super) allow_uri: Vec<String>,
     pub(super) crl_stale: Option<String>,
     pub(super) require_crl: Option<bool>,
+    #[serde(default)]
+    pub(super) crl_urls: Vec<String>,
+    pub(super) crl_from_certificates: Option<bool>,
+    pub(super) crl_refresh: Option<String>,
+    pub(super) crl_cache_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

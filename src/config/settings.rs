@@ -255,6 +255,13 @@ pub enum CrlStale {
     FailOpen,
 }
 
+impl ClientAuthSettings {
+    /// Whether this listener fetches CRLs over the network.
+    pub fn fetches_crls(&self) -> bool {
+        !self.crl_urls.is_empty() || self.crl_from_certificates
+    }
+}
+
 /// `[listener.client_auth]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuthSettings {
@@ -271,6 +278,18 @@ pub struct ClientAuthSettings {
     /// one. Off by default: a CA without a CRL is then not revocation
     /// checked, and never affects another CA's devices.
     pub require_crl: bool,
+    /// CRLs fetched over HTTP(S) and kept current (`crl_urls`).
+    pub crl_urls: Vec<String>,
+    /// Also fetch the CRL distribution points named in the client CA
+    /// certificates and, as devices are first seen, in their certificates.
+    pub crl_from_certificates: bool,
+    /// Fetch each CRL at least this often (and before its nextUpdate).
+    pub crl_refresh: std::time::Duration,
+    /// Where the last good fetched CRL of each source is kept, so a restart
+    /// while the CA is unreachable still enforces it. Set whenever a
+    /// listener fetches CRLs (defaults to `crl-cache` next to
+    /// `registry.path`).
+    pub crl_cache_dir: Option<ConfigPath>,
     /// Static pre-approval rules.
     pub allow: AllowRules,
 }

@@ -13,7 +13,8 @@ use super::upstream::validate_upstream;
 use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
 use super::{
     AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPDATE_QUEUE, LogFormat, LogSettings, RegistrySettings, UpstreamSettings,
+    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
+    UpstreamSettings, defaults::CRL_CACHE_NAME,
 };
 
 /// Validates every section of `raw`, one function per section; every
@@ -58,6 +59,9 @@ pub(super) fn validate(
         .filter_map(|(i, l)| validate_listener(i, l, &mut seen, &upstream_names, base, errors))
         .collect();
 
+    let mut listeners: Vec<ListenerSettings> = listeners;
+    default_crl_cache_dirs(&mut listeners, registry.as_ref(), errors);
+
     let handover_socket = raw.handover_socket.map(|h| base.join(h));
     Settings {
         source: source.to_path_buf(),
@@ -68,6 +72,43 @@ pub(super) fn validate(
         admin,
         listeners,
         upstreams,
+    }
+}
+
+/// A listener that fetches CRLs keeps the last good one of each source on
+/// disk; without `crl_cache_dir` that is `crl-cache` next to the registry.
+fn default_crl_cache_dirs(
+    listeners: &mut [ListenerSettings],
+    registry: Option<&RegistrySettings>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for l in listeners {
+        let Some(ca) = l.tls.as_mut().map(|t| &mut t.client_auth) else {
+            continue;
+        };
+        if !ca.fetches_crls() || ca.crl_cache_dir.is_some() {
+            continue;
+        }
+        match registry {
+            Some(r) => {
+                ca.crl_cache_dir = Some(ConfigPath {
+                    written: format!("{CRL_CACHE_NAME} (next to registry.path)"),
+                    resolved: r
+                        .path
+                        .resolved
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join(CRL_CACHE_NAME),
+                });
+            }
+            None => errors.push(invalid(
+                format!("listener \"{}\": client_auth.crl_cache_dir", l.name),
+                "this listener fetches CRLs, and keeps the last good one on disk so that a \
+                 restart while the CA is unreachable still enforces it; there is no [registry] \
+                 to keep them next to, so set crl_cache_dir = \"/var/lib/certgate/crl-cache\" \
+                 (a folder certgate may write)",
+            )),
+        }
     }
 }
 

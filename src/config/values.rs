@@ -64,6 +64,29 @@ pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Checks a CRL address: `http://` or `https://`, a host, no credentials.
+pub(super) fn check_crl_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| {
+        format!("\"{url}\" is not a URL ({e}); write e.g. \"http://pki.example/ca.crl\"")
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "\"{url}\" is not an http:// or https:// URL (CRLs are fetched over HTTP; \
+                 for an ldap:// or file path, copy the CRL to a file and list it in crl = [...])"
+            ));
+        }
+    }
+    match uri.authority() {
+        None => Err(format!("\"{url}\" has no host")),
+        Some(a) if a.as_str().contains('@') => Err(format!(
+            "\"{url}\" has credentials in it; CRLs are public, remove the user:password@ part"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 pub(super) fn duration_or(
     value: Option<&str>,
     default: Duration,

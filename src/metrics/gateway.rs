@@ -8,9 +8,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::labels::{
-    AdminRefusedLabel, BuildLabels, CertLabels, ClientAuthLabels, CrlLabels, DecisionLabels,
-    HandshakeLabels, ListenerLabel, PhaseLabels, ReasonLabels, RequestLabels, RequestTimeLabels,
-    ResultLabel, ServerLabels, StatusLabel, UpstreamErrorLabels,
+    AdminRefusedLabel, BuildLabels, CertLabels, ClientAuthLabels, CrlFetchLabels, CrlLabels,
+    CrlSourceLabel, DecisionLabels, HandshakeLabels, ListenerLabel, PhaseLabels, ReasonLabels,
+    RequestLabels, RequestTimeLabels, ResultLabel, ServerLabels, StatusLabel, UpstreamErrorLabels,
 };
 use super::process::ProcessCollector;
 
@@ -56,6 +56,9 @@ pub struct Metrics {
     pub(super) crl_next_update: Family<CrlLabels, Gauge>,
     pub(super) crl_stale: Family<CrlLabels, Gauge>,
     pub(super) crl_state: std::sync::Mutex<Vec<(CrlLabels, Option<i64>)>>,
+    pub(super) crl_number: Family<CrlLabels, Gauge>,
+    pub(super) crl_fetches: Family<CrlFetchLabels, Counter>,
+    pub(super) crl_last_success: Family<CrlSourceLabel, Gauge>,
     pub(super) handshake_seconds: Family<ListenerLabel, Histogram>,
     pub(super) conn_refused: Family<ReasonLabels, Counter>,
     pub(super) timed_out: Family<PhaseLabels, Counter>,
@@ -221,6 +224,21 @@ impl Metrics {
                 "crl_stale",
                 "Whether a loaded CRL is past its nextUpdate (1) or current (0)",
             ),
+            crl_number: add(
+                &mut registry,
+                "crl_number",
+                "cRLNumber of the CRL in force for each issuer (the base CRL's; with a delta, the delta's)",
+            ),
+            crl_fetches: add(
+                &mut registry,
+                "crl_fetch",
+                "CRL fetches by source URL and result: updated, not_modified, unchanged, or why the answer was refused (connect_error, timeout, http_status, too_large, redirects, http_error, bad_crl, bad_signature, older, not_a_crl_for_this_listener)",
+            ),
+            crl_last_success: add(
+                &mut registry,
+                "crl_last_success_timestamp",
+                "When each CRL source last answered with a usable CRL (or confirmed it unchanged), seconds since the Unix epoch",
+            ),
             handshake_seconds: add_metric(
                 &mut registry,
                 "tls_handshake_duration",
@@ -289,31 +307,69 @@ impl Metrics {
         metrics
     }
 
-    /// Replaces the CRL series: (listener, issuer, nextUpdate).
-    pub fn set_crls(&self, crls: &[(String, String, Option<i64>)]) {
-        self.crl_next_update.clear();
-        self.crl_stale.clear();
-        let state: Vec<(CrlLabels, Option<i64>)> = crls
+    /// Replaces the CRL series of every listener: (listener, issuer,
+    /// nextUpdate, cRLNumber). Listeners not named lose theirs.
+    pub fn set_crls(&self, crls: &[(String, String, Option<i64>, Option<i64>)]) {
+        self.replace_crls(|_| true, crls);
+    }
+
+    /// Replaces the CRL series of one listener (a fetched CRL changed).
+    pub fn set_listener_crls(&self, listener: &str, crls: &[(String, Option<i64>, Option<i64>)]) {
+        let rows: Vec<(String, String, Option<i64>, Option<i64>)> = crls
             .iter()
-            .map(|(l, i, n)| {
-                (
-                    CrlLabels {
-                        listener: l.clone(),
-                        issuer: i.clone(),
-                    },
-                    *n,
-                )
-            })
+            .map(|(i, n, num)| (listener.to_string(), i.clone(), *n, *num))
             .collect();
-        for (labels, next) in &state {
+        self.replace_crls(|l| l.listener == listener, &rows);
+    }
+
+    fn replace_crls(
+        &self,
+        replaced: impl Fn(&CrlLabels) -> bool,
+        crls: &[(String, String, Option<i64>, Option<i64>)],
+    ) {
+        let Ok(mut state) = self.crl_state.lock() else {
+            return;
+        };
+        for (labels, _) in state.iter().filter(|(l, _)| replaced(l)) {
+            self.crl_next_update.remove(labels);
+            self.crl_stale.remove(labels);
+            self.crl_number.remove(labels);
+        }
+        state.retain(|(l, _)| !replaced(l));
+        for (l, i, next, number) in crls {
+            let labels = CrlLabels {
+                listener: l.clone(),
+                issuer: i.clone(),
+            };
             if let Some(n) = next {
-                self.crl_next_update.get_or_create(labels).set(*n);
+                self.crl_next_update.get_or_create(&labels).set(*n);
             }
+            if let Some(n) = number {
+                self.crl_number.get_or_create(&labels).set(*n);
+            }
+            state.push((labels, *next));
         }
-        if let Ok(mut s) = self.crl_state.lock() {
-            *s = state;
-        }
+        drop(state);
         self.update_crl_staleness();
+    }
+
+    /// Counts one CRL fetch of `source` with its `result`.
+    pub fn crl_fetched(&self, source: &str, result: &str) {
+        self.crl_fetches
+            .get_or_create(&CrlFetchLabels {
+                source: source.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records when `source` last gave a usable answer.
+    pub fn crl_success(&self, source: &str, at: i64) {
+        self.crl_last_success
+            .get_or_create(&CrlSourceLabel {
+                source: source.to_string(),
+            })
+            .set(at);
     }
 
     /// Staleness depends on the clock, not on a reload: computed at scrape.

@@ -33,14 +33,24 @@ impl Admission {
             .as_ref()
             .and_then(|t| t.policy.as_ref())
             .and_then(|p| p.registry.as_ref().map(|r| r.revocations()));
+        // A CRL fetched or reloaded that revokes this device (or a CA of
+        // its chain) closes the connection, as a block does.
+        let mut crls = self
+            .shared
+            .current()
+            .tls
+            .as_ref()
+            .and_then(|t| t.revocation.as_ref().map(|r| r.subscribe()));
+        let mut crl_changed = false;
         loop {
             let state = self.shared.current();
             let Some(tls) = &state.tls else {
                 // Plain HTTP: nothing to re-check.
                 return std::future::pending().await;
             };
-            if tls.trust_digest != digest {
+            if tls.trust_digest != digest || crl_changed {
                 digest = tls.trust_digest;
+                crl_changed = false;
                 if let Err(reason) = admits(tls, self.chain.as_deref()) {
                     return reason;
                 }
@@ -68,6 +78,15 @@ impl Admission {
                     }
                 } => if r.is_err() {
                     registry = None;
+                },
+                r = async {
+                    match crls.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => match r {
+                    Ok(()) => crl_changed = true,
+                    Err(_) => crls = None,
                 },
             }
         }

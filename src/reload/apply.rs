@@ -135,6 +135,12 @@ impl Controller {
                 for w in &t.warnings {
                     warn!(listener = %ls.name, "{w}");
                 }
+                // The CRLs this reload read take effect (on a kept
+                // verifier too), and the fetcher follows its inputs.
+                if let (Some(r), Some(i)) = (&t.revocation, &t.revocation_inputs) {
+                    r.install(i);
+                    crate::revocation::fetcher::start(r, self.metrics.clone());
+                }
             }
             let state = ListenerState::new(
                 &ls,
@@ -265,14 +271,17 @@ impl Controller {
     /// warnings, and the [`View`] the admin API and tests read.
     fn publish(&self, expiry: &[CertExpiry]) {
         self.metrics.set_certificates(expiry);
-        let crls: Vec<(String, String, Option<i64>)> = self
+        let crls: Vec<(String, String, Option<i64>, Option<i64>)> = self
             .listeners
             .iter()
-            .filter_map(|r| r.shared.current().tls.clone().map(|t| (r.name.clone(), t)))
-            .flat_map(|(name, t)| {
-                t.crls
-                    .iter()
-                    .map(|c| (name.clone(), c.issuer.clone(), c.next_update))
+            .filter_map(|r| {
+                let revocation = r.shared.current().tls.as_ref()?.revocation.clone()?;
+                Some((r.name.clone(), revocation))
+            })
+            .flat_map(|(name, revocation)| {
+                crate::revocation::gauges(&revocation.current())
+                    .into_iter()
+                    .map(|(issuer, next, number)| (name.clone(), issuer, next, number))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -289,6 +298,14 @@ impl Controller {
                 .listeners
                 .iter()
                 .map(|r| (r.name.clone(), r.shared.current().upstream.clone()))
+                .collect(),
+            revocation: self
+                .listeners
+                .iter()
+                .filter_map(|r| {
+                    let revocation = r.shared.current().tls.as_ref()?.revocation.clone()?;
+                    Some((r.name.clone(), revocation))
+                })
                 .collect(),
         }));
     }

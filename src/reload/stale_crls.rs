@@ -7,6 +7,11 @@ use crate::clock::now_unix;
 
 use super::controller::Controller;
 
+struct Stale {
+    issuer: String,
+    next_update: Option<i64>,
+}
+
 impl Controller {
     /// Logs a CRL going past its nextUpdate (once), with what that means
     /// under the listener's `crl_stale` policy.
@@ -22,7 +27,14 @@ impl Controller {
                 .find(|l| l.name == r.name)
                 .and_then(|l| l.tls.as_ref())
                 .map(|t| t.client_auth.crl_stale);
-            for c in &tls.crls {
+            let Some(revocation) = &tls.revocation else {
+                continue;
+            };
+            for (issuer, next_update, _) in crate::revocation::gauges(&revocation.current()) {
+                let c = Stale {
+                    issuer,
+                    next_update,
+                };
                 let key = (r.name.clone(), c.issuer.clone());
                 let stale = c.next_update.is_some_and(|n| n < now);
                 if stale && self.stale_crls.insert(key) {

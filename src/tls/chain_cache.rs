@@ -1,44 +1,56 @@
-//! Remembering which client chains this verifier generation has already
-//! validated, plus the checks webpki does not make (key usage, which CA
-//! of a chain is revoked).
+//! Verifying client chains: path validation (remembered per verifier
+//! generation), then, on every handshake, revocation against the
+//! listener's current CRL set and the checks webpki does not make (key
+//! usage).
 
 use rustls::CertificateError;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use std::collections::HashMap;
 use std::sync::Arc;
-use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::revocation::{Learned, Revocation, Verdict};
 
 use super::delegate::delegate_to_inner;
 use super::digest::finish;
+use super::path::{Path, PathVerifier};
 use super::trust;
 
-/// Remembers which client chains this verifier generation has already
-/// validated (signatures up to a trusted CA, CRLs), so a device that
-/// reconnects, resumed or not, costs a digest and a map lookup instead of a
-/// signature verification (~65 µs of P-256 per chain, the largest part of a
-/// resumed connection's CPU; benches/RESULTS.md).
+/// Verifies client chains. The path a chain validates to is remembered for
+/// this verifier generation, so a device that reconnects, resumed or not,
+/// costs a digest and a map lookup instead of signature verifications
+/// (~65 µs of P-256 per chain, the largest part of a resumed connection's
+/// CPU; benches/RESULTS.md).
 ///
-/// Sound because the result depends only on the exact chain bytes (the key
-/// is a SHA-256 over all of them), on the trust anchors and CRLs (fixed for
-/// the life of this verifier: any change builds a new one with an empty
+/// Sound because path validation depends only on the exact chain bytes
+/// (the key is a SHA-256 over all of them), on the trust anchors (fixed
+/// for the life of this verifier: a change builds a new one with an empty
 /// cache) and on time: an entry is used only before the earliest notAfter
-/// in the chain and the earliest CRL nextUpdate. Failures are never cached.
-/// The registry status and allow rules are decided on every handshake by
-/// [`PolicyVerifier`], and possession of the key is proven by the handshake
+/// of its path. Failures are never cached. Revocation is not part of the
+/// cached result: every handshake checks the remembered path against the
+/// current [`Revocation`] set, which CRL fetches and reloads replace. The
+/// registry status and allow rules are decided on every handshake by
+/// `PolicyVerifier`, and possession of the key is proven by the handshake
 /// signature, which rustls checks every time.
 #[derive(Debug)]
 pub(super) struct ChainCache {
+    /// rustls's verifier (without CRLs), for everything but the chain:
+    /// CA names, signature schemes, the handshake signatures.
     pub(super) inner: Arc<dyn ClientCertVerifier>,
+    pub(super) paths: PathVerifier,
     /// Configured CAs issued by another configured CA: offered to path
     /// building after the ones the client sends.
     pub(super) intermediates: Vec<CertificateDer<'static>>,
-    /// Which serials the CRLs revoke, to name the revoked certificate.
-    pub(super) revoked: trust::RevokedIndex,
-    pub(super) crl_deadline: Option<i64>,
-    /// Chain digest → usable until (seconds since the epoch).
-    pub(super) verified: std::sync::Mutex<HashMap<[u8; 32], i64>>,
+    pub(super) revocation: Arc<Revocation>,
+    /// Chain digest → (usable until, the path it validated to).
+    pub(super) verified: std::sync::Mutex<Remembered>,
+    /// Device fingerprint → the path its chain validated to, so the session
+    /// guard can refuse to resume a device a CRL now revokes.
+    pub(super) by_device: std::sync::Mutex<HashMap<[u8; 32], Arc<Path>>>,
 }
+
+/// Chain digest → (usable until, the path it validated to).
+pub(super) type Remembered = HashMap<[u8; 32], (i64, Arc<Path>)>;
 
 /// Entries kept at most; when full the cache starts over (one full
 /// verification per device then, as without it).
@@ -54,14 +66,82 @@ impl ChainCache {
         finish(ctx)
     }
 
-    /// Until when a verified chain may be trusted without verifying again.
-    fn usable_until(&self, end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Option<i64> {
-        let mut until = self.crl_deadline.unwrap_or(i64::MAX);
-        for c in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
-            let (_, x509) = X509Certificate::from_der(c).ok()?;
-            until = until.min(x509.validity().not_after.timestamp());
+    /// The validated path of a chain: remembered, or validated now.
+    fn path(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        now_s: i64,
+    ) -> Result<Arc<Path>, rustls::Error> {
+        let key = Self::key(end_entity, intermediates);
+        let hit = self.verified.lock().ok().and_then(|m| {
+            m.get(&key)
+                .filter(|(until, _)| now_s < *until)
+                .map(|(_, p)| p.clone())
+        });
+        if let Some(p) = hit {
+            return Ok(p);
         }
-        Some(until)
+        let path = if self.intermediates.is_empty() {
+            self.paths.verify(end_entity, intermediates, now)?
+        } else {
+            let mut all = intermediates.to_vec();
+            all.extend(self.intermediates.iter().cloned());
+            self.paths.verify(end_entity, &all, now)?
+        };
+        // webpki checks the extended key usage, not the key usage: a
+        // certificate that may not sign is refused here, before it is
+        // remembered as verified.
+        if let Some(e) = trust::key_usage_refusal(end_entity) {
+            return Err(e.into_rustls());
+        }
+        let path = Arc::new(path);
+        if self.revocation.learns() {
+            // First time this generation sees the chain: the distribution
+            // points it names are fetched from now on.
+            for (cert, issuer) in path.certs.iter().zip(&path.issuers) {
+                if !cert.crl_uris.is_empty() && !issuer.is_empty() {
+                    self.revocation.learn(Learned {
+                        urls: cert.crl_uris.clone(),
+                        issuer: issuer.clone(),
+                    });
+                }
+            }
+        }
+        if now_s < path.not_after
+            && let Ok(mut m) = self.verified.lock()
+        {
+            if m.len() >= CHAIN_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, (path.not_after, path.clone()));
+        }
+        if let Ok(mut m) = self.by_device.lock() {
+            if m.len() >= CHAIN_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(crate::identity::fingerprint(end_entity), path.clone());
+        }
+        Ok(path)
+    }
+}
+
+impl ChainCache {
+    /// Whether the current revocation state refuses the device with this
+    /// fingerprint (as far as this generation has seen its chain).
+    pub(super) fn refuses(&self, fingerprint: &[u8; 32]) -> bool {
+        let path = self
+            .by_device
+            .lock()
+            .ok()
+            .and_then(|m| m.get(fingerprint).cloned());
+        path.is_some_and(|p| {
+            self.revocation
+                .current()
+                .check(&p.certs, crate::clock::now_unix())
+                .is_err()
+        })
     }
 }
 
@@ -74,52 +154,31 @@ impl ClientCertVerifier for ChainCache {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let key = Self::key(end_entity, intermediates);
         let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let hit = self
-            .verified
-            .lock()
-            .map(|m| m.get(&key).is_some_and(|until| now_s < *until))
-            .unwrap_or(false);
-        if hit {
-            return Ok(rustls::server::danger::ClientCertVerified::assertion());
-        }
-        let verified = if self.intermediates.is_empty() {
-            self.inner
-                .verify_client_cert(end_entity, intermediates, now)
-        } else {
-            let mut all = intermediates.to_vec();
-            all.extend(self.intermediates.iter().cloned());
-            self.inner.verify_client_cert(end_entity, &all, now)
-        };
-        let verified = match verified {
-            Ok(v) => v,
-            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)) => {
-                let chain = std::iter::once(end_entity.as_ref())
-                    .chain(intermediates.iter().map(|c| c.as_ref()))
-                    .chain(self.intermediates.iter().map(|c| c.as_ref()));
-                return Err(match self.revoked.revoked_ca(chain) {
-                    Some(e) => e.into_rustls(),
-                    None => rustls::Error::InvalidCertificate(CertificateError::Revoked),
-                });
+        let path = self.path(end_entity, intermediates, now, now_s)?;
+        match self.revocation.current().check(&path.certs, now_s) {
+            Ok(()) => Ok(rustls::server::danger::ClientCertVerified::assertion()),
+            Err(Verdict::Revoked { position: 1, .. }) => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
             }
-            Err(e) => return Err(e),
-        };
-        // webpki checks the extended key usage, not the key usage: a
-        // certificate that may not sign is refused here, before it is
-        // remembered as verified.
-        if let Some(e) = trust::key_usage_refusal(end_entity) {
-            return Err(e.into_rustls());
-        }
-        if let Some(until) = self.usable_until(end_entity, intermediates)
-            && now_s < until
-            && let Ok(mut m) = self.verified.lock()
-        {
-            if m.len() >= CHAIN_CACHE_MAX {
-                m.clear();
+            Err(Verdict::Revoked {
+                position,
+                crl_issuer,
+                source,
+            }) => {
+                let der = path
+                    .issuers
+                    .get(position.saturating_sub(2))
+                    .cloned()
+                    .unwrap_or_else(|| CertificateDer::from(Vec::new()));
+                Err(trust::ca_revoked(position, &der, crl_issuer, &source).into_rustls())
             }
-            m.insert(key, until);
+            Err(Verdict::Unknown { .. }) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownRevocationStatus,
+            )),
+            Err(Verdict::Stale { .. }) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ExpiredRevocationList,
+            )),
         }
-        Ok(verified)
     }
 }

@@ -12,7 +12,9 @@
 //! - [`provider`]: versions and suites.
 //! - `files`, `sni`: server certificates and keys, chosen by SNI.
 //! - `trust_files`, [`trust`]: client CAs and CRLs, checked at load; the verifier.
-//! - `chain_cache`, `policy_verifier`, `sessions`: what runs in the handshake.
+//! - `path`, `chain_cache`, `policy_verifier`, `sessions`: what runs in the
+//!   handshake (path validation, revocation against the listener's
+//!   [`crate::revocation`] set, admission).
 //! - [`note`], [`failure`]: what a handshake tells its connection task.
 //! - [`state`]: one listener's TLS state, built whole.
 
@@ -25,6 +27,7 @@ mod files;
 pub(crate) mod hello;
 pub(crate) mod key_kind;
 pub(crate) mod note;
+mod path;
 mod policy_verifier;
 pub(crate) mod provider;
 mod sessions;
@@ -40,4 +43,4 @@ pub(crate) use note::{HANDSHAKE, HandshakeNote};
 pub(crate) use provider::crypto_provider;
 pub(crate) use sni::offers_only_cbc;
 pub(crate) use state::ListenerTls;
-pub(crate) use summary::{CertSummary, CrlSummary};
+pub(crate) use summary::CertSummary;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::admission::Policy;
 
 use super::HANDSHAKE;
+use super::chain_cache::ChainCache;
 
 /// Tags a stored session (cache entry or ticket plaintext) with the
 /// fingerprint of its client, and refuses to hand back a session whose
@@ -15,10 +16,19 @@ use super::HANDSHAKE;
 /// expiry and CRLs.)
 #[derive(Debug)]
 pub(super) struct SessionGuard {
-    pub(super) policy: Arc<Policy>,
+    policy: Option<Arc<Policy>>,
+    chains: Option<Arc<ChainCache>>,
 }
 
 impl SessionGuard {
+    /// A guard for a listener with a policy or a client-chain verifier.
+    pub(super) fn new(
+        policy: Option<Arc<Policy>>,
+        chains: Option<Arc<ChainCache>>,
+    ) -> Option<SessionGuard> {
+        (policy.is_some() || chains.is_some()).then_some(SessionGuard { policy, chains })
+    }
+
     fn tag(&self, value: &[u8]) -> Vec<u8> {
         // A resumed handshake never reaches the verifier; the fingerprint
         // of the session it resumed tags the ticket rustls issues then.
@@ -46,7 +56,12 @@ impl SessionGuard {
             Some((1, rest)) if rest.len() >= 32 => {
                 let mut fp = [0u8; 32];
                 fp.copy_from_slice(&rest[..32]);
-                if !self.policy.still_admits(&fp) {
+                if self.policy.as_ref().is_some_and(|p| !p.still_admits(&fp)) {
+                    return None;
+                }
+                // Revoked by a CRL that arrived after the session was made:
+                // a full handshake, which the verifier refuses with an alert.
+                if self.chains.as_ref().is_some_and(|c| c.refuses(&fp)) {
                     return None;
                 }
                 let _ = HANDSHAKE.try_with(|n| n.borrow_mut().resumed = Some(fp));

@@ -11,6 +11,7 @@ use crate::admission::Policy;
 use crate::config::{ClientAuthMode, TlsSettings, TlsVersion};
 use crate::error::ConfigError;
 
+use super::chain_cache::ChainCache;
 use super::crypto_provider;
 use super::files::load_certified_key;
 use super::key_kind::KeyKind;
@@ -18,8 +19,9 @@ use super::policy_verifier::PolicyVerifier;
 use super::provider::protocol_versions;
 use super::sessions::{GuardedSessions, GuardedTickets, SessionGuard};
 use super::sni::{Served, SniResolver};
-use super::summary::{CertSummary, CrlSummary};
+use super::summary::CertSummary;
 use super::trust_files::TrustFiles;
+use crate::revocation::{Inputs, Revocation};
 
 /// Everything a TLS listener needs, built once per (re)load and then shared
 /// read-only by every connection accepted under it.
@@ -37,10 +39,17 @@ pub struct ListenerTls {
     pub served: Vec<CertSummary>,
     /// `not_after` of each trusted client CA, for expiry reporting.
     pub trusted: Vec<CertSummary>,
-    /// Each CRL's issuer and `nextUpdate`, for staleness reporting.
-    pub crls: Vec<CrlSummary>,
+    /// The revocation state the verifier checks against (CRL files and
+    /// fetched CRLs); shared with the previous state when the verifier is.
+    pub(crate) revocation: Option<Arc<Revocation>>,
+    /// What this build read for it (CRL files, URLs, cache): installed
+    /// into `revocation` when this state is committed.
+    pub(crate) revocation_inputs: Option<Arc<Inputs>>,
+    /// The chain verifier, for the session guard (kept with the verifier).
+    pub(super) chains: Option<Arc<ChainCache>>,
     /// Digest of everything the verifier and session store depend on
-    /// (versions, cache size, mode, CA and CRL file bytes). Two states with
+    /// (versions, cache size, mode, CA file bytes, policy; not the CRLs,
+    /// which change the revocation state under a running verifier). Two states with
     /// the same digest verify clients identically, so a reload that only
     /// replaces server certificates keeps the verifier and session cache:
     /// a certificate rotation then costs the fleet no full handshakes.
@@ -146,9 +155,9 @@ impl ListenerTls {
             _ => None,
         };
         let verified = match (&trust, reuse) {
-            (_, Some(p)) => Some((p.verifier.clone(), p.trusted.clone())),
+            (_, Some(p)) => Some((p.verifier.clone(), p.trusted.clone(), p.chains.clone())),
             (Some(t), None) => match t.verifier(listener, settings, provider.clone()) {
-                Ok((v, trusted)) => {
+                Ok((v, trusted, chains)) => {
                     let observe = mode == ClientAuthMode::Observe;
                     let v = match v {
                         Some(inner) if policy.is_some() || observe => {
@@ -161,7 +170,7 @@ impl ListenerTls {
                         }
                         v => v,
                     };
-                    Some((v, trusted))
+                    Some((v, trusted, chains))
                 }
                 Err(e) => {
                     errors.extend(e.into_list());
@@ -173,7 +182,7 @@ impl ListenerTls {
         if let Some(e) = ConfigError::from_list(errors) {
             return Err(e);
         }
-        let (Some(trust), Some((verifier, trusted))) = (trust, verified) else {
+        let (Some(trust), Some((verifier, trusted, chains))) = (trust, verified) else {
             // Unreachable: every None above pushed an error.
             return Err(ConfigError::Invalid {
                 context: format!("listener \"{listener}\": client_auth"),
@@ -204,10 +213,10 @@ impl ListenerTls {
             None if settings.session_cache == 0 => Arc::new(NoServerSessionStorage {}),
             None => {
                 let cache = ServerSessionMemoryCache::new(settings.session_cache);
-                match &policy {
-                    Some(p) => Arc::new(GuardedSessions {
+                match SessionGuard::new(policy.clone(), chains.clone()) {
+                    Some(guard) => Arc::new(GuardedSessions {
                         inner: cache,
-                        guard: SessionGuard { policy: p.clone() },
+                        guard,
                     }),
                     None => cache,
                 }
@@ -228,11 +237,8 @@ impl ListenerTls {
                             message: format!("cannot create the ticket key: {e}"),
                         }
                     })?;
-                    match &policy {
-                        Some(p) => Arc::new(GuardedTickets {
-                            inner,
-                            guard: SessionGuard { policy: p.clone() },
-                        }),
+                    match SessionGuard::new(policy.clone(), chains.clone()) {
+                        Some(guard) => Arc::new(GuardedTickets { inner, guard }),
                         None => inner,
                     }
                 }
@@ -247,7 +253,9 @@ impl ListenerTls {
             mode: settings.client_auth.mode,
             served,
             trusted,
-            crls: trust.summaries.clone(),
+            revocation: chains.as_ref().map(|c| c.revocation.clone()),
+            revocation_inputs: trust.inputs.clone(),
+            chains,
             warnings: key_warnings,
             trust_digest: trust.digest,
             policy: reuse.map_or(policy, |p| p.policy.clone()),

@@ -1,16 +1,6 @@
 //! What certgate reports about the certificates and CRLs it loaded
 //! (expiry gauges, staleness, warnings).
 
-/// What we report about a loaded CRL.
-#[derive(Debug, Clone)]
-pub struct CrlSummary {
-    /// Issuer, RFC 4514.
-    pub issuer: String,
-    /// `nextUpdate`, seconds since the Unix epoch (none if the CRL has no
-    /// nextUpdate).
-    pub next_update: Option<i64>,
-}
-
 /// What we report about a loaded certificate.
 #[derive(Debug, Clone)]
 pub struct CertSummary {

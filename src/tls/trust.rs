@@ -8,14 +8,14 @@
 //! file that would refuse a whole fleet at handshake time with a vague
 //! reason is refused up front, with the file and the CA named.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
-use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::admission::Failure;
 use crate::identity::serial_hex;
+use crate::revocation::Loaded;
 
 use super::rfc4514_subject;
 
@@ -76,51 +76,9 @@ pub(crate) fn split_anchors(
     (anchors, intermediates)
 }
 
-/// Checks that `crl` is signed by one of the configured CAs. The error
-/// says which CA the CRL claims and why it does not verify.
-pub(crate) fn verify_crl(
-    crl: &CertificateRevocationListDer<'_>,
-    cas: &[CertificateDer<'static>],
-) -> Result<(), String> {
-    let (_, parsed) =
-        CertificateRevocationList::from_der(crl).map_err(|e| format!("not a valid CRL ({e})"))?;
-    let issuer_raw = parsed.issuer().as_raw();
-    let issuer = crate::dn::rfc4514(parsed.issuer());
-    let named: Vec<X509Certificate<'_>> = cas
-        .iter()
-        .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, x)| x))
-        .filter(|x| x.subject().as_raw() == issuer_raw)
-        .collect();
-    if named.is_empty() {
-        return Err(format!(
-            "this CRL is issued by \"{issuer}\", which is not one of the client CAs \
-             (client_auth.ca); add that CA's certificate to a ca bundle, or remove the CRL"
-        ));
-    }
-    let mut why = String::new();
-    for ca in &named {
-        match parsed.verify_signature(ca.public_key()) {
-            Ok(()) => return Ok(()),
-            Err(e) => why = e.to_string(),
-        }
-    }
-    Err(format!(
-        "this CRL claims to be issued by \"{issuer}\", but its signature does not verify \
-         against that CA's key ({why}); it was signed by another key (a renewed or a \
-         different CA of the same name?). Get the CRL that CA publishes"
-    ))
-}
-
 /// The subjects of configured CAs that no CRL covers (for `require_crl`).
-pub(crate) fn without_crl(
-    cas: &[CertificateDer<'static>],
-    crls: &[CertificateRevocationListDer<'static>],
-) -> Vec<String> {
-    let covered: HashSet<Vec<u8>> = crls
-        .iter()
-        .filter_map(|c| CertificateRevocationList::from_der(c).ok())
-        .map(|(_, c)| c.issuer().as_raw().to_vec())
-        .collect();
+pub(crate) fn without_crl(cas: &[CertificateDer<'static>], crls: &[Loaded]) -> Vec<String> {
+    let covered: HashSet<&[u8]> = crls.iter().map(|l| l.crl.issuer_raw.as_slice()).collect();
     cas.iter()
         .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, x)| x))
         .filter(|x| !covered.contains(x.subject().as_raw()))
@@ -145,7 +103,7 @@ pub(crate) enum ChainError {
     /// A CA certificate of the chain is revoked by its issuer's CRL.
     #[error(
         "certificate #{position} of the chain (\"{subject}\", serial {serial}, a CA that \
-         issued the device certificate) is revoked by the CRL of \"{crl_issuer}\""
+         issued the device certificate) is revoked by the CRL of \"{crl_issuer}\" ({crl_source})"
     )]
     CaRevoked {
         /// Position in the chain, 1 = the device certificate.
@@ -156,6 +114,8 @@ pub(crate) enum ChainError {
         serial: String,
         /// The CRL's issuer, RFC 4514.
         crl_issuer: String,
+        /// Where that CRL came from (file or URL).
+        crl_source: String,
     },
 }
 
@@ -185,57 +145,23 @@ pub(crate) fn key_usage_refusal(end_entity: &[u8]) -> Option<ChainError> {
     }
 }
 
-/// The serials each loaded CRL revokes, by issuer name: used only after
-/// webpki has said "revoked", to say which certificate of the chain it was.
-#[derive(Debug, Default)]
-pub(crate) struct RevokedIndex {
-    by_issuer: HashMap<Vec<u8>, (String, HashSet<String>)>,
-}
-
-impl RevokedIndex {
-    /// Indexes the CRLs (ones that do not parse were refused at load).
-    pub(crate) fn new(crls: &[CertificateRevocationListDer<'static>]) -> RevokedIndex {
-        let mut by_issuer: HashMap<Vec<u8>, (String, HashSet<String>)> = HashMap::new();
-        for c in crls {
-            if let Ok((_, crl)) = CertificateRevocationList::from_der(c) {
-                let entry = by_issuer
-                    .entry(crl.issuer().as_raw().to_vec())
-                    .or_insert_with(|| (crate::dn::rfc4514(crl.issuer()), HashSet::new()));
-                for r in crl.iter_revoked_certificates() {
-                    entry.1.insert(serial_hex(r.raw_serial()));
-                }
-            }
-        }
-        RevokedIndex { by_issuer }
-    }
-
-    /// The first CA certificate in `chain` (device first, then the CAs
-    /// above it) that a CRL revokes; `None` if it is the device itself or
-    /// none is found.
-    pub(crate) fn revoked_ca<'a>(
-        &self,
-        chain: impl Iterator<Item = &'a [u8]>,
-    ) -> Option<ChainError> {
-        for (i, der) in chain.enumerate() {
-            let Ok((_, cert)) = X509Certificate::from_der(der) else {
-                continue;
-            };
-            let Some((crl_issuer, serials)) = self.by_issuer.get(cert.issuer().as_raw()) else {
-                continue;
-            };
-            let serial = serial_hex(cert.raw_serial());
-            if serials.contains(&serial) {
-                if i == 0 {
-                    return None;
-                }
-                return Some(ChainError::CaRevoked {
-                    position: i + 1,
-                    subject: rfc4514_subject(&cert),
-                    serial,
-                    crl_issuer: crl_issuer.clone(),
-                });
-            }
-        }
-        None
+/// The [`ChainError::CaRevoked`] refusal of the CA at `position` (its
+/// certificate `der`), revoked by a CRL of `crl_issuer` from `source`.
+pub(crate) fn ca_revoked(
+    position: usize,
+    der: &[u8],
+    crl_issuer: String,
+    source: &str,
+) -> ChainError {
+    let (subject, serial) = match X509Certificate::from_der(der) {
+        Ok((_, cert)) => (rfc4514_subject(&cert), serial_hex(cert.raw_serial())),
+        Err(_) => ("?".into(), "?".into()),
+    };
+    ChainError::CaRevoked {
+        position,
+        subject,
+        serial,
+        crl_issuer,
+        crl_source: source.to_string(),
     }
 }

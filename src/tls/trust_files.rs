@@ -3,7 +3,7 @@
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use std::collections::HashMap;
@@ -15,21 +15,32 @@ use crate::config::{ClientAuthMode, ConfigPath, TlsSettings};
 use crate::error::ConfigError;
 
 use super::chain_cache::ChainCache;
+use super::path::PathVerifier;
+use crate::revocation::crl::distribution_point_uris;
+use crate::revocation::signer::signer;
+use crate::revocation::{self, Cache, Crl, Inputs, Loaded, Revocation, RevocationSet};
+
 use super::digest::finish;
 use super::files::{file_error, read_crls, read_pem_certs};
-use super::{CertSummary, CrlSummary, rfc4514_subject, trust};
+use super::{CertSummary, rfc4514_subject, trust};
 use crate::identity::sha256_hex;
 
 /// The client CA and CRL files of a listener, read once per (re)load.
 pub(super) struct TrustFiles {
     pub(super) cas: Vec<(String, ConfigPath, Vec<CertificateDer<'static>>)>,
-    /// Each CRL with the config key and file it came from.
-    pub(super) crls: Vec<(String, ConfigPath, CertificateRevocationListDer<'static>)>,
-    pub(super) summaries: Vec<CrlSummary>,
+    /// What the revocation state is built from (CRL files verified, URLs,
+    /// the cache); none with client auth off.
+    pub(super) inputs: Option<Arc<Inputs>>,
+    /// Digest of what the verifier depends on: the CAs and the policy, not
+    /// the CRLs, which change under a running verifier.
     pub(super) digest: [u8; 32],
 }
 
-pub(super) type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertSummary>);
+pub(super) type Verified = (
+    Option<Arc<dyn ClientCertVerifier>>,
+    Vec<CertSummary>,
+    Option<Arc<ChainCache>>,
+);
 
 impl TrustFiles {
     pub(super) fn read(
@@ -59,17 +70,9 @@ impl TrustFiles {
             )
             .as_bytes(),
         );
-        digest.update(
-            format!(
-                "crl_stale={:?};require_crl={};",
-                settings.client_auth.crl_stale, settings.client_auth.require_crl
-            )
-            .as_bytes(),
-        );
         let mut files = TrustFiles {
             cas: Vec::new(),
-            crls: Vec::new(),
-            summaries: Vec::new(),
+            inputs: None,
             digest: [0; 32],
         };
         if settings.client_auth.mode == ClientAuthMode::Off {
@@ -109,29 +112,6 @@ impl TrustFiles {
                 Err(e) => errors.push(e),
             }
         }
-        for (i, path) in settings.client_auth.crl.iter().enumerate() {
-            let ctx = format!("listener \"{listener}\": client_auth.crl[{i}]");
-            match read_crls(&ctx, path) {
-                Ok(c) => {
-                    digest.update(b"crl;");
-                    for crl in &c {
-                        digest.update(crl);
-                        if let Ok((_, parsed)) =
-                            x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
-                        {
-                            files.summaries.push(CrlSummary {
-                                issuer: parsed.issuer().to_string(),
-                                next_update: parsed.next_update().map(|t| t.timestamp()),
-                            });
-                        }
-                    }
-                    files
-                        .crls
-                        .extend(c.into_iter().map(|crl| (ctx.clone(), path.clone(), crl)));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
         // A CRL is used only once it is known to come from one of these
         // CAs: one that does not verify would refuse that CA's whole fleet
         // at handshake time (RFC 5280 §6.3.3 (f)).
@@ -140,24 +120,86 @@ impl TrustFiles {
             .iter()
             .flat_map(|(_, _, certs)| certs.iter().cloned())
             .collect();
-        for (ctx, path, crl) in &files.crls {
-            if let Err(why) = trust::verify_crl(crl, &all_cas) {
-                errors.push(file_error(ctx.clone(), path, why));
+        let mut loaded: Vec<Loaded> = Vec::new();
+        for (i, path) in settings.client_auth.crl.iter().enumerate() {
+            let ctx = format!("listener \"{listener}\": client_auth.crl[{i}]");
+            let ders = match read_crls(&ctx, path) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            for der in ders {
+                let checked = Crl::parse(&der)
+                    .map_err(|e| e.to_string())
+                    .and_then(|crl| signer(&crl, &all_cas).map(|k| (crl, k)));
+                match checked {
+                    Ok((crl, key)) => loaded.push(Loaded {
+                        crl: Arc::new(crl),
+                        signer: key,
+                        source: Arc::from(path.written.as_str()),
+                    }),
+                    Err(why) => errors.push(file_error(ctx.clone(), path, why)),
+                }
             }
         }
-        if settings.client_auth.require_crl {
-            let crls: Vec<_> = files.crls.iter().map(|(_, _, c)| c.clone()).collect();
-            for subject in trust::without_crl(&all_cas, &crls) {
+        let ca = &settings.client_auth;
+        let mut urls = ca.crl_urls.clone();
+        if ca.crl_from_certificates {
+            // A CA certificate's distribution point is where its issuer
+            // publishes the CRL that would revoke it (a sub-CA's, the root's).
+            for c in &all_cas {
+                for u in cert_crl_uris(c) {
+                    if !urls.contains(&u) {
+                        urls.push(u);
+                    }
+                }
+            }
+        }
+        let cache = ca
+            .crl_cache_dir
+            .as_ref()
+            .filter(|_| ca.fetches_crls())
+            .map(|d| Cache::new(&d.resolved));
+        let (cached, cached_issuers) = match &cache {
+            Some(c) => revocation::cached(listener, c, &urls, &all_cas),
+            None => (Vec::new(), Vec::new()),
+        };
+        // A delta CRL file without its base would silently check nothing
+        // the admin meant; say which files disagree.
+        let (_, problems) = RevocationSet::build(&loaded, ca.require_crl, ca.crl_stale);
+        for p in problems {
+            errors.push(ConfigError::Invalid {
+                context: format!("listener \"{listener}\": client_auth.crl"),
+                message: p.to_string(),
+            });
+        }
+        if ca.require_crl && !ca.fetches_crls() {
+            for subject in trust::without_crl(&all_cas, &loaded) {
                 errors.push(ConfigError::Invalid {
                     context: format!("listener \"{listener}\": client_auth.crl"),
                     message: format!(
                         "require_crl = true, but no CRL is configured for the CA \"{subject}\"; \
-                         add its CRL to crl = [...] (or set require_crl = false to leave that \
-                         CA's devices unchecked)"
+                         add its CRL to crl = [...] or its URL to crl_urls (or set \
+                         require_crl = false to leave that CA's devices unchecked)"
                     ),
                 });
             }
         }
+        files.inputs = Some(Arc::new(Inputs {
+            listener: listener.to_string(),
+            cas: all_cas,
+            files: loaded,
+            urls,
+            cached,
+            cached_issuers,
+            from_certificates: ca.crl_from_certificates,
+            refresh: ca.crl_refresh,
+            cache,
+            require: ca.require_crl,
+            stale: ca.crl_stale,
+        }));
         if let Some(e) = ConfigError::from_list(errors) {
             return Err(e);
         }
@@ -172,7 +214,7 @@ impl TrustFiles {
         provider: Arc<CryptoProvider>,
     ) -> Result<Verified, ConfigError> {
         if settings.client_auth.mode == ClientAuthMode::Off {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), None));
         }
         let mut errors = Vec::new();
         let mut roots = RootCertStore::empty();
@@ -216,6 +258,23 @@ impl TrustFiles {
             return Err(e);
         }
 
+        let anchors: Vec<CertificateDer<'static>> = anchors;
+        let paths = PathVerifier {
+            anchors: anchors
+                .iter()
+                .filter_map(|c| {
+                    webpki::anchor_from_trusted_cert(c)
+                        .ok()
+                        .map(|a| a.to_owned())
+                })
+                .collect(),
+            anchor_certs: anchors
+                .iter()
+                .filter(|c| webpki::anchor_from_trusted_cert(c).is_ok())
+                .cloned()
+                .collect(),
+            algs: provider.signature_verification_algorithms.all,
+        };
         let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             // Name every configured CA in the CertificateRequest, as when
             // they were all anchors: clients (SChannel) pick their
@@ -229,38 +288,42 @@ impl TrustFiles {
             // Ask for a certificate, admit without one.
             builder = builder.allow_unauthenticated();
         }
-        let crls: Vec<CertificateRevocationListDer<'static>> =
-            self.crls.iter().map(|(_, _, c)| c.clone()).collect();
-        if !crls.is_empty() {
-            // Every certificate of the path is checked against its issuer's
-            // CRL (RFC 5280 §6.3), so a revoked sub-CA takes its devices
-            // with it. Revocation is decided per CA: a CA without a CRL is
-            // not checked unless require_crl, and never changes what happens
-            // to another CA's devices.
-            builder = builder.with_crls(crls.iter().cloned());
-            if !settings.client_auth.require_crl {
-                builder = builder.allow_unknown_revocation_status();
-            }
-            if settings.client_auth.crl_stale == crate::config::CrlStale::FailClosed {
-                // A CRL past nextUpdate refuses its CA's devices: a stale CRL
-                // may hide revocations.
-                builder = builder.enforce_revocation_expiration();
-            }
-        }
+        // No CRLs here: revocation is checked by ChainCache against the
+        // listener's RevocationSet, which changes without a new verifier.
         let verifier = builder.build().map_err(|e| ConfigError::Invalid {
             context: format!("listener \"{listener}\": client_auth"),
             message: format!("cannot build the client-certificate verifier: {e}"),
         })?;
-        // Verified chains are remembered until the earliest nextUpdate of
-        // these CRLs at most (a stale CRL must be noticed).
-        let crl_deadline = self.summaries.iter().filter_map(|c| c.next_update).min();
-        let verifier: Arc<dyn ClientCertVerifier> = Arc::new(ChainCache {
+        let Some(inputs) = self.inputs.clone() else {
+            return Ok((None, trusted, None));
+        };
+        let set = inputs.initial_set();
+        let revocation = Revocation::new(inputs, set);
+        let chains = Arc::new(ChainCache {
             inner: verifier,
+            paths,
             intermediates,
-            revoked: trust::RevokedIndex::new(&crls),
-            crl_deadline,
+            revocation,
             verified: std::sync::Mutex::new(HashMap::new()),
+            by_device: std::sync::Mutex::new(HashMap::new()),
         });
-        Ok((Some(verifier), trusted))
+        let verifier: Arc<dyn ClientCertVerifier> = chains.clone();
+        Ok((Some(verifier), trusted, Some(chains)))
     }
+}
+
+/// The CRL distribution point URIs of a certificate.
+fn cert_crl_uris(der: &[u8]) -> Vec<String> {
+    let Ok((_, x)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    x.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::prelude::ParsedExtension::CRLDistributionPoints(p) => {
+                Some(distribution_point_uris(p))
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
 }
