@@ -137,26 +137,6 @@ async fn block_and_see_closed<B>(
     );
 }
 
-/// The error a full handshake ends with (the server's alert, read on the
-/// client's first read after a TLS 1.2 handshake).
-async fn tls_handshake_error(
-    addr: std::net::SocketAddr,
-    cfg: Arc<rustls::ClientConfig>,
-) -> std::io::Error {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    match tls_connect(addr, cfg).await {
-        Err(e) => e,
-        Ok(mut s) => {
-            let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                Ok(Err(e)) => e,
-                other => panic!("expected a refusal, got {other:?}"),
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshakes() {
     let f = registry_gateway("auto", |_| {}).await;

@@ -260,3 +260,46 @@ pub async fn openssl_s_client(port: u16, args: &[std::ffi::OsString], request: &
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The error a full handshake ends with (the server's alert, read on the
+/// client's first read after a TLS 1.2 handshake).
+pub async fn tls_handshake_error(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Error {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    match tls_connect(addr, cfg).await {
+        Err(e) => e,
+        Ok(mut s) => {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Err(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Whether a new full handshake with `cfg` is admitted (a request gets an
+/// answer) or refused (the alert, if the server sent one).
+pub async fn admitted(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<(), Option<rustls::AlertDescription>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = match tls_connect(addr, cfg).await {
+        Err(e) => return Err(alert_of(&e)),
+        Ok(s) => s,
+    };
+    let _ = s
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(Ok(_)) => Err(None),
+        Ok(Err(e)) => Err(alert_of(&e)),
+        Err(_) => panic!("no answer and no refusal within 5 s"),
+    }
+}

@@ -3,13 +3,16 @@
 //! loopback ports, and a rustls client.
 //!
 //! One file per concern: `pki`, `backend`, `config_builder`, `gateway`,
-//! `clients`, `processes`, `rotation`, `load`. Test files `use common::*`.
+//! `clients`, `processes`, `rotation`, `load`, `crl_der` and `crl_server`
+//! (CRLs built field by field, and a publication point to serve them). Test files `use common::*`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backend;
 mod clients;
 mod config_builder;
+mod crl_der;
+mod crl_server;
 mod gateway;
 mod load;
 mod pki;
@@ -19,8 +22,8 @@ mod rotation;
 // Each test binary uses a part of these.
 #[allow(unused_imports)]
 pub use {
-    backend::*, clients::*, config_builder::*, gateway::*, load::*, pki::*, processes::*,
-    rotation::*,
+    backend::*, clients::*, config_builder::*, crl_der::*, crl_server::*, gateway::*, load::*,
+    pki::*, processes::*, rotation::*,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -286,6 +286,11 @@ impl Pki {
     }
 
     /// Writes a CRL from the client CA revoking `revoked`; returns its path.
+    /// The client CA (to sign CRLs built with [`super::build_crl`]).
+    pub fn client_issuer(&self) -> &CertifiedIssuer<'static, KeyPair> {
+        &self.client_issuer
+    }
+
     pub fn crl(&self, name: &str, revoked: &[&ClientCert], pem: bool) -> PathBuf {
         let serials: Vec<&[u8]> = revoked.iter().map(|c| c.serial.as_slice()).collect();
         write_crl(&self.path(name), &self.client_issuer, &serials, pem)

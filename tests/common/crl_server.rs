@@ -1,0 +1,124 @@
+//! A CRL publication point on loopback: serves whatever the test publishes
+//! at any path, with an ETag (conditional GET answered 304), and can be
+//! told to misbehave (huge answers) or go away.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+#[derive(Default)]
+struct State {
+    /// Path → body.
+    bodies: std::collections::HashMap<String, Vec<u8>>,
+    /// Answer with a body this large instead (Content-Length declared).
+    huge: Option<usize>,
+    hits: usize,
+    not_modified: usize,
+}
+
+pub struct CrlServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn etag(body: &[u8]) -> String {
+    format!("\"{}\"", &super::sha256_hex(body)[..16])
+}
+
+impl CrlServer {
+    pub async fn start() -> CrlServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<Mutex<State>> = Arc::default();
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let st = st.clone();
+                        async move {
+                            let mut s = st.lock().unwrap();
+                            s.hits += 1;
+                            if let Some(n) = s.huge {
+                                return Ok::<_, Infallible>(
+                                    http::Response::builder()
+                                        .header("content-length", n.to_string())
+                                        .body(Full::new(Bytes::from(vec![0u8; n])))
+                                        .unwrap(),
+                                );
+                            }
+                            let Some(body) = s.bodies.get(req.uri().path()).cloned() else {
+                                return Ok(http::Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap());
+                            };
+                            let tag = etag(&body);
+                            let matches = req
+                                .headers()
+                                .get("if-none-match")
+                                .is_some_and(|v| v.as_bytes() == tag.as_bytes());
+                            if matches {
+                                s.not_modified += 1;
+                                return Ok(http::Response::builder()
+                                    .status(304)
+                                    .header("etag", tag)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap());
+                            }
+                            Ok(http::Response::builder()
+                                .header("etag", tag)
+                                .header("content-type", "application/pkix-crl")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        CrlServer { addr, state, task }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Serves `body` at `path` from now on.
+    pub fn publish(&self, path: &str, body: Vec<u8>) {
+        self.state
+            .lock()
+            .unwrap()
+            .bodies
+            .insert(path.to_string(), body);
+    }
+
+    /// Answers every request with `n` zero bytes (or stops doing so).
+    pub fn huge(&self, n: Option<usize>) {
+        self.state.lock().unwrap().huge = n;
+    }
+
+    /// Requests answered, and of those 304s.
+    pub fn hits(&self) -> (usize, usize) {
+        let s = self.state.lock().unwrap();
+        (s.hits, s.not_modified)
+    }
+
+    /// Stops accepting: the port refuses connections from now on.
+    pub fn go_away(self) {
+        self.task.abort();
+    }
+}
