@@ -6,12 +6,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::registry::{Change, Device, Registry, RegistryError, parse_fingerprint};
+use crate::revocation::status::DeviceRevocation;
 
 use super::query::query;
 use super::reply::{body_json, json, registry_error, text};
 
 pub(super) async fn devices(
     registry: &Registry,
+    view: &arc_swap::ArcSwap<crate::control::View>,
     method: Method,
     parts: &[&str],
     req: Request<Incoming>,
@@ -61,7 +63,17 @@ pub(super) async fn devices(
                 return registry_error(RegistryError::BadFingerprint(fp.to_string()));
             };
             match registry.get(&fp).await {
-                Ok(Some(d)) => json(StatusCode::OK, serde_json::json!(d)),
+                Ok(Some(d)) => {
+                    let mut v = serde_json::json!(d);
+                    let view = view.load();
+                    let revocation: Vec<DeviceRevocation> = view
+                        .revocation
+                        .iter()
+                        .map(|(name, r)| DeviceRevocation::of(name, r, &d.issuer, &d.serial))
+                        .collect();
+                    v["revocation"] = serde_json::json!(revocation);
+                    json(StatusCode::OK, v)
+                }
                 Ok(None) => registry_error(RegistryError::NotFound(fp)),
                 Err(e) => registry_error(e),
             }

@@ -27,6 +27,15 @@ pub(super) async fn revocation(ctx: &AdminContext) -> Response<Full<Bytes>> {
                     crate::config::CrlStale::FailOpen => "fail_open",
                 },
                 "require_crl": inputs.require,
+                "ocsp": {
+                    "mode": match inputs.ocsp {
+                        crate::config::OcspMode::Off => "off",
+                        crate::config::OcspMode::Prefer => "prefer",
+                        crate::config::OcspMode::Require => "require",
+                    },
+                    "responder": inputs.ocsp_url,
+                    "answers": r.ocsp.counts(),
+                },
                 "crls": CrlView::of(&r.current()),
                 "sources": r.sources(),
             })

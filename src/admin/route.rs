@@ -106,7 +106,7 @@ pub(super) async fn route(
             };
             let rest = p.trim_start_matches("/api/devices").trim_start_matches('/');
             let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-            devices(registry, method, &parts, req, &who).await
+            devices(registry, &ctx.view, method, &parts, req, &who).await
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }

@@ -99,6 +99,11 @@ pub enum Failure {
     UnknownRevocationStatus,
     /// The issuer's CRL is past its nextUpdate (`crl_stale = "fail_closed"`).
     CrlExpired,
+    /// `ocsp = "require"` and no valid OCSP answer for the device (the
+    /// responder is down, slow, or its answer does not verify).
+    OcspUnavailable,
+    /// `ocsp = "require"` and the responder does not know the certificate.
+    OcspUnknown,
     /// The certificate does not parse, or fails another certificate check.
     BadCertificate,
     /// The extendedKeyUsage does not allow TLS client authentication.
@@ -155,6 +160,8 @@ impl Failure {
             Failure::BadSignature => "bad_signature",
             Failure::UnknownRevocationStatus => "unknown_revocation_status",
             Failure::CrlExpired => "crl_expired",
+            Failure::OcspUnavailable => "ocsp_unavailable",
+            Failure::OcspUnknown => "ocsp_unknown",
             Failure::BadCertificate => "bad_certificate",
             Failure::InvalidPurpose => "invalid_purpose",
             Failure::KeyUsage => "key_usage",
@@ -229,6 +236,8 @@ impl Failure {
             | Failure::BadSignature
             | Failure::UnknownRevocationStatus
             | Failure::CrlExpired
+            | Failure::OcspUnavailable
+            | Failure::OcspUnknown
             | Failure::BadCertificate
             | Failure::InvalidPurpose
             | Failure::KeyUsage
@@ -288,6 +297,8 @@ mod tests {
             Failure::BadSignature,
             Failure::UnknownRevocationStatus,
             Failure::CrlExpired,
+            Failure::OcspUnavailable,
+            Failure::OcspUnknown,
             Failure::BadCertificate,
             Failure::InvalidPurpose,
             Failure::KeyUsage,

@@ -75,6 +75,22 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The CRLs in force on each listener, where they came from, and each
+    /// fetched source's last result (from a running gateway).
+    Revocation {
+        /// The gateway's config file (admin address and token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Admin API address instead of --config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Token file instead of the one in --config.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
     Demo {
         /// Where the demo PKI and config are written.

@@ -7,7 +7,8 @@
 //!
 //! - `args` — subcommands and flags (clap).
 //! - `commands` — `check`, `run`, `devices`, `readiness`.
-//! - `devices` — the client of the admin device API (`devices`, `readiness`).
+//! - `devices` — the client of the admin API (`devices`, `readiness`,
+//!   `revocation`).
 //! - `demo` — `certgate demo`.
 //! - `logging` — diagnostics and the access log.
 
@@ -53,6 +54,13 @@ pub fn main() -> ExitCode {
         } => target(config, admin, token_file).and_then(|t| {
             current_thread()?.block_on(devices::readiness(&t, &listener, &window, json))
         }),
+        Command::Revocation {
+            config,
+            admin,
+            token_file,
+            json,
+        } => target(config, admin, token_file)
+            .and_then(|t| current_thread()?.block_on(devices::revocation(&t, json))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

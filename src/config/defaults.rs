@@ -64,6 +64,8 @@ pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// The folder for fetched CRLs when `crl_cache_dir` is not set, next to
 /// `registry.path`.
 pub const CRL_CACHE_NAME: &str = "crl-cache";
+/// How long the first connection of a new device waits for OCSP.
+pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest CRL response accepted, in bytes.
 pub const CRL_MAX_BYTES: usize = 16 * 1024 * 1024;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 
-use super::defaults::{DEFAULT_CRL_REFRESH, MIN_HEADER_BYTES};
+use super::defaults::{DEFAULT_CRL_REFRESH, DEFAULT_OCSP_TIMEOUT, MIN_HEADER_BYTES};
 use super::raw::{RawClientAuth, RawListener, RawTls};
 use super::values::{check_crl_url, duration_or, invalid, parse_addr, resolve, valid_name};
 use super::{
@@ -14,7 +14,7 @@ use super::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_URI_BYTES,
     DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, ListenerSettings,
-    TlsSettings, TlsVersion,
+    OcspMode, TlsSettings, TlsVersion,
 };
 
 pub(super) fn listener_limits(
@@ -227,6 +227,35 @@ pub(super) fn validate_tls(
                     "must be at least 1s (the default, 1h, suits CAs that publish daily)",
                 ));
             }
+            let ocsp = match ca.ocsp.as_deref() {
+                None | Some("off") => OcspMode::Off,
+                Some("prefer") => OcspMode::Prefer,
+                Some("require") => OcspMode::Require,
+                Some(other) => {
+                    errors.push(invalid(
+                        format!("{ctx}: client_auth.ocsp"),
+                        format!("\"{other}\": use \"off\", \"prefer\" or \"require\""),
+                    ));
+                    OcspMode::Off
+                }
+            };
+            if let Some(url) = &ca.ocsp_url
+                && let Err(why) = check_crl_url(url)
+            {
+                errors.push(invalid(format!("{ctx}: client_auth.ocsp_url"), why));
+            }
+            if ocsp != OcspMode::Off && mode == Some(ClientAuthMode::Off) {
+                errors.push(invalid(
+                    format!("{ctx}: client_auth.ocsp"),
+                    "mode = \"off\" checks no client certificates; remove ocsp or set mode = \"required\"",
+                ));
+            }
+            let ocsp_timeout = duration_or(
+                ca.ocsp_timeout.as_deref(),
+                DEFAULT_OCSP_TIMEOUT,
+                &format!("{ctx}: client_auth.ocsp_timeout"),
+                errors,
+            );
             mode.map(|mode| ClientAuthSettings {
                 mode,
                 ca: ca.ca.into_iter().map(|p| resolve(base, p)).collect(),
@@ -237,6 +266,9 @@ pub(super) fn validate_tls(
                 crl_from_certificates,
                 crl_refresh,
                 crl_cache_dir: ca.crl_cache_dir.map(|p| resolve(base, p)),
+                ocsp,
+                ocsp_url: ca.ocsp_url,
+                ocsp_timeout,
                 allow,
             })
         }

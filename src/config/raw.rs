@@ -105,6 +105,9 @@ pub(super) struct RawClientAuth {
     pub(super) crl_from_certificates: Option<bool>,
     pub(super) crl_refresh: Option<String>,
     pub(super) crl_cache_dir: Option<String>,
+    pub(super) ocsp: Option<String>,
+    pub(super) ocsp_url: Option<String>,
+    pub(super) ocsp_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -246,6 +246,19 @@ pub enum ClientAuthMode {
     Observe,
 }
 
+/// Whether device certificates are checked by OCSP, and what a missing
+/// answer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OcspMode {
+    /// No OCSP (CRLs and the registry only).
+    #[default]
+    Off,
+    /// Ask; without an answer, admit on CRLs and the registry alone (logged).
+    Prefer,
+    /// Ask; without a good answer, refuse (`ocsp_unavailable`).
+    Require,
+}
+
 /// What a CRL past its `nextUpdate` does to its CA's devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrlStale {
@@ -290,6 +303,13 @@ pub struct ClientAuthSettings {
     /// listener fetches CRLs (defaults to `crl-cache` next to
     /// `registry.path`).
     pub crl_cache_dir: Option<ConfigPath>,
+    /// OCSP for device certificates.
+    pub ocsp: OcspMode,
+    /// The responder to ask instead of the one a certificate names (AIA).
+    pub ocsp_url: Option<String>,
+    /// How long the first connection of a device not seen before may wait
+    /// for its OCSP answer.
+    pub ocsp_timeout: std::time::Duration,
     /// Static pre-approval rules.
     pub allow: AllowRules,
 }

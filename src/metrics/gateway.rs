@@ -59,6 +59,7 @@ pub struct Metrics {
     pub(super) crl_number: Family<CrlLabels, Gauge>,
     pub(super) crl_fetches: Family<CrlFetchLabels, Counter>,
     pub(super) crl_last_success: Family<CrlSourceLabel, Gauge>,
+    pub(super) ocsp_answers: Family<ResultLabel, Counter>,
     pub(super) handshake_seconds: Family<ListenerLabel, Histogram>,
     pub(super) conn_refused: Family<ReasonLabels, Counter>,
     pub(super) timed_out: Family<PhaseLabels, Counter>,
@@ -234,6 +235,11 @@ impl Metrics {
                 "crl_fetch",
                 "CRL fetches by source URL and result: updated, not_modified, unchanged, or why the answer was refused (connect_error, timeout, http_status, too_large, redirects, http_error, bad_crl, bad_signature, older, not_a_crl_for_this_listener)",
             ),
+            ocsp_answers: add(
+                &mut registry,
+                "ocsp_answers",
+                "OCSP lookups about device certificates by result: good, revoked, unknown, or error (no valid answer: the responder is down, slow, or its answer does not verify)",
+            ),
             crl_last_success: add(
                 &mut registry,
                 "crl_last_success_timestamp",
@@ -358,6 +364,15 @@ impl Metrics {
         self.crl_fetches
             .get_or_create(&CrlFetchLabels {
                 source: source.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one OCSP lookup with its result.
+    pub fn ocsp_answered(&self, result: &str) {
+        self.ocsp_answers
+            .get_or_create(&ResultLabel {
                 result: result.to_string(),
             })
             .inc();

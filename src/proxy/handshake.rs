@@ -56,6 +56,27 @@ pub(super) fn check_session(
     Ok(stream)
 }
 
+/// Waits for the OCSP answer of a device not seen before (the handshake
+/// itself never waits on the network) and says whether to serve it.
+async fn ocsp_outcome(wait: tls::note::OcspWait) -> Result<(), (Failure, String)> {
+    use crate::revocation::ocsp::Decision;
+    match wait.pending.wait(wait.timeout, wait.mode).await {
+        Decision::Admit | Decision::Wait(_) => Ok(()),
+        Decision::Revoked => Err((
+            Failure::Revoked,
+            "the OCSP responder says the device certificate is revoked".into(),
+        )),
+        Decision::Unknown => Err((
+            Failure::OcspUnknown,
+            "the OCSP responder does not know the device certificate (ocsp = \"require\")".into(),
+        )),
+        Decision::Unavailable(why) => Err((
+            Failure::OcspUnavailable,
+            format!("{why} (ocsp = \"require\")"),
+        )),
+    }
+}
+
 /// Tells the registry about a handshake of a device it knows, or of a
 /// first-seen device it is to record.
 pub(super) fn observe(
@@ -214,6 +235,14 @@ pub(super) async fn connection(
         },
     ))
     .await;
+    let mut note = note;
+    let accepted = match (accepted, note.ocsp_wait.take()) {
+        (Ok(Ok(stream)), Some(wait)) => match ocsp_outcome(wait).await {
+            Ok(()) => Ok(Ok(stream)),
+            Err((reason, detail)) => Ok(Err((None, reason, detail))),
+        },
+        (accepted, _) => accepted,
+    };
     let policy_refusal = match note.verdict {
         Some(Verdict::Refuse { reason, .. })
             if reason.by_admin() || tls_state.mode == ClientAuthMode::Required =>
@@ -292,7 +321,7 @@ pub(super) async fn connection(
         Ok(Err((policy, reason, detail))) => {
             state.metrics.handshake_failure(reason);
             info!(listener = %name, %peer, reason = reason.as_str(), error = %detail,
-                "resumed TLS session refused on re-verification; closed");
+                "TLS connection refused after the handshake (a resumed session re-verified, or the OCSP answer of a device not seen before); closed");
             if tls_state.mode != ClientAuthMode::Off {
                 record(
                     &state,

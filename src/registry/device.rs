@@ -97,7 +97,7 @@ impl Device {
         let mut d = Device::bare(fingerprint, status);
         if let Ok((_, cert)) = X509Certificate::from_der(der) {
             d.subject = rfc4514_subject(&cert);
-            d.issuer = cert.issuer().to_string();
+            d.issuer = crate::dn::rfc4514(cert.issuer());
             d.serial = crate::identity::serial_hex(cert.raw_serial());
             d.not_before = cert.validity().not_before.timestamp();
             d.not_after = cert.validity().not_after.timestamp();

@@ -47,6 +47,7 @@ const LIMITS: Limits = Limits {
 /// running yet. It stops when the last verifier generation using
 /// `revocation` is dropped.
 pub(crate) fn start(revocation: &Arc<Revocation>, metrics: Arc<Metrics>) {
+    revocation.set_metrics(metrics.clone());
     if !revocation.inputs().fetches() || !revocation.claim_start() {
         return;
     }

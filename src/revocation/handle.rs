@@ -12,9 +12,11 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::CrlStale;
+use crate::config::{CrlStale, OcspMode};
+use crate::metrics::Metrics;
 
 use super::cache::Cache;
+use super::ocsp::Ocsp;
 use super::set::{Loaded, RevocationSet};
 use super::status::SourceStatus;
 
@@ -45,6 +47,12 @@ pub(crate) struct Inputs {
     pub(crate) require: bool,
     /// `crl_stale`.
     pub(crate) stale: CrlStale,
+    /// `ocsp`.
+    pub(crate) ocsp: OcspMode,
+    /// `ocsp_url`.
+    pub(crate) ocsp_url: Option<String>,
+    /// `ocsp_timeout`.
+    pub(crate) ocsp_timeout: Duration,
 }
 
 impl Inputs {
@@ -81,13 +89,15 @@ pub(crate) struct Learned {
 #[derive(Debug)]
 pub(crate) struct Revocation {
     set: ArcSwap<RevocationSet>,
-    version: watch::Sender<u64>,
+    version: Arc<watch::Sender<u64>>,
     pub(super) inputs: watch::Sender<Arc<Inputs>>,
     learn: mpsc::Sender<Learned>,
     pub(super) learn_rx: std::sync::Mutex<Option<mpsc::Receiver<Learned>>>,
     pub(super) started: AtomicBool,
     /// Each fetched source's last result, for the admin API.
     pub(super) sources: std::sync::Mutex<Vec<SourceStatus>>,
+    /// OCSP answers about device certificates.
+    pub(crate) ocsp: Arc<Ocsp>,
 }
 
 /// Learned distribution points waiting for the fetcher at most; beyond
@@ -98,14 +108,17 @@ impl Revocation {
     /// A new state built from `inputs`.
     pub(crate) fn new(inputs: Arc<Inputs>, set: RevocationSet) -> Arc<Revocation> {
         let (learn, learn_rx) = mpsc::channel(LEARN_QUEUE);
+        let version = Arc::new(watch::Sender::new(0));
+        let ocsp = Ocsp::new(&inputs.listener, version.clone());
         Arc::new(Revocation {
             set: ArcSwap::from_pointee(set),
-            version: watch::Sender::new(0),
+            version,
             inputs: watch::Sender::new(inputs),
             learn,
             learn_rx: std::sync::Mutex::new(Some(learn_rx)),
             started: AtomicBool::new(false),
             sources: std::sync::Mutex::new(Vec::new()),
+            ocsp,
         })
     }
 
@@ -122,7 +135,17 @@ impl Revocation {
     /// Swaps in a new set and tells open connections to re-check.
     pub(super) fn publish(&self, set: RevocationSet) {
         self.set.store(Arc::new(set));
+        self.bump();
+    }
+
+    /// Tells open connections to re-check (a CRL changed).
+    fn bump(&self) {
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Gives the running gateway's metrics (first call wins).
+    pub(super) fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.ocsp.metrics.set(metrics);
     }
 
     /// Installs the inputs of a committed reload (files re-read, URLs

@@ -20,6 +20,7 @@ pub(crate) mod crl;
 pub(crate) mod fetcher;
 mod handle;
 mod http;
+pub(crate) mod ocsp;
 pub(crate) mod set;
 pub(crate) mod signer;
 pub(crate) mod status;

@@ -91,3 +91,77 @@ impl CrlView {
         out
     }
 }
+
+/// What one listener's revocation state says about a device certificate
+/// (`devices show`): the CRL that speaks for its issuer, and the OCSP
+/// answer cached for it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DeviceRevocation {
+    /// The listener.
+    pub(crate) listener: String,
+    /// `revoked`, `not_revoked` or `no_crl` (no CRL of its issuer loaded).
+    pub(crate) crl: &'static str,
+    /// Where the CRL that decides came from, and its number.
+    pub(crate) crl_source: Option<String>,
+    /// Its number.
+    pub(crate) crl_number: Option<String>,
+    /// The cached OCSP answer, with OCSP on.
+    pub(crate) ocsp: Option<super::ocsp::OcspView>,
+}
+
+impl DeviceRevocation {
+    /// The status of the certificate `serial_hex` of `issuer` (RFC 4514)
+    /// on `listener`.
+    pub(crate) fn of(
+        listener: &str,
+        rev: &super::Revocation,
+        issuer: &str,
+        serial_hex: &str,
+    ) -> DeviceRevocation {
+        let serial = super::crl::normalize_serial(&hex_bytes(serial_hex));
+        let set = rev.current();
+        let mut crl = "no_crl";
+        let mut crl_source = None;
+        let mut crl_number = None;
+        for a in set.authorities().filter(|a| a.base.crl.issuer == issuer) {
+            let revoked = a.revoked.contains(&serial);
+            if crl != "revoked" {
+                crl = if revoked { "revoked" } else { "not_revoked" };
+                let from = match &a.delta {
+                    Some(d) if revoked && d.crl.revoked.contains(&serial) => d,
+                    _ => &a.base,
+                };
+                crl_source = Some(from.source.to_string());
+                crl_number = Some(from.crl.number_text());
+            }
+        }
+        DeviceRevocation {
+            listener: listener.to_string(),
+            crl,
+            crl_source,
+            crl_number,
+            ocsp: rev.ocsp.view_of(issuer, &serial),
+        }
+    }
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|b| match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        })
+        .collect();
+    let pad = digits.len() % 2;
+    let mut out = Vec::with_capacity(digits.len() / 2 + 1);
+    if pad == 1 {
+        out.push(digits[0]);
+    }
+    for pair in digits[pad..].chunks(2) {
+        out.push(pair[0] << 4 | pair[1]);
+    }
+    out
+}

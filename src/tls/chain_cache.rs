@@ -9,7 +9,12 @@ use rustls::server::danger::ClientCertVerifier;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::admission::Failure;
+use crate::config::OcspMode;
+use crate::revocation::ocsp::{self, Decision};
 use crate::revocation::{Learned, Revocation, Verdict};
+
+use super::note::OcspWait;
 
 use super::delegate::delegate_to_inner;
 use super::digest::finish;
@@ -128,6 +133,58 @@ impl ChainCache {
 }
 
 impl ChainCache {
+    /// The OCSP decision about the device certificate (`ocsp` on): from the
+    /// cache, or, for a device not seen before, a lookup the connection
+    /// task waits for after the handshake.
+    fn ocsp(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        path: &Path,
+        now_s: i64,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = Ok(rustls::server::danger::ClientCertVerified::assertion());
+        let inputs = self.revocation.inputs();
+        if inputs.ocsp == OcspMode::Off {
+            return ok;
+        }
+        let (Some(cert), Some(issuer)) = (path.certs.first(), path.issuers.first()) else {
+            return ok;
+        };
+        let key = (cert.issuer_key, cert.serial.clone());
+        let decision = self.revocation.ocsp.decide(
+            &key,
+            inputs.ocsp,
+            || ocsp::query(end_entity, issuer, inputs.ocsp_url.as_deref()),
+            now_s,
+        );
+        match decision {
+            Decision::Admit => ok,
+            Decision::Revoked => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
+            Decision::Unknown => Err(trust::ChainError::Ocsp {
+                failure: Failure::OcspUnknown,
+                detail: "the OCSP responder does not know the device certificate".into(),
+            }
+            .into_rustls()),
+            Decision::Unavailable(detail) => Err(trust::ChainError::Ocsp {
+                failure: Failure::OcspUnavailable,
+                detail,
+            }
+            .into_rustls()),
+            Decision::Wait(pending) => {
+                let wait = OcspWait {
+                    pending,
+                    mode: inputs.ocsp,
+                    timeout: inputs.ocsp_timeout,
+                };
+                // Outside a handshake (an open connection re-checked) the
+                // lookup still fills the cache; an answer that revokes
+                // closes the connection then.
+                let _ = super::HANDSHAKE.try_with(|n| n.borrow_mut().ocsp_wait = Some(wait));
+                ok
+            }
+        }
+    }
+
     /// Whether the current revocation state refuses the device with this
     /// fingerprint (as far as this generation has seen its chain).
     pub(super) fn refuses(&self, fingerprint: &[u8; 32]) -> bool {
@@ -157,7 +214,7 @@ impl ClientCertVerifier for ChainCache {
         let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let path = self.path(end_entity, intermediates, now, now_s)?;
         match self.revocation.current().check(&path.certs, now_s) {
-            Ok(()) => Ok(rustls::server::danger::ClientCertVerified::assertion()),
+            Ok(()) => self.ocsp(end_entity, &path, now_s),
             Err(Verdict::Revoked { position: 1, .. }) => {
                 Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
             }

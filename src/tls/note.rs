@@ -29,4 +29,19 @@ pub(crate) struct HandshakeNote {
     /// Fingerprint of the device whose stored session (cache entry or
     /// ticket) this handshake resumes.
     pub resumed: Option<[u8; 32]>,
+    /// A device not seen before whose OCSP answer is on its way: the
+    /// connection waits for it (up to the timeout) before serving.
+    pub ocsp_wait: Option<OcspWait>,
+}
+
+/// An OCSP answer to wait for after the handshake, and what to do without
+/// one.
+#[derive(Debug)]
+pub(crate) struct OcspWait {
+    /// The lookup.
+    pub pending: crate::revocation::ocsp::Pending,
+    /// `ocsp`.
+    pub mode: crate::config::OcspMode,
+    /// `ocsp_timeout`.
+    pub timeout: std::time::Duration,
 }

@@ -117,6 +117,14 @@ pub(crate) enum ChainError {
         /// Where that CRL came from (file or URL).
         crl_source: String,
     },
+    /// `ocsp = "require"` and no good answer.
+    #[error("OCSP: {detail}")]
+    Ocsp {
+        /// `ocsp_unavailable` or `ocsp_unknown`.
+        failure: Failure,
+        /// Why, in words.
+        detail: String,
+    },
 }
 
 impl ChainError {
@@ -125,6 +133,7 @@ impl ChainError {
         match self {
             ChainError::KeyUsage => Failure::KeyUsage,
             ChainError::CaRevoked { .. } => Failure::CaRevoked,
+            ChainError::Ocsp { failure, .. } => *failure,
         }
     }
 

@@ -199,6 +199,9 @@ impl TrustFiles {
             cache,
             require: ca.require_crl,
             stale: ca.crl_stale,
+            ocsp: ca.ocsp,
+            ocsp_url: ca.ocsp_url.clone(),
+            ocsp_timeout: ca.ocsp_timeout,
         }));
         if let Some(e) = ConfigError::from_list(errors) {
             return Err(e);

@@ -15,6 +15,7 @@ mod crl_der;
 mod crl_server;
 mod gateway;
 mod load;
+mod ocsp_responder;
 mod pki;
 mod processes;
 mod rotation;
@@ -23,7 +24,7 @@ mod rotation;
 #[allow(unused_imports)]
 pub use {
     backend::*, clients::*, config_builder::*, crl_der::*, crl_server::*, gateway::*, load::*,
-    pki::*, processes::*, rotation::*,
+    ocsp_responder::*, pki::*, processes::*, rotation::*,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

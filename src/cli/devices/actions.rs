@@ -8,7 +8,7 @@ use crate::registry::Device;
 
 use super::api::{call, encode, resolve};
 use super::import::read_import;
-use super::print::{print_device, print_table};
+use super::print::{print_device, print_device_revocation, print_table};
 use super::target::Target;
 
 /// One `certgate devices` action.
@@ -96,8 +96,10 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             if as_json {
                 println!("{d}");
             } else {
+                let revocation = d["revocation"].clone();
                 let d: Device = serde_json::from_value(d)?;
                 print_device(&d);
+                print_device_revocation(&revocation);
             }
         }
         Action::Approve(fps) => change(target, "approve", fps, as_json).await?,

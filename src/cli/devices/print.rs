@@ -60,6 +60,40 @@ pub(super) fn print_table(devices: &[Device]) {
     }
 }
 
+/// The device's revocation status on each listener: what its issuer's CRL
+/// says (and which CRL), and the cached OCSP answer.
+pub(super) fn print_device_revocation(rows: &serde_json::Value) {
+    for r in rows.as_array().into_iter().flatten() {
+        let crl = match r["crl"].as_str().unwrap_or("?") {
+            "revoked" => format!(
+                "REVOKED by CRL number {} from {}",
+                r["crl_number"].as_str().unwrap_or("?"),
+                r["crl_source"].as_str().unwrap_or("?")
+            ),
+            "not_revoked" => format!(
+                "not revoked (CRL number {} from {})",
+                r["crl_number"].as_str().unwrap_or("?"),
+                r["crl_source"].as_str().unwrap_or("?")
+            ),
+            _ => "no CRL of its issuer loaded".into(),
+        };
+        let ocsp = match r["ocsp"].as_object() {
+            Some(o) => format!(
+                "; OCSP {} from {} (asked {})",
+                o.get("status").and_then(|s| s.as_str()).unwrap_or("?"),
+                o.get("responder").and_then(|s| s.as_str()).unwrap_or("?"),
+                when(o.get("asked_at").and_then(|t| t.as_i64()))
+            ),
+            None => String::new(),
+        };
+        println!(
+            "{:<12} {}: {crl}{ocsp}",
+            "revocation",
+            r["listener"].as_str().unwrap_or("?")
+        );
+    }
+}
+
 pub(super) fn print_device(d: &Device) {
     let rows: Vec<(&str, String)> = vec![
         ("fingerprint", d.fingerprint.clone()),
