@@ -341,6 +341,7 @@ async fn a_delta_crl_revokes_on_top_of_its_base_and_remove_from_crl_readmits() {
             next_update: 86_400,
             revoked: vec![stolen.serial.clone()],
             removed: vec![held.serial.clone()],
+            freshest: None,
         },
         pki.client_issuer(),
     );
@@ -407,4 +408,145 @@ async fn a_delta_crl_revokes_on_top_of_its_base_and_remove_from_crl_readmits() {
         "{text}"
     );
     assert!(text.contains("number 10"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crl_from_certificates_fetches_what_devices_name_follows_freshest_crl_and_remembers_it_across_a_restart()
+ {
+    let backend = Backend::start().await;
+    let mut pki = Pki::new();
+    let server = CrlServer::start().await;
+    pki.device_crl_uris = vec![server.url("/pki/ca.crl")];
+    let first = pki.client("first-agent", Kind::Good);
+    let victim = pki.client("stolen", Kind::Good);
+    // The base names its delta's location (Freshest CRL), as AD CS does;
+    // only the delta revokes the stolen device.
+    let mut base = CrlSpec::base(3, &[]);
+    base.freshest = Some(server.url("/pki/ca+.crl"));
+    server.publish("/pki/ca.crl", build_crl(&base, pki.client_issuer()));
+    let delta = CrlSpec {
+        number: 4,
+        delta_base: Some(3),
+        this_update: -60,
+        next_update: 86_400,
+        revoked: vec![victim.serial.clone()],
+        removed: vec![],
+        freshest: None,
+    };
+    server.publish("/pki/ca+.crl", build_crl(&delta, pki.client_issuer()));
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = format!(
+        "crl_from_certificates = true\ncrl_refresh = \"1s\"\ncrl_cache_dir = \"{}\"\n",
+        pki.dir.path().join("crl-cache").display()
+    );
+    let config = cb.write(pki.dir.path());
+    let gw = start_gateway(&config).await;
+    let addr = gw.addr("agents").unwrap();
+    let cfg = |c: &ClientCert| no_resumption(&client_config(&pki, Some(c), &[b"http/1.1"]));
+    // Nothing is fetched until a device names where its CA publishes.
+    assert_eq!(admitted(addr, cfg(&first)).await, Ok(()));
+    wait_fetches(&gw, &server.url("/pki/ca.crl"), "updated", 1.0).await;
+    wait_fetches(&gw, &server.url("/pki/ca+.crl"), "updated", 1.0).await;
+    let ok = eventually(Duration::from_secs(5), || {
+        metric(
+            &gw,
+            "certgate_crl_number{listener=\"agents\",issuer=\"CN=test client CA\"}",
+        ) == 4.0
+    })
+    .await;
+    assert!(ok, "{}", gw.metrics.encode());
+    let revoked = Err(Some(AlertDescription::CertificateRevoked));
+    assert_eq!(admitted(addr, cfg(&victim)).await, revoked);
+    let v = revocation_api(&gw).await;
+    let sources = v["listeners"][0]["sources"].as_array().unwrap().clone();
+    assert_eq!(sources.len(), 2, "{v}");
+    assert!(sources.iter().all(|s| s["found_in"] == "learned"), "{v}");
+    gw.shutdown().await;
+
+    // After a restart, with the CA unreachable, what was learned is
+    // enforced from the cache before any device is seen again.
+    server.go_away();
+    let gw = start_gateway(&config).await;
+    let addr = gw.addr("agents").unwrap();
+    assert_eq!(admitted(addr, cfg(&victim)).await, revoked);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_is_fetched_over_https_with_the_system_ca_bundle_and_certgate_revocation_shows_it() {
+    let backend = Backend::start().await;
+    let mut pki = Pki::new();
+    let victim = pki.client("lost", Kind::Good);
+    // The publication point's certificate is from the test server CA; the
+    // gateway (a child process) is given it as its CA bundle.
+    let server = CrlServer::start_tls(&pki.server_cert, &pki.server_key).await;
+    let url = server.https_url("/ca.crl");
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(1, &[&victim.serial]), pki.client_issuer()),
+    );
+    let config = fetching_config(&pki, backend.addr, std::slice::from_ref(&url), "");
+    let mut cmd = std::process::Command::new(certgate_bin());
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("SSL_CERT_FILE", &pki.server_ca);
+    let (mut proc, started) = spawn_logged(cmd, "0.0.0.0:0".parse().unwrap());
+    let addr: std::net::SocketAddr = started
+        .recv_timeout(Duration::from_secs(20))
+        .expect("certgate started")
+        .parse()
+        .unwrap();
+    proc.addr = addr;
+    let cfg = no_resumption(&client_config(&pki, Some(&victim), &[b"http/1.1"]));
+    let mut refused = false;
+    for _ in 0..100 {
+        if admitted(addr, cfg.clone()).await == Err(Some(AlertDescription::CertificateRevoked)) {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = proc.log.lock().unwrap().clone();
+    assert!(refused, "the https CRL was not enforced; log:\n{log}");
+    assert!(log.contains("fetched a new CRL"), "{log}");
+    let admin = proc.admin_addr().to_string();
+    let out = std::process::Command::new(certgate_bin())
+        .args(["revocation", "--admin", &admin])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains(&url), "{table}");
+    assert!(table.contains("CN=test client CA"), "{table}");
+    assert!(
+        table.contains("updated") || table.contains("not_modified"),
+        "{table}"
+    );
+
+    // The CA publishes garbage: refused, and the log says which source and why.
+    server.publish("/ca.crl", b"not a CRL".to_vec());
+    let mut named = false;
+    for _ in 0..100 {
+        if proc.log.lock().unwrap().contains("bad_crl") {
+            named = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = proc.log.lock().unwrap().clone();
+    assert!(named, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("bad_crl") && l.contains(&url) && l.contains("not a CRL")),
+        "{log}"
+    );
+    assert_eq!(
+        admitted(addr, cfg).await,
+        Err(Some(AlertDescription::CertificateRevoked))
+    );
+    let _ = proc.wait_exit(Duration::from_millis(1));
 }

@@ -246,6 +246,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         Ok(v)
     } else if bytes.is_empty() {
         Err("is empty; expected a PEM or DER X.509 CRL".into())
+    } else if bytes[0] != 0x30 {
+        // Not a DER SEQUENCE: an error page or a wrong URL, most likely.
+        let head: String = String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Err(format!(
+            "is not a CRL ({} bytes starting \"{head}\": an error page or a wrong URL?)",
+            bytes.len()
+        ))
     } else {
         Ok(vec![bytes.to_vec()])
     }

@@ -387,7 +387,7 @@ fn accept(
         Err(e) => {
             return Err(Refused {
                 label: "bad_crl",
-                detail: e,
+                detail: format!("the answer {e}"),
             });
         }
     };

@@ -52,7 +52,8 @@ pub(crate) fn gauges(set: &RevocationSet) -> Vec<(String, Option<i64>, Option<i6
 
 /// What the cache holds for a listener: the CRLs fetched before that
 /// still verify (against `cas`, or the issuer a device chain named), with
-/// the learned issuers. An entry of a configured URL that does not verify
+/// the learned issuers. Sources learned before a restart (from device
+/// certificates, Freshest CRL) are in force again at once. An entry of a configured URL that does not verify
 /// is logged and fetched again; entries of other listeners sharing the
 /// folder are skipped quietly.
 pub(crate) fn cached(
@@ -71,9 +72,6 @@ pub(crate) fn cached(
             .as_deref()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .map(CertificateDer::from);
-        if !configured && issuer.is_none() {
-            continue;
-        }
         let mut with = cas.to_vec();
         with.extend(issuer.iter().cloned());
         let loaded = Crl::parse(&der)

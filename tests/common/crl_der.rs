@@ -17,6 +17,8 @@ pub struct CrlSpec {
     pub revoked: Vec<Vec<u8>>,
     /// removeFromCRL entries (delta CRLs).
     pub removed: Vec<Vec<u8>>,
+    /// Where its delta CRLs are published (Freshest CRL).
+    pub freshest: Option<String>,
 }
 
 impl CrlSpec {
@@ -29,6 +31,7 @@ impl CrlSpec {
             next_update: 86_400,
             revoked: revoked.iter().map(|s| s.to_vec()).collect(),
             removed: Vec::new(),
+            freshest: None,
         }
     }
 }
@@ -95,6 +98,7 @@ const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
 const CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
 const DELTA_CRL_INDICATOR: &[u8] = &[0x55, 0x1d, 0x1b];
 const REASON_CODE: &[u8] = &[0x55, 0x1d, 0x15];
+const FRESHEST_CRL: &[u8] = &[0x55, 0x1d, 0x2e];
 
 /// The DER of `spec`, signed by `by` (an ECDSA P-256 CA, as rcgen makes by
 /// default).
@@ -113,6 +117,11 @@ pub fn build_crl(spec: &CrlSpec, by: &CertifiedIssuer<'static, KeyPair>) -> Vec<
     let mut exts = vec![extension(CRL_NUMBER, false, uint(spec.number))];
     if let Some(base) = spec.delta_base {
         exts.push(extension(DELTA_CRL_INDICATOR, true, uint(base)));
+    }
+    if let Some(url) = &spec.freshest {
+        // CRLDistributionPoints: one point, fullName, one URI.
+        let point = seq(&[tlv(0xa0, &tlv(0xa0, &tlv(0x86, url.as_bytes())))]);
+        exts.push(extension(FRESHEST_CRL, false, seq(&[point])));
     }
     let mut tbs = vec![
         uint(1),

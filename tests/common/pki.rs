@@ -30,6 +30,9 @@ pub struct Pki {
     client_issuer: CertifiedIssuer<'static, KeyPair>,
     server_issuer: CertifiedIssuer<'static, KeyPair>,
     next_serial: u8,
+    /// CRL distribution points written into device certificates made from
+    /// now on.
+    pub device_crl_uris: Vec<String>,
 }
 
 /// A server certificate and its key, as PEM, plus the leaf DER.
@@ -105,6 +108,7 @@ impl Pki {
             server_issuer: server_ca,
             dir,
             next_serial: 1,
+            device_crl_uris: Vec::new(),
         }
     }
 
@@ -191,6 +195,11 @@ impl Pki {
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.not_before = now() - time::Duration::days(1);
         p.not_after = now() + time::Duration::days(30);
+        if !self.device_crl_uris.is_empty() {
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: self.device_crl_uris.clone(),
+            }];
+        }
         match kind {
             Kind::Expired => {
                 p.not_before = now() - time::Duration::days(30);
