@@ -55,7 +55,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(100.0);
     ticks / hz
 }
@@ -117,13 +122,19 @@ async fn ocsp_cost(n: usize) {
         a.push(round(&off, client.clone(), n).await);
         b.push(round(&on, client.clone(), n).await);
     }
-    assert_eq!(responder.hits(), asked, "a warm cache must not ask the responder");
+    assert_eq!(
+        responder.hits(),
+        asked,
+        "a warm cache must not ask the responder"
+    );
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|x, y| x.partial_cmp(y).unwrap());
         v[v.len() / 2]
     };
     let (ma, mb) = (med(&mut a), med(&mut b));
-    println!("Handshake CPU per connection (full handshake + 1 request, {n} per round, 3 interleaved rounds, medians)");
+    println!(
+        "Handshake CPU per connection (full handshake + 1 request, {n} per round, 3 interleaved rounds, medians)"
+    );
     println!("| OCSP | certgate CPU µs/handshake | ratio |");
     println!("|---|---:|---:|");
     println!("| off | {ma:.0} | 1.00 |");
@@ -138,7 +149,10 @@ async fn crl_latency() {
         .map(|i| pki.client(&format!("laptop-{i}"), Kind::Good))
         .collect();
     let server = CrlServer::start().await;
-    server.publish("/ca.crl", build_crl(&CrlSpec::base(1, &[]), pki.client_issuer()));
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(1, &[]), pki.client_issuer()),
+    );
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "crl_urls = [\"{}\"]\ncrl_refresh = \"1s\"\ncrl_cache_dir = \"{}\"\n",
@@ -161,7 +175,10 @@ async fn crl_latency() {
             if admitted(p.addr, cfg.clone()).await.is_err() {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "revocation never took effect");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "revocation never took effect"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         took.push(start.elapsed().as_secs_f64() * 1000.0);

@@ -361,12 +361,18 @@ impl Metrics {
 
     /// Counts one CRL fetch of `source` with its `result`.
     pub fn crl_fetched(&self, source: &str, result: &str) {
+        self.crl_fetched_by(source, result, 1);
+    }
+
+    /// Counts `n` CRL fetches of `source` with its `result` (0 creates the
+    /// series).
+    pub fn crl_fetched_by(&self, source: &str, result: &str, n: u64) {
         self.crl_fetches
             .get_or_create(&CrlFetchLabels {
                 source: source.to_string(),
                 result: result.to_string(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Counts one OCSP lookup with its result.

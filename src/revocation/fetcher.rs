@@ -171,7 +171,7 @@ async fn run(
             .as_ref()
             .is_some_and(|l| Arc::ptr_eq(l, &inputs));
         last_inputs = Some(inputs.clone());
-        sync_sources(&mut sources, &inputs, &learned);
+        sync_sources(&mut sources, &metrics, &inputs, &learned);
         let mut changed = inputs_changed && !sources.is_empty();
         let now = Instant::now();
         for s in sources.iter_mut().filter(|s| s.due <= now) {
@@ -258,6 +258,7 @@ fn absorb(
 /// state of those that stay.
 fn sync_sources(
     sources: &mut Vec<Source>,
+    metrics: &Metrics,
     inputs: &Inputs,
     learned: &[(String, Option<CertificateDer<'static>>)],
 ) {
@@ -275,6 +276,9 @@ fn sync_sources(
     sources.retain(|s| keep.contains(s.url.as_str()));
     for (url, found_in, issuer) in wanted {
         if !sources.iter().any(|s| s.url == url) {
+            // The series exist from the start, so a panel or an alert on
+            // them does not read "no data" before the first change.
+            metrics.crl_fetched_by(&url, "updated", 0);
             sources.push(Source::new(&url, found_in, issuer, inputs));
         }
     }

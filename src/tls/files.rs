@@ -3,7 +3,7 @@
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -203,43 +203,14 @@ pub(super) fn server_names(cert: &X509Certificate<'_>) -> Vec<String> {
 }
 
 /// Reads CRLs from a PEM file (one or more `X509 CRL` blocks) or a single
-/// DER CRL, and checks each parses.
-pub(super) fn read_crls(
-    context: &str,
-    path: &ConfigPath,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+/// DER CRL; each is parsed by the caller.
+pub(super) fn read_crls(context: &str, path: &ConfigPath) -> Result<Vec<Vec<u8>>, ConfigError> {
     let bytes = read_file(context, path)?;
-    let crls: Vec<CertificateRevocationListDer<'static>> =
-        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let mut v = Vec::new();
-            for item in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-                v.push(item.map_err(|e| {
-                    file_error(
-                        context.to_string(),
-                        path,
-                        format!("malformed PEM CRL ({e})"),
-                    )
-                })?);
-            }
-            v
-        } else {
-            vec![CertificateRevocationListDer::from(bytes)]
-        };
-    if crls.is_empty() {
-        return Err(file_error(
+    crate::revocation::crl::decode(&bytes).map_err(|e| {
+        file_error(
             context.to_string(),
             path,
-            "contains no CRL (-----BEGIN X509 CRL----- or DER)",
-        ));
-    }
-    for c in &crls {
-        if let Err(e) = x509_parser::revocation_list::CertificateRevocationList::from_der(c) {
-            return Err(file_error(
-                context.to_string(),
-                path,
-                format!("not a valid CRL ({e}); give a PEM or DER X.509 CRL"),
-            ));
-        }
-    }
-    Ok(crls)
+            format!("{e}; give a PEM or DER X.509 CRL"),
+        )
+    })
 }
