@@ -62,34 +62,14 @@ pub(super) enum Command {
         /// Look back this far, e.g. 1h, 24h, 7d.
         #[arg(long, default_value = "24h")]
         window: String,
-        /// The gateway's config file (admin address and token).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Admin API address instead of --config.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Token file instead of the one in --config.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// The CRLs in force on each listener, where they came from, and each
     /// fetched source's last result (from a running gateway).
     Revocation {
-        /// The gateway's config file (admin address and token).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Admin API address instead of --config.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Token file instead of the one in --config.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
     Demo {
@@ -167,4 +147,22 @@ pub(super) enum DevicesCommand {
     },
     /// Print every device as JSON.
     Export,
+}
+
+/// Which running gateway's admin API a report command asks, and how it
+/// prints.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApiArgs {
+    /// The gateway's config file (admin address and token).
+    #[arg(long, short)]
+    pub(crate) config: Option<PathBuf>,
+    /// Admin API address instead of --config.
+    #[arg(long)]
+    pub(crate) admin: Option<SocketAddr>,
+    /// Token file instead of the one in --config.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

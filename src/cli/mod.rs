@@ -47,20 +47,12 @@ pub fn main() -> ExitCode {
         Command::Readiness {
             listener,
             window,
-            config,
-            admin,
-            token_file,
-            json,
-        } => target(config, admin, token_file).and_then(|t| {
-            current_thread()?.block_on(devices::readiness(&t, &listener, &window, json))
+            api,
+        } => target(api.config, api.admin, api.token_file).and_then(|t| {
+            current_thread()?.block_on(devices::readiness(&t, &listener, &window, api.json))
         }),
-        Command::Revocation {
-            config,
-            admin,
-            token_file,
-            json,
-        } => target(config, admin, token_file)
-            .and_then(|t| current_thread()?.block_on(devices::revocation(&t, json))),
+        Command::Revocation { api } => target(api.config, api.admin, api.token_file)
+            .and_then(|t| current_thread()?.block_on(devices::revocation(&t, api.json))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

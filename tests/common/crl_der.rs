@@ -71,9 +71,10 @@ fn uint(n: u64) -> Vec<u8> {
     integer(&n.to_be_bytes())
 }
 
-fn utc(offset: i64) -> Vec<u8> {
-    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset);
-    let s = format!(
+/// `t` as UTCTime text (YYMMDDHHMMSSZ), as CRLs and `openssl ca` indexes
+/// write it.
+pub fn utc_stamp(t: time::OffsetDateTime) -> String {
+    format!(
         "{:02}{:02}{:02}{:02}{:02}{:02}Z",
         t.year() % 100,
         u8::from(t.month()),
@@ -81,8 +82,12 @@ fn utc(offset: i64) -> Vec<u8> {
         t.hour(),
         t.minute(),
         t.second()
-    );
-    tlv(0x17, s.as_bytes())
+    )
+}
+
+fn utc(offset: i64) -> Vec<u8> {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset);
+    tlv(0x17, utc_stamp(t).as_bytes())
 }
 
 fn extension(oid: &[u8], critical: bool, value: Vec<u8>) -> Vec<u8> {

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
-use super::{ClientCert, Pki, hex, now};
+use super::{ClientCert, Pki, hex, now, utc_stamp};
 
 pub struct OcspResponder {
     pub addr: SocketAddr,
@@ -30,22 +30,10 @@ pub enum Known<'a> {
     Revoked(&'a ClientCert),
 }
 
-fn stamp(t: time::OffsetDateTime) -> String {
-    format!(
-        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year() % 100,
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 fn index_line(c: &ClientCert, revoked: bool) -> String {
-    let exp = stamp(now() + time::Duration::days(30));
+    let exp = utc_stamp(now() + time::Duration::days(30));
     let rev = if revoked {
-        stamp(now() - time::Duration::hours(1))
+        utc_stamp(now() - time::Duration::hours(1))
     } else {
         String::new()
     };
