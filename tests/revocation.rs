@@ -550,3 +550,56 @@ async fn a_crl_is_fetched_over_https_with_the_system_ca_bundle_and_certgate_revo
     );
     let _ = proc.wait_exit(Duration::from_millis(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_show_says_which_crl_revokes_a_device_and_the_cache_defaults_next_to_the_registry()
+{
+    let backend = Backend::start().await;
+    let mut pki = Pki::new();
+    let laptop = pki.client("laptop", Kind::Good);
+    let server = CrlServer::start().await;
+    let url = server.url("/ca.crl");
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(1, &[]), pki.client_issuer()),
+    );
+    let dir = pki.dir.path().to_path_buf();
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_top = registry_table(&dir, "auto");
+    cb.extra_client_auth = format!("crl_urls = [\"{url}\"]\ncrl_refresh = \"1s\"\n");
+    let gw = start_gateway(&cb.write(&dir)).await;
+    let addr = gw.addr("agents").unwrap();
+    wait_fetches(&gw, &url, "updated", 1.0).await;
+    assert!(
+        std::fs::read_dir(dir.join("crl-cache")).unwrap().count() >= 2,
+        "the CRL and its metadata are kept in crl-cache next to the registry"
+    );
+    let cfg = no_resumption(&client_config(&pki, Some(&laptop), &[b"http/1.1"]));
+    assert_eq!(admitted(addr, cfg.clone()).await, Ok(()));
+    let fp = sha256_hex(&laptop.der);
+    let admin = gw.admin_addr().unwrap();
+    let shown = eventually(Duration::from_secs(5), || {
+        devices_cli(admin, &["show", &fp])
+            .1
+            .contains("not revoked (CRL number 1")
+    })
+    .await;
+    assert!(shown, "{}", devices_cli(admin, &["show", &fp]).1);
+
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(2, &[&laptop.serial]), pki.client_issuer()),
+    );
+    wait_fetches(&gw, &url, "updated", 2.0).await;
+    assert_eq!(
+        admitted(addr, cfg).await,
+        Err(Some(AlertDescription::CertificateRevoked))
+    );
+    let (ok, out, err) = devices_cli(admin, &["show", &fp]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("agents: REVOKED by CRL number 2 from {url}")),
+        "{out}"
+    );
+    gw.shutdown().await;
+}
