@@ -460,7 +460,8 @@ async fn crl_from_certificates_fetches_what_devices_name_follows_freshest_crl_an
     let v = revocation_api(&gw).await;
     let sources = v["listeners"][0]["sources"].as_array().unwrap().clone();
     assert_eq!(sources.len(), 2, "{v}");
-    assert!(sources.iter().all(|s| s["found_in"] == "learned"), "{v}");
+    assert_eq!(sources[0]["found_in"], "device_certificate", "{v}");
+    assert_eq!(sources[1]["found_in"], "freshest_crl", "{v}");
     gw.shutdown().await;
 
     // After a restart, with the CA unreachable, what was learned is
@@ -468,7 +469,19 @@ async fn crl_from_certificates_fetches_what_devices_name_follows_freshest_crl_an
     server.go_away();
     let gw = start_gateway(&config).await;
     let addr = gw.addr("agents").unwrap();
-    assert_eq!(admitted(addr, cfg(&victim)).await, revoked);
+    let mut metas = String::new();
+    for e in std::fs::read_dir(pki.dir.path().join("crl-cache")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            metas.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    assert_eq!(
+        admitted(addr, cfg(&victim)).await,
+        revoked,
+        "{metas}\n{}",
+        revocation_api(&gw).await
+    );
     gw.shutdown().await;
 }
 

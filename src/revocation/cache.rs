@@ -26,6 +26,10 @@ pub(crate) struct Meta {
     /// is verified and enforced before that device is seen again.
     #[serde(default)]
     pub(crate) issuer: Option<String>,
+    /// How a source not in `crl_urls` was found: `device_certificate` or
+    /// `freshest_crl` (none for a configured one).
+    #[serde(default)]
+    pub(crate) learned: Option<String>,
 }
 
 /// The cache folder of a listener.

@@ -150,16 +150,22 @@ async fn run(
 ) {
     let mut sources: Vec<Source> = Vec::new();
     let mut issuers: Vec<CertificateDer<'static>> = Vec::new();
-    let mut learned: Vec<(String, Option<CertificateDer<'static>>)> = Vec::new();
+    let mut learned: Vec<LearnedSource> = Vec::new();
     let mut last_inputs: Option<Arc<Inputs>> = None;
+    // A change not yet merged into the set (merged once the sources a
+    // change names, such as a base's delta, are all known).
+    let mut pending = false;
     if let Some(rev) = revocation.upgrade() {
-        // What devices named before a restart is fetched again at once.
+        // What devices named before a restart is fetched again at once
+        // (deltas are found again through their bases).
         let inputs = rev.inputs();
         issuers.extend(inputs.cached_issuers.iter().cloned());
-        for l in &inputs.cached {
-            if !inputs.urls.iter().any(|u| **u == *l.source) {
-                learned.push((l.source.to_string(), None));
-            }
+        for url in &inputs.cached_device_urls {
+            learned.push(LearnedSource {
+                url: url.clone(),
+                issuer: None,
+                found_in: DEVICE,
+            });
         }
     }
     loop {
@@ -171,39 +177,38 @@ async fn run(
             .as_ref()
             .is_some_and(|l| Arc::ptr_eq(l, &inputs));
         last_inputs = Some(inputs.clone());
-        sync_sources(&mut sources, &metrics, &inputs, &learned);
-        let mut changed = inputs_changed && !sources.is_empty();
+        let named = freshest(&sources, &inputs);
+        pending |= sync_sources(&mut sources, &metrics, &inputs, &learned, &named);
+        pending |= inputs_changed && !sources.is_empty();
         let now = Instant::now();
         for s in sources.iter_mut().filter(|s| s.due <= now) {
-            changed |= refresh_one(s, &inputs, &issuers, &metrics).await;
+            pending |= refresh_one(s, &inputs, &issuers, &metrics).await;
         }
-        // A base CRL names where its deltas are published (Freshest CRL).
-        let fresh: Vec<String> = sources
-            .iter()
-            .filter_map(|s| s.loaded.as_ref())
-            .chain(inputs.files.iter())
-            .flat_map(|l| l.crl.freshest.iter().cloned())
-            .collect();
         let mut more = false;
-        for url in fresh {
-            if !learned.iter().any(|(u, _)| *u == url)
+        for url in freshest(&sources, &inputs) {
+            if !learned.iter().any(|l| l.url == url)
                 && !inputs.urls.contains(&url)
                 && learned.len() < MAX_LEARNED
             {
-                learned.push((url, None));
+                learned.push(LearnedSource {
+                    url,
+                    issuer: None,
+                    found_in: FRESHEST,
+                });
                 more = true;
             }
-        }
-        if changed {
-            recompute(&rev, &inputs, &sources, &metrics);
         }
         if let Ok(mut st) = rev.sources.lock() {
             *st = sources.iter().map(|s| s.status.clone()).collect();
         }
-        drop(rev);
         if more {
             continue;
         }
+        if pending {
+            recompute(&rev, &inputs, &sources, &metrics);
+            pending = false;
+        }
+        drop(rev);
         let next = sources
             .iter()
             .map(|s| s.due)
@@ -220,17 +225,48 @@ async fn run(
     }
 }
 
+/// How a source was found: `crl_urls` (or a client CA's distribution
+/// point), a device certificate's distribution point, or a base CRL's
+/// Freshest CRL (its delta).
+const CONFIGURED: &str = "configured";
+const DEVICE: &str = "device_certificate";
+const FRESHEST: &str = "freshest_crl";
+
+/// A source found at run time.
+struct LearnedSource {
+    url: String,
+    /// The issuer whose key signs its CRL (device-learned sources).
+    issuer: Option<CertificateDer<'static>>,
+    found_in: &'static str,
+}
+
+/// Where the CRLs in force say their deltas are (Freshest CRL).
+fn freshest(sources: &[Source], inputs: &Inputs) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for url in sources
+        .iter()
+        .filter_map(|s| s.loaded.as_ref())
+        .chain(inputs.files.iter())
+        .flat_map(|l| l.crl.freshest.iter())
+    {
+        if !out.contains(url) {
+            out.push(url.clone());
+        }
+    }
+    out
+}
+
 /// Adds what a device chain named (bounded, deduplicated).
 fn absorb(
     l: Learned,
-    learned: &mut Vec<(String, Option<CertificateDer<'static>>)>,
+    learned: &mut Vec<LearnedSource>,
     issuers: &mut Vec<CertificateDer<'static>>,
     listener: &str,
 ) {
     let mut added = false;
     for url in l.urls {
         if !(url.starts_with("http://") || url.starts_with("https://"))
-            || learned.iter().any(|(u, _)| *u == url)
+            || learned.iter().any(|s| s.url == url)
         {
             continue;
         }
@@ -246,7 +282,11 @@ fn absorb(
             listener,
             url, "CRL distribution point learned from a device certificate; fetching it"
         );
-        learned.push((url, Some(l.issuer.clone())));
+        learned.push(LearnedSource {
+            url,
+            issuer: Some(l.issuer.clone()),
+            found_in: DEVICE,
+        });
         added = true;
     }
     if added && !issuers.contains(&l.issuer) && issuers.len() < MAX_ISSUERS {
@@ -254,34 +294,46 @@ fn absorb(
     }
 }
 
-/// Makes `sources` the configured URLs plus the learned ones, keeping the
-/// state of those that stay.
+/// Makes `sources` the configured URLs plus the learned ones still wanted
+/// (device distribution points while `crl_from_certificates` is on, deltas
+/// while a CRL in force names them), keeping the state of those that stay.
+/// True when a CRL in force came or went with them.
 fn sync_sources(
     sources: &mut Vec<Source>,
     metrics: &Metrics,
     inputs: &Inputs,
-    learned: &[(String, Option<CertificateDer<'static>>)],
-) {
+    learned: &[LearnedSource],
+    named: &[String],
+) -> bool {
     let mut wanted: Vec<(String, &'static str, Option<CertificateDer<'static>>)> = inputs
         .urls
         .iter()
-        .map(|u| (u.clone(), "configured", None))
+        .map(|u| (u.clone(), CONFIGURED, None))
         .collect();
-    for (u, issuer) in learned {
-        if !wanted.iter().any(|(w, ..)| w == u) {
-            wanted.push((u.clone(), "learned", issuer.clone()));
+    for l in learned {
+        let still = match l.found_in {
+            DEVICE => inputs.from_certificates,
+            _ => named.contains(&l.url),
+        };
+        if still && !wanted.iter().any(|(w, ..)| *w == l.url) {
+            wanted.push((l.url.clone(), l.found_in, l.issuer.clone()));
         }
     }
     let keep: HashSet<&str> = wanted.iter().map(|(u, ..)| u.as_str()).collect();
+    let before = sources.len();
     sources.retain(|s| keep.contains(s.url.as_str()));
+    let mut changed = sources.len() != before;
     for (url, found_in, issuer) in wanted {
         if !sources.iter().any(|s| s.url == url) {
             // The series exist from the start, so a panel or an alert on
             // them does not read "no data" before the first change.
             metrics.crl_fetched_by(&url, "updated", 0);
-            sources.push(Source::new(&url, found_in, issuer, inputs));
+            let s = Source::new(&url, found_in, issuer, inputs);
+            changed |= s.loaded.is_some();
+            sources.push(s);
         }
     }
+    changed
 }
 
 /// Fetches one source; true when the CRL it holds changed.
@@ -350,6 +402,8 @@ async fn refresh_one(
                         use base64::Engine as _;
                         base64::engine::general_purpose::STANDARD.encode(i)
                     }),
+                    learned: (s.status.found_in != CONFIGURED)
+                        .then(|| s.status.found_in.to_string()),
                 };
                 if let Err(e) = cache.store(&s.url, &loaded.crl.der, &meta) {
                     warn!(listener, url = %s.url, dir = %cache.dir().display(), "cannot keep the fetched CRL on disk ({e}); it is used, but a restart while the CA is unreachable would not have it; make crl_cache_dir writable for certgate");

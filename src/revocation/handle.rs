@@ -37,6 +37,9 @@ pub(crate) struct Inputs {
     pub(crate) cached: Vec<Loaded>,
     /// Issuer certificates of cached sources that device chains named.
     pub(crate) cached_issuers: Vec<CertificateDer<'static>>,
+    /// Cached sources that device certificates named (fetched again at
+    /// start, with `crl_from_certificates`).
+    pub(crate) cached_device_urls: Vec<String>,
     /// `crl_from_certificates`.
     pub(crate) from_certificates: bool,
     /// `crl_refresh`.

@@ -50,45 +50,61 @@ pub(crate) fn gauges(set: &RevocationSet) -> Vec<(String, Option<i64>, Option<i6
         .collect()
 }
 
-/// What the cache holds for a listener: the CRLs fetched before that
-/// still verify (against `cas`, or the issuer a device chain named), with
-/// the learned issuers. Sources learned before a restart (from device
-/// certificates, Freshest CRL) are in force again at once. An entry of a configured URL that does not verify
-/// is logged and fetched again; entries of other listeners sharing the
-/// folder are skipped quietly.
+/// What the cache holds for a listener, as [`Inputs`] carries it.
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
+    /// The CRLs that still verify.
+    pub(crate) loaded: Vec<Loaded>,
+    /// The issuers device chains named for them.
+    pub(crate) issuers: Vec<CertificateDer<'static>>,
+    /// The sources device certificates named.
+    pub(crate) device_urls: Vec<String>,
+}
+
+/// What the cache holds for a listener: the CRLs fetched before that are
+/// still wanted and still verify (against `cas`, or the issuer a device
+/// chain named). Wanted are the configured `urls`, with
+/// `from_certificates` the sources device certificates named, and the
+/// deltas those name (Freshest CRL): what was learned before a restart is
+/// in force again at once, and a URL removed from the config is not. A
+/// configured entry that does not verify is logged and fetched again;
+/// entries of other listeners sharing the folder are skipped quietly.
 pub(crate) fn cached(
     listener: &str,
     cache: &Cache,
     urls: &[String],
+    from_certificates: bool,
     cas: &[CertificateDer<'static>],
-) -> (Vec<Loaded>, Vec<CertificateDer<'static>>) {
+) -> Cached {
     use base64::Engine as _;
-    let mut out = Vec::new();
-    let mut issuers = Vec::new();
+    let mut out = Cached::default();
+    let mut deltas = Vec::new();
     for (der, meta) in cache.entries() {
         let configured = urls.contains(&meta.url);
+        let device = meta.learned.as_deref() == Some("device_certificate");
+        if meta.learned.as_deref() == Some("freshest_crl") && !configured {
+            deltas.push((der, meta));
+            continue;
+        }
+        if !(configured || (device && from_certificates)) {
+            continue;
+        }
         let issuer = meta
             .issuer
             .as_deref()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .map(CertificateDer::from);
-        let mut with = cas.to_vec();
-        with.extend(issuer.iter().cloned());
-        let loaded = Crl::parse(&der)
-            .map_err(|e| e.to_string())
-            .and_then(|crl| signer::signer(&crl, &with).map(|k| (crl, k)));
-        match loaded {
-            Ok((crl, signer)) => {
+        match verified(&der, cas, issuer.as_ref(), &meta.url) {
+            Ok(l) => {
                 if let Some(i) = issuer
-                    && !issuers.contains(&i)
+                    && !out.issuers.contains(&i)
                 {
-                    issuers.push(i);
+                    out.issuers.push(i);
                 }
-                out.push(Loaded {
-                    crl: std::sync::Arc::new(crl),
-                    signer,
-                    source: std::sync::Arc::from(meta.url.as_str()),
-                });
+                if device && !configured {
+                    out.device_urls.push(meta.url.clone());
+                }
+                out.loaded.push(l);
             }
             Err(e) if configured => {
                 warn!(listener, url = %meta.url, dir = %cache.dir().display(), "the cached CRL of this source is not usable ({e}); it is fetched again")
@@ -96,5 +112,34 @@ pub(crate) fn cached(
             Err(_) => {}
         }
     }
-    (out, issuers)
+    let named: Vec<String> = out
+        .loaded
+        .iter()
+        .flat_map(|l| l.crl.freshest.iter().cloned())
+        .collect();
+    for (der, meta) in deltas {
+        if named.contains(&meta.url)
+            && let Ok(l) = verified(&der, &[cas, &out.issuers].concat(), None, &meta.url)
+        {
+            out.loaded.push(l);
+        }
+    }
+    out
+}
+
+fn verified(
+    der: &[u8],
+    cas: &[CertificateDer<'static>],
+    issuer: Option<&CertificateDer<'static>>,
+    url: &str,
+) -> Result<Loaded, String> {
+    let mut with = cas.to_vec();
+    with.extend(issuer.cloned());
+    let crl = Crl::parse(der).map_err(|e| e.to_string())?;
+    let signer = signer::signer(&crl, &with)?;
+    Ok(Loaded {
+        crl: std::sync::Arc::new(crl),
+        signer,
+        source: std::sync::Arc::from(url),
+    })
 }

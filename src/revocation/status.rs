@@ -8,8 +8,9 @@ pub(crate) struct SourceStatus {
     /// The URL.
     pub(crate) url: String,
     /// How it was found: `configured` (`crl_urls`, or a distribution point
-    /// of a client CA with `crl_from_certificates`) or `learned` (named by
-    /// a device certificate, or a base CRL's Freshest CRL: its delta).
+    /// of a client CA with `crl_from_certificates`), `device_certificate`
+    /// (a device certificate's distribution point) or `freshest_crl` (a
+    /// base CRL's Freshest CRL: its delta).
     pub(crate) found_in: &'static str,
     /// The last attempt's result (a `certgate_crl_fetch_total` label), or
     /// `pending` before the first.

@@ -162,9 +162,9 @@ impl TrustFiles {
             .as_ref()
             .filter(|_| ca.fetches_crls())
             .map(|d| Cache::new(&d.resolved));
-        let (cached, cached_issuers) = match &cache {
-            Some(c) => revocation::cached(listener, c, &urls, &all_cas),
-            None => (Vec::new(), Vec::new()),
+        let cached = match &cache {
+            Some(c) => revocation::cached(listener, c, &urls, ca.crl_from_certificates, &all_cas),
+            None => revocation::Cached::default(),
         };
         // A delta CRL file without its base would silently check nothing
         // the admin meant; say which files disagree.
@@ -192,8 +192,9 @@ impl TrustFiles {
             cas: all_cas,
             files: loaded,
             urls,
-            cached,
-            cached_issuers,
+            cached: cached.loaded,
+            cached_issuers: cached.issuers,
+            cached_device_urls: cached.device_urls,
             from_certificates: ca.crl_from_certificates,
             refresh: ca.crl_refresh,
             cache,
