@@ -168,3 +168,55 @@ async fn require_refuses_revoked_unknown_and_unanswered_devices_but_serves_a_ret
     );
     f.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responder_named_in_the_certificate_is_asked_and_only_answers_signed_for_ocsp_count() {
+    let backend = Backend::start().await;
+    let mut pki = Pki::new();
+    // Answers signed by the CA itself, from the responder the device
+    // certificate names (authorityInfoAccess; no ocsp_url).
+    let ca_signed = OcspResponder::start_signed(&pki, &[], Signer::Ca).await;
+    pki.device_ocsp_url = Some(ca_signed.url());
+    let named = pki.client("names-its-responder", Kind::Good);
+    ca_signed.know(&[Known::Good(&named)]);
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = "ocsp = \"require\"\nocsp_timeout = \"2s\"\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let cfg = |c: &ClientCert| no_resumption(&client_config(&pki, Some(c), &[b"http/1.1"]));
+    assert_eq!(admitted(addr, cfg(&named)).await, Ok(()));
+    assert!(ca_signed.hits() >= 1);
+    assert_eq!(
+        metric(&gw, "certgate_ocsp_answers_total{result=\"good\"}"),
+        1.0,
+        "{}",
+        gw.metrics.encode()
+    );
+    gw.shutdown().await;
+
+    // A responder whose certificate the CA issued, but not for OCSP
+    // signing: its "good" is worth nothing; under require the device is
+    // refused.
+    let bogus =
+        OcspResponder::start_signed(&pki, &[Known::Good(&named)], Signer::WithoutOcspSigning).await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = format!(
+        "ocsp = \"require\"\nocsp_url = \"{}\"\nocsp_timeout = \"2s\"\n",
+        bogus.url()
+    );
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    assert!(admitted(addr, cfg(&named)).await.is_err());
+    assert!(bogus.hits() >= 1);
+    assert_eq!(
+        metric(&gw, "certgate_ocsp_answers_total{result=\"error\"}"),
+        1.0
+    );
+    assert!(
+        metric(
+            &gw,
+            "certgate_tls_handshake_failures_total{listener=\"agents\",reason=\"ocsp_unavailable\"}"
+        ) >= 1.0
+    );
+    gw.shutdown().await;
+}

@@ -616,3 +616,56 @@ async fn devices_show_says_which_crl_revokes_a_device_and_the_cache_defaults_nex
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_url_removed_from_the_config_stops_being_enforced_and_the_fleet_keeps_its_sessions() {
+    let backend = Backend::start().await;
+    let mut pki = Pki::new();
+    let victim = pki.client("victim", Kind::Good);
+    let agent = pki.client("agent", Kind::Good);
+    let server = CrlServer::start().await;
+    let url = server.url("/ca.crl");
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(1, &[&victim.serial]), pki.client_issuer()),
+    );
+    let config = fetching_config(&pki, backend.addr, std::slice::from_ref(&url), "");
+    let gw = start_gateway(&config).await;
+    let addr = gw.addr("agents").unwrap();
+    wait_fetches(&gw, &url, "updated", 1.0).await;
+    let victim_cfg = no_resumption(&client_config(&pki, Some(&victim), &[b"http/1.1"]));
+    assert_eq!(
+        admitted(addr, victim_cfg.clone()).await,
+        Err(Some(AlertDescription::CertificateRevoked))
+    );
+    // The agent resumes across CRL changes: its session outlives them.
+    let agent_cfg = client_config(&pki, Some(&agent), &[b"http/1.1"]);
+    assert_eq!(admitted(addr, agent_cfg.clone()).await, Ok(()));
+    server.publish(
+        "/ca.crl",
+        build_crl(&CrlSpec::base(2, &[&victim.serial]), pki.client_issuer()),
+    );
+    wait_fetches(&gw, &url, "updated", 2.0).await;
+    assert_eq!(admitted(addr, agent_cfg.clone()).await, Ok(()));
+    assert!(
+        gw.metrics
+            .encode()
+            .lines()
+            .any(|l| l.starts_with("certgate_tls_handshakes_total")
+                && l.contains("resumed=\"true\"")
+                && !l.ends_with(" 0")),
+        "the agent did not resume after the CRL changed:\n{}",
+        gw.metrics.encode()
+    );
+
+    // The admin drops the URL: its cached CRL is not enforced any more.
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_client_auth = format!(
+        "crl_cache_dir = \"{}\"\n",
+        pki.dir.path().join("crl-cache").display()
+    );
+    std::fs::write(&config, cb.render()).unwrap();
+    assert!(gw.reload().await.is_ok());
+    assert_eq!(admitted(addr, victim_cfg).await, Ok(()));
+    gw.shutdown().await;
+}

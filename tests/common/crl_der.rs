@@ -145,3 +145,11 @@ pub fn build_crl(spec: &CrlSpec, by: &CertifiedIssuer<'static, KeyPair>) -> Vec<
     bits.extend(sig);
     seq(&[tbs, alg, tlv(0x03, &bits)])
 }
+
+/// An authorityInfoAccess extension naming `url` as the OCSP responder
+/// (id-ad-ocsp), for device certificates made with rcgen.
+pub fn ocsp_aia(url: &str) -> rcgen::CustomExtension {
+    const ID_AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    let access = seq(&[tlv(0x06, ID_AD_OCSP), tlv(0x86, url.as_bytes())]);
+    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], seq(&[access]))
+}

@@ -22,6 +22,18 @@ pub struct OcspResponder {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    dir: PathBuf,
+}
+
+/// Who signs the responder's answers.
+pub enum Signer {
+    /// A responder certificate the client CA issued for id-kp-OCSPSigning.
+    Delegated,
+    /// The client CA itself.
+    Ca,
+    /// A certificate the client CA issued without id-kp-OCSPSigning: its
+    /// answers must be refused.
+    WithoutOcspSigning,
 }
 
 /// How the responder knows a certificate.
@@ -44,36 +56,65 @@ fn index_line(c: &ClientCert, revoked: bool) -> String {
     )
 }
 
+fn write_index(dir: &std::path::Path, known: &[Known<'_>]) {
+    let mut index = String::new();
+    for k in known {
+        index.push_str(&match k {
+            Known::Good(c) => index_line(c, false),
+            Known::Revoked(c) => index_line(c, true),
+        });
+    }
+    std::fs::write(dir.join("index.txt"), index).unwrap();
+}
+
 impl OcspResponder {
     /// Starts a responder that knows `known` (every other serial is
     /// "unknown").
     pub async fn start(pki: &Pki, known: &[Known<'_>]) -> OcspResponder {
-        let dir: PathBuf = pki.dir.path().join(format!("ocsp-{}", std::process::id()));
+        Self::start_signed(pki, known, Signer::Delegated).await
+    }
+
+    /// A responder whose answers `signer` signs.
+    pub async fn start_signed(pki: &Pki, known: &[Known<'_>], signer: Signer) -> OcspResponder {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir: PathBuf = pki
+            .dir
+            .path()
+            .join(format!("ocsp-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut index = String::new();
-        for k in known {
-            index.push_str(&match k {
-                Known::Good(c) => index_line(c, false),
-                Known::Revoked(c) => index_line(c, true),
-            });
-        }
-        std::fs::write(dir.join("index.txt"), index).unwrap();
+        write_index(&dir, known);
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name
             .push(DnType::CommonName, "test OCSP responder");
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+        p.extended_key_usages = match signer {
+            Signer::WithoutOcspSigning => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            _ => vec![ExtendedKeyUsagePurpose::OcspSigning],
+        };
         p.not_before = now() - time::Duration::days(1);
         p.not_after = now() + time::Duration::days(30);
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, pki.client_issuer()).unwrap();
-        std::fs::write(dir.join("ocsp.crt"), cert.pem()).unwrap();
-        std::fs::write(dir.join("ocsp.key"), key.serialize_pem()).unwrap();
+        match signer {
+            Signer::Ca => {
+                std::fs::copy(&pki.client_ca, dir.join("ocsp.crt")).unwrap();
+                std::fs::write(
+                    dir.join("ocsp.key"),
+                    pki.client_issuer().key().serialize_pem(),
+                )
+                .unwrap();
+            }
+            _ => {
+                std::fs::write(dir.join("ocsp.crt"), cert.pem()).unwrap();
+                std::fs::write(dir.join("ocsp.key"), key.serialize_pem()).unwrap();
+            }
+        }
         std::fs::copy(&pki.client_ca, dir.join("ca.crt")).unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
+        let index_dir = dir.clone();
         let seq = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(async move {
             loop {
@@ -122,7 +163,17 @@ impl OcspResponder {
                 });
             }
         });
-        OcspResponder { addr, hits, task }
+        OcspResponder {
+            addr,
+            hits,
+            task,
+            dir: index_dir,
+        }
+    }
+
+    /// From now on the responder knows `known` (and nothing else).
+    pub fn know(&self, known: &[Known<'_>]) {
+        write_index(&self.dir, known);
     }
 
     pub fn url(&self) -> String {

@@ -33,6 +33,9 @@ pub struct Pki {
     /// CRL distribution points written into device certificates made from
     /// now on.
     pub device_crl_uris: Vec<String>,
+    /// The OCSP responder (authorityInfoAccess) written into device
+    /// certificates made from now on.
+    pub device_ocsp_url: Option<String>,
 }
 
 /// A server certificate and its key, as PEM, plus the leaf DER.
@@ -109,6 +112,7 @@ impl Pki {
             dir,
             next_serial: 1,
             device_crl_uris: Vec::new(),
+            device_ocsp_url: None,
         }
     }
 
@@ -195,6 +199,9 @@ impl Pki {
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.not_before = now() - time::Duration::days(1);
         p.not_after = now() + time::Duration::days(30);
+        if let Some(url) = &self.device_ocsp_url {
+            p.custom_extensions.push(super::ocsp_aia(url));
+        }
         if !self.device_crl_uris.is_empty() {
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
                 uris: self.device_crl_uris.clone(),
