@@ -300,6 +300,7 @@ async fn a_forged_truncated_older_or_huge_crl_is_refused_and_the_crl_in_force_st
         }
         wait_fetches(&gw, &url, label, 1.0).await;
         server.huge(None);
+        server.publish("/ca.crl", good.clone());
         assert_eq!(
             admitted(addr, victim_cfg.clone()).await,
             Err(Some(AlertDescription::CertificateRevoked)),
@@ -314,6 +315,24 @@ async fn a_forged_truncated_older_or_huge_crl_is_refused_and_the_crl_in_force_st
         );
         assert_eq!(v["listeners"][0]["crls"][0]["number"], "5", "{what}: {v}");
     }
+    // Redirects are followed (a moved publication point), a loop is not.
+    let moved = build_crl(&CrlSpec::base(6, &[&victim.serial]), pki.client_issuer());
+    server.publish("/moved/ca.crl", moved);
+    server.redirect("/ca.crl", Some("/moved/ca.crl"));
+    let ok = eventually(Duration::from_secs(10), || {
+        metric(
+            &gw,
+            "certgate_crl_number{listener=\"agents\",issuer=\"CN=test client CA\"}",
+        ) == 6.0
+    })
+    .await;
+    assert!(ok, "{}", gw.metrics.encode());
+    server.redirect("/moved/ca.crl", Some("/ca.crl"));
+    wait_fetches(&gw, &url, "redirects", 1.0).await;
+    assert_eq!(
+        admitted(addr, victim_cfg.clone()).await,
+        Err(Some(AlertDescription::CertificateRevoked))
+    );
     gw.shutdown().await;
 }
 

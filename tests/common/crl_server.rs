@@ -17,6 +17,8 @@ struct State {
     bodies: std::collections::HashMap<String, Vec<u8>>,
     /// Answer with a body this large instead (Content-Length declared).
     huge: Option<usize>,
+    /// Path → Location: answered 302.
+    redirects: std::collections::HashMap<String, String>,
     hits: usize,
     not_modified: usize,
 }
@@ -80,6 +82,13 @@ impl CrlServer {
                                         .unwrap(),
                                 );
                             }
+                            if let Some(to) = s.redirects.get(req.uri().path()) {
+                                return Ok(http::Response::builder()
+                                    .status(302)
+                                    .header("location", to.as_str())
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap());
+                            }
                             let Some(body) = s.bodies.get(req.uri().path()).cloned() else {
                                 return Ok(http::Response::builder()
                                     .status(404)
@@ -140,6 +149,15 @@ impl CrlServer {
             .unwrap()
             .bodies
             .insert(path.to_string(), body);
+    }
+
+    /// Answers `path` with a redirect to `to` (or stops, with `None`).
+    pub fn redirect(&self, path: &str, to: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        match to {
+            Some(t) => s.redirects.insert(path.to_string(), t.to_string()),
+            None => s.redirects.remove(path),
+        };
     }
 
     /// Answers every request with `n` zero bytes (or stops doing so).
