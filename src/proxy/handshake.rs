@@ -236,10 +236,15 @@ pub(super) async fn connection(
     ))
     .await;
     let mut note = note;
+    // Held until the refusal is counted and logged, then closed.
+    let mut _refused = None;
     let accepted = match (accepted, note.ocsp_wait.take()) {
         (Ok(Ok(stream)), Some(wait)) => match ocsp_outcome(wait).await {
             Ok(()) => Ok(Ok(stream)),
-            Err((reason, detail)) => Ok(Err((None, reason, detail))),
+            Err((reason, detail)) => {
+                _refused = Some(stream);
+                Ok(Err((None, reason, detail)))
+            }
         },
         (accepted, _) => accepted,
     };
