@@ -91,9 +91,38 @@ pub(crate) fn serial_hex(raw: &[u8]) -> String {
     s
 }
 
+/// The bytes of a serial written as hex ([`serial_hex`], or with colons
+/// or spaces as other tools print it); non-hex characters are skipped.
+pub(crate) fn serial_from_hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s
+        .chars()
+        .filter_map(|c| c.to_digit(16))
+        .filter_map(|d| u8::try_from(d).ok())
+        .collect();
+    // An odd count: the first digit stands alone (no leading zero written).
+    let (head, rest) = digits.split_at(digits.len() % 2);
+    head.iter()
+        .copied()
+        .chain(rest.chunks(2).map(|p| (p[0] << 4) | p[1]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_hex_round_trips() {
+        for raw in [
+            &[0x8fu8, 0x01][..],
+            &[0x10, 0x02],
+            &[0x01],
+            &[0x0a, 0xbc, 0xde],
+        ] {
+            assert_eq!(serial_from_hex(&serial_hex(raw)), raw.to_vec());
+        }
+        assert_eq!(serial_from_hex("8f:01"), vec![0x8f, 0x01]);
+    }
 
     #[test]
     fn serial_drops_sign_byte() {

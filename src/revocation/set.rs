@@ -278,25 +278,21 @@ impl RevocationSet {
     }
 
     /// Checks every certificate of a verified path (device first) at
-    /// `now`. Revoked wins over stale; a certificate no CRL speaks for is
-    /// refused only with `require_crl`.
+    /// `now`. Revoked wins over everything, then a certificate no CRL
+    /// speaks for (refused only with `require_crl`), then a stale CRL.
     pub(crate) fn check(&self, path: &[PathCert], now: i64) -> Result<(), Verdict> {
+        // Runs on every handshake: no allocation, one map lookup per
+        // certificate of the path.
+        let mut unknown = None;
         let mut stale = None;
         for cert in path {
-            let covering: Vec<&Authority> = self
+            let mut covered = false;
+            let list = self
                 .by_issuer
                 .get(&cert.issuer)
-                .map(|list| list.iter().filter(|a| a.covers(cert)).collect())
-                .unwrap_or_default();
-            if covering.is_empty() {
-                if self.require {
-                    return Err(Verdict::Unknown {
-                        position: cert.position,
-                    });
-                }
-                continue;
-            }
-            for a in &covering {
+                .map_or(&[][..], Vec::as_slice);
+            for a in list.iter().filter(|a| a.covers(cert)) {
+                covered = true;
                 if a.revoked.contains(&cert.serial) {
                     let source = a
                         .delta
@@ -316,6 +312,12 @@ impl RevocationSet {
                     stale.get_or_insert(n);
                 }
             }
+            if !covered && self.require {
+                unknown.get_or_insert(cert.position);
+            }
+        }
+        if let Some(position) = unknown {
+            return Err(Verdict::Unknown { position });
         }
         match stale {
             Some(next_update) => Err(Verdict::Stale { next_update }),

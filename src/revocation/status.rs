@@ -119,7 +119,7 @@ impl DeviceRevocation {
         issuer: &str,
         serial_hex: &str,
     ) -> DeviceRevocation {
-        let serial = super::crl::normalize_serial(&hex_bytes(serial_hex));
+        let serial = super::crl::normalize_serial(&crate::identity::serial_from_hex(serial_hex));
         let set = rev.current();
         let mut crl = "no_crl";
         let mut crl_source = None;
@@ -144,25 +144,4 @@ impl DeviceRevocation {
             ocsp: rev.ocsp.view_of(issuer, &serial),
         }
     }
-}
-
-fn hex_bytes(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(u8::is_ascii_hexdigit)
-        .map(|b| match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => b - b'A' + 10,
-        })
-        .collect();
-    let pad = digits.len() % 2;
-    let mut out = Vec::with_capacity(digits.len() / 2 + 1);
-    if pad == 1 {
-        out.push(digits[0]);
-    }
-    for pair in digits[pad..].chunks(2) {
-        out.push(pair[0] << 4 | pair[1]);
-    }
-    out
 }

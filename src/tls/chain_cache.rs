@@ -185,8 +185,9 @@ impl ChainCache {
         }
     }
 
-    /// Whether the current revocation state refuses the device with this
-    /// fingerprint (as far as this generation has seen its chain).
+    /// Whether the current revocation state (its CRLs, or a cached OCSP
+    /// answer) refuses the device with this fingerprint, as far as this
+    /// generation has seen its chain.
     pub(super) fn refuses(&self, fingerprint: &[u8; 32]) -> bool {
         let path = self
             .by_device
@@ -194,10 +195,17 @@ impl ChainCache {
             .ok()
             .and_then(|m| m.get(fingerprint).cloned());
         path.is_some_and(|p| {
-            self.revocation
-                .current()
-                .check(&p.certs, crate::clock::now_unix())
-                .is_err()
+            let by_ocsp = p.certs.first().is_some_and(|c| {
+                self.revocation
+                    .ocsp
+                    .revoked(&(c.issuer_key, c.serial.clone()))
+            });
+            by_ocsp
+                || self
+                    .revocation
+                    .current()
+                    .check(&p.certs, crate::clock::now_unix())
+                    .is_err()
         })
     }
 }

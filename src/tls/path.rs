@@ -63,28 +63,31 @@ impl PathVerifier {
                 .map(|c| c.der().into_owned()),
         );
         let anchor_spki = webpki::spki_for_anchor(path.anchor());
+        let parsed: Vec<X509Certificate<'_>> = ders
+            .iter()
+            .map(|d| X509Certificate::from_der(d).map(|(_, x)| x))
+            .collect::<Result<_, _>>()
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let anchor = self
+            .anchors
+            .iter()
+            .position(|a| std::ptr::eq(a, path.anchor()))
+            .and_then(|i| self.anchor_certs.get(i).cloned())
+            .unwrap_or_else(|| CertificateDer::from(Vec::new()));
         let mut certs = Vec::with_capacity(ders.len());
         let mut issuers = Vec::with_capacity(ders.len());
         let mut not_after = i64::MAX;
-        for (i, der) in ders.iter().enumerate() {
-            let (_, x) = X509Certificate::from_der(der)
-                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        for (i, x) in parsed.iter().enumerate() {
             not_after = not_after.min(x.validity().not_after.timestamp());
-            let issuer_key = match ders.get(i + 1) {
+            // Each certificate's issuer is the next one of the path; the
+            // last one's is the anchor.
+            let issuer_key = match parsed.get(i + 1) {
                 Some(next) => {
-                    let (_, n) = X509Certificate::from_der(next).map_err(|_| {
-                        rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
-                    })?;
-                    issuers.push(next.clone());
-                    sha256(n.public_key().raw)
+                    issuers.push(ders[i + 1].clone());
+                    sha256(next.public_key().raw)
                 }
                 None => {
-                    let anchor = self
-                        .anchors
-                        .iter()
-                        .position(|a| std::ptr::eq(a, path.anchor()))
-                        .and_then(|i| self.anchor_certs.get(i).cloned());
-                    issuers.push(anchor.unwrap_or_else(|| CertificateDer::from(Vec::new())));
+                    issuers.push(anchor.clone());
                     sha256(anchor_spki.as_ref())
                 }
             };

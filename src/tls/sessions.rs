@@ -59,8 +59,9 @@ impl SessionGuard {
                 if self.policy.as_ref().is_some_and(|p| !p.still_admits(&fp)) {
                     return None;
                 }
-                // Revoked by a CRL that arrived after the session was made:
-                // a full handshake, which the verifier refuses with an alert.
+                // Revoked by a CRL (or an OCSP answer) that arrived after
+                // the session was made: a full handshake, which the
+                // verifier refuses with an alert.
                 if self.chains.as_ref().is_some_and(|c| c.refuses(&fp)) {
                     return None;
                 }

@@ -212,6 +212,15 @@ impl Ocsp {
         }
     }
 
+    /// Whether the cached answer about `key` says revoked.
+    pub(crate) fn revoked(&self, key: &Key) -> bool {
+        self.entries.read().is_ok_and(|m| {
+            m.get(key)
+                .and_then(|e| e.answer)
+                .is_some_and(|a| a.state == CertState::Revoked)
+        })
+    }
+
     /// The cached answer about the certificate `serial` of `issuer`.
     pub(crate) fn view_of(&self, issuer: &str, serial: &[u8]) -> Option<OcspView> {
         let m = self.entries.read().ok()?;
