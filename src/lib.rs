@@ -54,7 +54,7 @@ pub use gateway::Gateway;
 /// of the data path on their own. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::admission::Policy;
+    pub use crate::admission::{Policy, Verdict};
     pub use crate::identity::sha256_hex;
     pub use crate::proxy::framing::FramingScan;
     pub use crate::proxy::headers::{
@@ -62,7 +62,8 @@ pub mod internals {
         prepare_request,
     };
     pub use crate::registry::{
-        Device, DeviceStatus, DeviceStore, Registry, RegistryMetrics, StoreError, fingerprint,
+        Certificate, CertificateView, Device, DeviceStatus, DeviceStore, DeviceView, Registry,
+        RegistryMetrics, StoreError, fingerprint,
     };
     pub use crate::reload::QUIET;
     pub use crate::tls::hello::{Offered, offered};

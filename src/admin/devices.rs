@@ -1,14 +1,15 @@
-//! `/api/devices`: list, show, approve, block, unblock, forget, label, import, export.
+//! `/api/devices`: list, show, approve, block, unblock, forget, label,
+//! import, and the expiry forecast.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::registry::{Change, Device, Registry, RegistryError, parse_fingerprint};
+use crate::registry::{Change, DeviceView, Registry, RegistryError};
 use crate::revocation::status::DeviceRevocation;
 
-use super::query::query;
+use super::query::{query, query_pairs, seconds};
 use super::reply::{body_json, json, registry_error, text};
 
 pub(super) async fn devices(
@@ -25,7 +26,7 @@ pub(super) async fn devices(
         "unblock" => Some(Change::Unblock),
         _ => None,
     };
-    let changed = |r: Result<Vec<Device>, RegistryError>| match r {
+    let changed = |r: Result<Vec<DeviceView>, RegistryError>| match r {
         Ok(d) => json(StatusCode::OK, serde_json::json!({"devices": d})),
         Err(e) => registry_error(e),
     };
@@ -58,26 +59,76 @@ pub(super) async fn devices(
             };
             changed(registry.change(fps, change, who).await)
         }
-        (Method::GET, [fp]) => {
-            let Some(fp) = parse_fingerprint(fp) else {
-                return registry_error(RegistryError::BadFingerprint(fp.to_string()));
-            };
-            match registry.get(&fp).await {
-                Ok(Some(d)) => {
-                    let mut v = serde_json::json!(d);
-                    let view = view.load();
-                    let revocation: Vec<DeviceRevocation> = view
-                        .revocation
-                        .iter()
-                        .map(|(name, r)| DeviceRevocation::of(name, r, &d.issuer, &d.serial))
-                        .collect();
-                    v["revocation"] = serde_json::json!(revocation);
-                    json(StatusCode::OK, v)
+        (Method::GET, ["expiry"]) => {
+            let mut active = 30 * 86_400;
+            for (k, v) in query_pairs(&req) {
+                match k {
+                    "active" => match seconds("active", &v) {
+                        Ok(s) => active = s,
+                        Err(e) => {
+                            return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e}));
+                        }
+                    },
+                    other => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({"error": format!("unknown query parameter \"{other}\"; use active=30d")}),
+                        );
+                    }
                 }
-                Ok(None) => registry_error(RegistryError::NotFound(fp)),
+            }
+            match registry.expiry(active).await {
+                Ok(f) => json(StatusCode::OK, serde_json::json!(f)),
                 Err(e) => registry_error(e),
             }
         }
+        // Restore an export: POST /api/devices/import {"devices": [...]}.
+        (Method::POST, ["import"]) => {
+            let body = match body_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let devices = match body
+                .get("devices")
+                .cloned()
+                .map(serde_json::from_value::<Vec<DeviceView>>)
+            {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("devices: {e} (give what `certgate devices export` wrote)")}),
+                    );
+                }
+                None => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "expected {\"devices\": [...]} as `certgate devices export` writes it"}),
+                    );
+                }
+            };
+            changed(
+                registry
+                    .import(devices.into_iter().map(DeviceView::into_device).collect(), who)
+                    .await,
+            )
+        }
+        (Method::GET, [fp]) => match registry.get(fp).await {
+            Ok(Some(d)) => {
+                let d = d.view();
+                let mut v = serde_json::json!(d);
+                let view = view.load();
+                let revocation: Vec<DeviceRevocation> = view
+                    .revocation
+                    .iter()
+                    .map(|(name, r)| DeviceRevocation::of(name, r, &d.issuer, &d.serial))
+                    .collect();
+                v["revocation"] = serde_json::json!(revocation);
+                json(StatusCode::OK, v)
+            }
+            Ok(None) => registry_error(RegistryError::NotFound(fp.to_string())),
+            Err(e) => registry_error(e),
+        },
         (Method::DELETE, [fp]) => changed(
             registry
                 .change(vec![fp.to_string()], Change::Forget, who)

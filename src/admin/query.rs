@@ -29,14 +29,8 @@ pub(super) fn query(req: &Request<Incoming>) -> Result<Query, String> {
                     })?);
             }
             "q" => q.text = Some(v),
-            "expiring" => {
-                let d = crate::config::parse_duration(&v)
-                    .or_else(|_| {
-                        crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d')))
-                    })
-                    .map_err(|e| format!("expiring \"{v}\": {e}"))?;
-                q.expiring_within = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            }
+            "expiring" => q.expiring_within = Some(seconds("expiring", &v)?),
+            "active" => q.active_within = Some(seconds("active", &v)?),
             "offset" => {
                 q.offset = v
                     .parse()
@@ -52,6 +46,14 @@ pub(super) fn query(req: &Request<Incoming>) -> Result<Query, String> {
         }
     }
     Ok(q)
+}
+
+/// A window given as a duration (`30d`, `12h`) or a number of days.
+pub(super) fn seconds(key: &str, v: &str) -> Result<i64, String> {
+    let d = crate::config::parse_duration(v)
+        .or_else(|_| crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d'))))
+        .map_err(|e| format!("{key} \"{v}\": {e}"))?;
+    Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Decodes `%XX` and `+` in a query value. Hand-written: a URL crate for

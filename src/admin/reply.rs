@@ -30,7 +30,7 @@ pub(super) fn json(status: StatusCode, body: serde_json::Value) -> Response<Full
 pub(super) fn registry_error(e: RegistryError) -> Response<Full<Bytes>> {
     let status = match &e {
         RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-        RegistryError::BadFingerprint(_) => StatusCode::BAD_REQUEST,
+        RegistryError::BadFingerprint(_) | RegistryError::BadImport(_) => StatusCode::BAD_REQUEST,
         RegistryError::Store(_)
         | RegistryError::AuditUnavailable { .. }
         | RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,

@@ -6,10 +6,12 @@
 //!
 //! - `reason` — a leaf: [`Admitted`], [`Refusal`], [`Failure`].
 //! - `policy` — [`Policy`] and its [`Verdict`]; the `allow_*` rules.
+//! - `renewal` — the renewal rule: which device a newcomer renews.
 
 mod policy;
 mod reason;
+mod renewal;
 
 pub use policy::Policy;
-pub(crate) use policy::Verdict;
+pub use policy::Verdict;
 pub(crate) use reason::{Admitted, Failure, FailureClass, Refusal};

@@ -5,34 +5,35 @@
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::{AllowRules, Approval};
+use crate::config::{AllowRules, Approval, RenewalSettings};
 use crate::dn::attribute_text;
-use crate::registry::{DeviceStatus, Registry};
+use crate::registry::{Candidate, DeviceStatus, Record, Registry};
 
 use super::reason::{Admitted, Refusal};
+use super::renewal::{Found, find};
 
-/// What the policy decided about a certificate that passed CA validation.
+/// What the policy decided about a certificate that passed CA validation,
+/// and what the registry is to record about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Admitted; `record` says how a device not yet approved in the
-    /// registry is to be recorded.
+    /// Admitted.
     Admit {
         /// Why it was admitted.
         why: Admitted,
-        /// Record (or re-record) the device as approved.
-        record: bool,
+        /// What to record once the connection is admitted.
+        record: Record,
     },
     /// Refused.
     Refuse {
         /// Why.
         reason: Refusal,
-        /// Record the device as pending (first seen in manual mode).
-        record_pending: bool,
+        /// What to record about the refused certificate.
+        record: Record,
     },
 }
 
 /// Admission policy of one listener: the registry (if any), the approval
-/// mode and the static allow rules.
+/// mode, the static allow rules and the renewal rule.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// The registry, when `[registry]` is configured.
@@ -41,6 +42,8 @@ pub struct Policy {
     pub approval: Approval,
     /// Static rules.
     pub rules: AllowRules,
+    /// How renewed certificates keep their device's status.
+    pub renewal: RenewalSettings,
 }
 
 impl Policy {
@@ -50,22 +53,38 @@ impl Policy {
     }
 
     /// Whether a device admitted earlier may keep its connection or resume
-    /// its session: not blocked, and approved unless approval is `auto`.
-    /// Without a registry the rules were checked at the full handshake.
+    /// its session: not blocked, not superseded past its grace, and
+    /// approved unless approval is `auto`. Without a registry the rules
+    /// were checked at the full handshake.
     pub fn still_admits(&self, fingerprint: &[u8; 32]) -> bool {
         let Some(reg) = &self.registry else {
             return true;
         };
-        match reg.status(fingerprint) {
-            Some(DeviceStatus::Blocked) => false,
-            Some(DeviceStatus::Approved) => true,
+        match reg.cert(fingerprint) {
+            Some(c) if c.status == DeviceStatus::Blocked => false,
+            Some(c) if self.superseded(c.superseded_at) => false,
+            Some(c) if c.status == DeviceStatus::Approved => true,
             _ => self.approval == Approval::Auto,
         }
     }
 
+    /// Whether a certificate superseded at `at` is past its grace.
+    fn superseded(&self, at: Option<i64>) -> bool {
+        let grace = i64::try_from(self.renewal.supersede_grace.as_secs()).unwrap_or(i64::MAX);
+        at.is_some_and(|at| crate::clock::now_unix() >= at.saturating_add(grace))
+    }
+
     /// Decides about a CA-valid certificate. Reads only the in-memory
-    /// snapshot; parses the certificate only when a rule must be checked.
-    pub fn decide(&self, fingerprint: &[u8; 32], der: &[u8]) -> Verdict {
+    /// snapshot; parses the certificate only when a rule must be checked
+    /// or the renewal rule must look for its device. `revoked` says
+    /// whether a device's current certificate (of the same CA) is revoked:
+    /// a renewal never inherits from one.
+    pub fn decide(
+        &self,
+        fingerprint: &[u8; 32],
+        der: &[u8],
+        revoked: &dyn Fn(&Candidate) -> bool,
+    ) -> Verdict {
         let Some(reg) = &self.registry else {
             if self.rules.is_empty() || rules_match(&self.rules, der) {
                 return Verdict::Admit {
@@ -74,43 +93,103 @@ impl Policy {
                     } else {
                         Admitted::Rule
                     },
-                    record: false,
+                    record: Record::Seen,
                 };
             }
             return Verdict::Refuse {
                 reason: Refusal::NotAllowed,
-                record_pending: false,
+                record: Record::Seen,
             };
         };
-        match reg.status(fingerprint) {
-            Some(DeviceStatus::Blocked) => Verdict::Refuse {
-                reason: Refusal::Blocked,
-                record_pending: false,
-            },
-            Some(DeviceStatus::Approved) => Verdict::Admit {
-                why: Admitted::Approved,
-                record: false,
-            },
-            status => {
-                if !self.rules.is_empty() && rules_match(&self.rules, der) {
-                    Verdict::Admit {
-                        why: Admitted::Rule,
-                        record: true,
+        let snapshot = reg.snapshot();
+        let known = snapshot.cert(fingerprint);
+        let seen = match known {
+            Some(c) if c.needs_details => Record::Fill,
+            _ => Record::Seen,
+        };
+        match known {
+            Some(c) if c.status == DeviceStatus::Blocked => {
+                return Verdict::Refuse {
+                    reason: Refusal::Blocked,
+                    record: seen,
+                };
+            }
+            Some(c) if self.superseded(c.superseded_at) => {
+                return Verdict::Refuse {
+                    reason: Refusal::Superseded,
+                    record: seen,
+                };
+            }
+            Some(c) if c.status == DeviceStatus::Approved => {
+                return Verdict::Admit {
+                    why: Admitted::Approved,
+                    record: seen,
+                };
+            }
+            _ => {}
+        }
+        // Not seen before, or a lone pending certificate no one decided on
+        // (the renewal rule, or what it knows, may have changed since).
+        let parsed = X509Certificate::from_der(der).ok().map(|(_, c)| c);
+        let found = match (&parsed, known) {
+            (Some(p), None) => find(&snapshot, &self.renewal, fingerprint, p, now(), revoked),
+            (Some(p), Some(c)) if c.undecided => {
+                find(&snapshot, &self.renewal, fingerprint, p, now(), revoked)
+            }
+            _ => Found::Nothing,
+        };
+        let (record, admit_record) = match (found, known) {
+            (Found::Device { of, status }, _) => {
+                let record = Record::Renewal { of };
+                match status {
+                    DeviceStatus::Blocked => {
+                        return Verdict::Refuse {
+                            reason: Refusal::Blocked,
+                            record,
+                        };
                     }
-                } else if self.approval == Approval::Auto {
-                    Verdict::Admit {
-                        why: Admitted::Auto,
-                        record: true,
+                    DeviceStatus::Approved => {
+                        return Verdict::Admit {
+                            why: Admitted::Renewal,
+                            record,
+                        };
                     }
-                } else {
-                    Verdict::Refuse {
-                        reason: Refusal::Unapproved,
-                        record_pending: status.is_none(),
-                    }
+                    DeviceStatus::Pending => (record, record),
                 }
+            }
+            (Found::Ambiguous, None) => (
+                Record::Ambiguous(DeviceStatus::Pending),
+                Record::Ambiguous(DeviceStatus::Approved),
+            ),
+            (_, None) => (
+                Record::New(DeviceStatus::Pending),
+                Record::New(DeviceStatus::Approved),
+            ),
+            // A pending certificate admitted by a rule or `auto` is
+            // recorded as approved.
+            (_, Some(_)) => (seen, Record::New(DeviceStatus::Approved)),
+        };
+        if !self.rules.is_empty() && rules_match(&self.rules, der) {
+            Verdict::Admit {
+                why: Admitted::Rule,
+                record: admit_record,
+            }
+        } else if self.approval == Approval::Auto {
+            Verdict::Admit {
+                why: Admitted::Auto,
+                record: admit_record,
+            }
+        } else {
+            Verdict::Refuse {
+                reason: Refusal::Unapproved,
+                record,
             }
         }
     }
+}
+
+fn now() -> i64 {
+    crate::clock::now_unix()
 }
 
 /// Whether a certificate matches any allow rule.
@@ -205,7 +284,12 @@ mod tests {
 
     #[test]
     fn only_a_block_is_an_admin_decision() {
-        for r in [Refusal::Blocked, Refusal::Unapproved, Refusal::NotAllowed] {
+        for r in [
+            Refusal::Blocked,
+            Refusal::Unapproved,
+            Refusal::NotAllowed,
+            Refusal::Superseded,
+        ] {
             assert_eq!(r.by_admin(), r == Refusal::Blocked, "{}", r.as_str());
         }
     }

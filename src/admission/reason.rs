@@ -16,6 +16,8 @@ pub enum Admitted {
     Rule,
     /// `approval = "auto"`.
     Auto,
+    /// A renewal of an approved device (the listener's renewal rule).
+    Renewal,
 }
 
 impl Admitted {
@@ -26,6 +28,7 @@ impl Admitted {
             Admitted::Approved => "approved",
             Admitted::Rule => "rule",
             Admitted::Auto => "auto",
+            Admitted::Renewal => "renewal",
         }
     }
 }
@@ -40,6 +43,9 @@ pub enum Refusal {
     Unapproved,
     /// Without a registry: matches no `allow_*` rule.
     NotAllowed,
+    /// An old certificate of a device that has renewed, past the
+    /// listener's `supersede_grace`.
+    Superseded,
 }
 
 impl Refusal {
@@ -49,6 +55,7 @@ impl Refusal {
             Refusal::Blocked => "blocked",
             Refusal::Unapproved => "unapproved",
             Refusal::NotAllowed => "not_allowed",
+            Refusal::Superseded => "superseded",
         }
     }
 
@@ -60,6 +67,10 @@ impl Refusal {
                 "device is not approved yet; approve it with `certgate devices approve`"
             }
             Refusal::NotAllowed => "certificate matches no allow_* rule of this listener",
+            Refusal::Superseded => {
+                "the device has renewed this certificate and supersede_grace has passed; the \
+                 device must use its new certificate"
+            }
         }
     }
 
@@ -69,7 +80,7 @@ impl Refusal {
     pub fn by_admin(self) -> bool {
         match self {
             Refusal::Blocked => true,
-            Refusal::Unapproved | Refusal::NotAllowed => false,
+            Refusal::Unapproved | Refusal::NotAllowed | Refusal::Superseded => false,
         }
     }
 }

@@ -95,9 +95,13 @@ pub(super) enum DevicesCommand {
         /// Text to look for in fingerprint, subject, SANs, label, peer.
         #[arg(long)]
         search: Option<String>,
-        /// Only certificates expiring within this time, e.g. 30d.
+        /// Only devices whose current certificate expires within this
+        /// time, e.g. 30d.
         #[arg(long)]
         expiring: Option<String>,
+        /// One row per certificate (a device that renewed has several).
+        #[arg(long)]
+        certificates: bool,
         /// At most this many (max 1000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -105,10 +109,19 @@ pub(super) enum DevicesCommand {
         #[arg(long, default_value_t = 0)]
         offset: usize,
     },
-    /// Show one device in full.
+    /// Show one device in full, with all its certificates.
     Show {
-        /// Fingerprint, or a unique prefix of at least 6 hex digits.
+        /// Device id, a certificate's fingerprint, or a unique prefix of
+        /// at least 6 hex digits.
         fingerprint: String,
+    },
+    /// The fleet's certificate expiry forecast: active devices by when
+    /// their current certificate expires, and those at risk (expiring
+    /// within 30 days with no renewal yet).
+    Expiry {
+        /// Count devices seen within this time.
+        #[arg(long, default_value = "30d")]
+        active: String,
     },
     /// Approve devices (admitted on their next handshake).
     Approve {
@@ -140,12 +153,14 @@ pub(super) enum DevicesCommand {
         /// The label.
         label: String,
     },
-    /// Pre-approve devices from a file of fingerprints or PEM certificates.
+    /// Pre-approve devices from a file of fingerprints or PEM
+    /// certificates, or restore devices from what `export` wrote.
     Import {
         /// The file.
         file: PathBuf,
     },
-    /// Print every device as JSON.
+    /// Print every device, with its certificates, as JSON (`import`
+    /// restores it).
     Export,
 }
 

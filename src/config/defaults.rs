@@ -66,6 +66,12 @@ pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 pub const CRL_CACHE_NAME: &str = "crl-cache";
 /// How long the first connection of a new device waits for OCSP.
 pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after its current certificate expired a device may still
+/// renew into its lineage (`renewal_grace`).
+pub const DEFAULT_RENEWAL_GRACE: Duration = Duration::from_secs(30 * 86_400);
+/// How long a device's old certificate is still admitted once its
+/// renewal has been used (`supersede_grace`).
+pub const DEFAULT_SUPERSEDE_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// Largest CRL response accepted, in bytes.
 pub const CRL_MAX_BYTES: usize = 16 * 1024 * 1024;
 

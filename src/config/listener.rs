@@ -6,7 +6,10 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 
-use super::defaults::{DEFAULT_CRL_REFRESH, DEFAULT_OCSP_TIMEOUT, MIN_HEADER_BYTES};
+use super::defaults::{
+    DEFAULT_CRL_REFRESH, DEFAULT_OCSP_TIMEOUT, DEFAULT_RENEWAL_GRACE, DEFAULT_SUPERSEDE_GRACE,
+    MIN_HEADER_BYTES,
+};
 use super::raw::{RawClientAuth, RawListener, RawTls};
 use super::values::{check_crl_url, duration_or, invalid, parse_addr, resolve, valid_name};
 use super::{
@@ -14,7 +17,7 @@ use super::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_URI_BYTES,
     DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, ListenerSettings,
-    OcspMode, TlsSettings, TlsVersion,
+    OcspMode, RenewalIdentity, RenewalSettings, TlsSettings, TlsVersion,
 };
 
 pub(super) fn listener_limits(
@@ -188,6 +191,7 @@ pub(super) fn validate_tls(
                     CrlStale::FailClosed
                 }
             };
+            let renewal = renewal_rule(&ca, &ctx, errors);
             let allow = AllowRules {
                 cn: ca.allow_cn,
                 ou: ca.allow_ou,
@@ -270,6 +274,7 @@ pub(super) fn validate_tls(
                 ocsp_url: ca.ocsp_url,
                 ocsp_timeout,
                 allow,
+                renewal,
             })
         }
     };
@@ -408,4 +413,77 @@ pub(super) fn validate_listener(
         allow_from,
         limits,
     })
+}
+
+/// `renewal`, `renewal_identity`, `renewal_grace`, `supersede_grace` of
+/// `[listener.client_auth]`.
+fn renewal_rule(ca: &RawClientAuth, ctx: &str, errors: &mut Vec<ConfigError>) -> RenewalSettings {
+    let key = |k: &str| format!("{ctx}: client_auth.{k}");
+    let identity = match (ca.renewal.as_deref(), ca.renewal_identity.as_deref()) {
+        (None | Some("same_subject"), None) => Some(RenewalIdentity::Subject),
+        (None | Some("same_subject"), Some(id)) => match id {
+            "subject" => Some(RenewalIdentity::Subject),
+            "cn" => Some(RenewalIdentity::Cn),
+            "san_dns" => Some(RenewalIdentity::SanDns),
+            "san_uri" => Some(RenewalIdentity::SanUri),
+            oid if is_oid(oid) => Some(RenewalIdentity::Oid(oid.to_string())),
+            other => {
+                errors.push(invalid(
+                    key("renewal_identity"),
+                    format!(
+                        "\"{other}\" is not an identity; use \"cn\", \"san_dns\", \"san_uri\", \
+                         \"subject\" or the dotted OID of a subject attribute (e.g. \"2.5.4.5\" \
+                         for serialNumber)"
+                    ),
+                ));
+                None
+            }
+        },
+        (Some("same_key"), None) => Some(RenewalIdentity::Key),
+        (Some("off"), None) => None,
+        (Some(r @ ("same_key" | "off")), Some(_)) => {
+            errors.push(invalid(
+                key("renewal_identity"),
+                format!(
+                    "renewal_identity applies to renewal = \"same_subject\"; with renewal = \"{r}\" \
+                     remove it"
+                ),
+            ));
+            None
+        }
+        (Some(other), _) => {
+            errors.push(invalid(
+                key("renewal"),
+                format!(
+                    "\"{other}\" is not a renewal rule; use \"same_subject\" (the default), \
+                     \"same_key\" or \"off\""
+                ),
+            ));
+            None
+        }
+    };
+    let grace = duration_or(
+        ca.renewal_grace.as_deref(),
+        DEFAULT_RENEWAL_GRACE,
+        &key("renewal_grace"),
+        errors,
+    );
+    let supersede_grace = duration_or(
+        ca.supersede_grace.as_deref(),
+        DEFAULT_SUPERSEDE_GRACE,
+        &key("supersede_grace"),
+        errors,
+    );
+    RenewalSettings {
+        identity,
+        grace,
+        supersede_grace,
+    }
+}
+
+/// A dotted object identifier: at least two arcs of digits.
+fn is_oid(s: &str) -> bool {
+    s.split('.').count() >= 2
+        && s.split('.')
+            .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
 }

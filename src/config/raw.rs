@@ -108,6 +108,10 @@ pub(super) struct RawClientAuth {
     pub(super) ocsp: Option<String>,
     pub(super) ocsp_url: Option<String>,
     pub(super) ocsp_timeout: Option<String>,
+    pub(super) renewal: Option<String>,
+    pub(super) renewal_identity: Option<String>,
+    pub(super) renewal_grace: Option<String>,
+    pub(super) supersede_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -101,6 +101,9 @@ pub struct RegistrySettings {
     /// Capacity of the queue of first/last-seen updates from handshakes;
     /// beyond it updates are dropped (and counted), never handshakes.
     pub update_queue: usize,
+    /// What the listeners' renewal rules match devices on: the registry
+    /// keeps an index for each (from the listeners, not a key of its own).
+    pub renewal_identities: Vec<RenewalIdentity>,
 }
 
 /// Static pre-approval rules of a listener: a certificate matching any of
@@ -312,6 +315,65 @@ pub struct ClientAuthSettings {
     pub ocsp_timeout: std::time::Duration,
     /// Static pre-approval rules.
     pub allow: AllowRules,
+    /// How a renewed device certificate keeps its device's status.
+    pub renewal: RenewalSettings,
+}
+
+/// The renewal rule of a listener (`renewal`, `renewal_identity`,
+/// `renewal_grace`, `supersede_grace`): when a CA-valid certificate not
+/// seen before belongs to a device the registry knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalSettings {
+    /// What a renewal must share with the device's current certificate;
+    /// `None` is `renewal = "off"`.
+    pub identity: Option<RenewalIdentity>,
+    /// How long after the current certificate expired a renewal is still
+    /// inherited.
+    pub grace: Duration,
+    /// How long an old certificate is still admitted once its renewal has
+    /// been used.
+    pub supersede_grace: Duration,
+}
+
+impl Default for RenewalSettings {
+    fn default() -> Self {
+        RenewalSettings {
+            identity: Some(RenewalIdentity::Subject),
+            grace: super::defaults::DEFAULT_RENEWAL_GRACE,
+            supersede_grace: super::defaults::DEFAULT_SUPERSEDE_GRACE,
+        }
+    }
+}
+
+/// What identifies a device across its certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RenewalIdentity {
+    /// The whole subject DN (`renewal = "same_subject"`, the default).
+    Subject,
+    /// The subject's common name(s) (`renewal_identity = "cn"`).
+    Cn,
+    /// The set of DNS SANs (`"san_dns"`).
+    SanDns,
+    /// The set of URI SANs (`"san_uri"`).
+    SanUri,
+    /// The value(s) of one subject attribute, by dotted OID.
+    Oid(String),
+    /// The public key (`renewal = "same_key"`).
+    Key,
+}
+
+impl RenewalIdentity {
+    /// The name the config and the log use.
+    pub fn name(&self) -> String {
+        match self {
+            RenewalIdentity::Subject => "subject".into(),
+            RenewalIdentity::Cn => "cn".into(),
+            RenewalIdentity::SanDns => "san_dns".into(),
+            RenewalIdentity::SanUri => "san_uri".into(),
+            RenewalIdentity::Oid(o) => o.clone(),
+            RenewalIdentity::Key => "key".into(),
+        }
+    }
 }
 
 /// One validated `[[upstream]]`.

@@ -13,7 +13,7 @@ use super::upstream::validate_upstream;
 use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
 use super::{
     AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
+    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings, RenewalIdentity,
     UpstreamSettings, defaults::CRL_CACHE_NAME,
 };
 
@@ -61,6 +61,17 @@ pub(super) fn validate(
 
     let mut listeners: Vec<ListenerSettings> = listeners;
     default_crl_cache_dirs(&mut listeners, registry.as_ref(), errors);
+    let mut registry = registry;
+    if let Some(r) = &mut registry {
+        let mut ids: Vec<RenewalIdentity> = listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .filter_map(|t| t.client_auth.renewal.identity.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        r.renewal_identities = ids;
+    }
 
     let handover_socket = raw.handover_socket.map(|h| base.join(h));
     Settings {
@@ -237,5 +248,6 @@ fn registry_section(
         approval,
         audit_log,
         update_queue,
+        renewal_identities: Vec::new(),
     })
 }

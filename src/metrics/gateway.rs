@@ -11,6 +11,7 @@ use super::labels::{
     AdminRefusedLabel, BuildLabels, CertLabels, ClientAuthLabels, CrlFetchLabels, CrlLabels,
     CrlSourceLabel, DecisionLabels, HandshakeLabels, ListenerLabel, PhaseLabels, ReasonLabels,
     RequestLabels, RequestTimeLabels, ResultLabel, ServerLabels, StatusLabel, UpstreamErrorLabels,
+    WithinLabel, RenewalLabel,
 };
 use super::process::ProcessCollector;
 
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub(super) decisions: Family<DecisionLabels, Counter>,
     pub(super) registry_dropped: Counter,
     pub(super) registry_write_errors: Counter,
+    pub(super) device_renewals: Family<RenewalLabel, Counter>,
+    pub(super) certificates_expiring: Family<WithinLabel, Gauge>,
     pub(super) client_auth: Family<ClientAuthLabels, Counter>,
     pub(super) sources_refused: Family<ListenerLabel, Counter>,
     pub(super) admin_refused: Family<AdminRefusedLabel, Counter>,
@@ -189,6 +192,16 @@ impl Metrics {
                 &mut registry,
                 "registry_write_errors",
                 "Device store writes that failed",
+            ),
+            device_renewals: add(
+                &mut registry,
+                "device_renewals",
+                "Certificates not seen before that the renewal rule matched to a device: inherited (joined an approved or pending device), blocked (a blocked device's renewal), ambiguous (several approved devices share the identity; nothing inherited)",
+            ),
+            certificates_expiring: add(
+                &mut registry,
+                "device_certificates_expiring",
+                "Approved devices seen in the last 30 days whose current certificate expires within 7d, 30d or 90d and that have no successor yet",
             ),
             client_auth: add(
                 &mut registry,
@@ -453,6 +466,16 @@ impl Metrics {
             devices: [status("pending"), status("approved"), status("blocked")],
             dropped: self.registry_dropped.clone(),
             write_errors: self.registry_write_errors.clone(),
+            renewals: ["inherited", "blocked", "ambiguous"].map(|r| {
+                self.device_renewals
+                    .get_or_create(&RenewalLabel { result: r.into() })
+                    .clone()
+            }),
+            expiring: ["7d", "30d", "90d"].map(|w| {
+                self.certificates_expiring
+                    .get_or_create(&WithinLabel { within: w.into() })
+                    .clone()
+            }),
         }
     }
 

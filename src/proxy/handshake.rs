@@ -10,7 +10,7 @@ use crate::admission::{Admitted, Failure, FailureClass, Refusal, Verdict};
 use crate::config::ClientAuthMode;
 use crate::identity;
 use crate::readiness::{Event as ReadinessEvent, Status};
-use crate::registry::{DeviceStatus, Observation};
+use crate::registry::{Observation, Record};
 use crate::tls::hello::{self, Offered, Recorded};
 use crate::tls::{self, HandshakeNote, ListenerTls};
 use http::HeaderValue;
@@ -91,19 +91,16 @@ pub(super) fn observe(
     };
     let Some(fp) = note.fingerprint else { return };
     let record = match note.verdict {
-        Some(Verdict::Refuse {
-            record_pending: true,
-            ..
-        }) => Some(DeviceStatus::Pending),
-        Some(Verdict::Admit { record: true, .. }) if admitted_record => {
-            Some(DeviceStatus::Approved)
-        }
-        _ => None,
+        Some(Verdict::Refuse { record, .. }) => record,
+        // What an admission records waits for the connection to be
+        // admitted (an OCSP refusal after the handshake records nothing).
+        Some(Verdict::Admit { record, .. }) if admitted_record => record,
+        _ => Record::Seen,
     };
     // Refusals of certificates the registry has never seen and will not
     // record (bad CA, expired, ...) are not sent: strangers cannot fill
     // the queue with them.
-    if record.is_none() && reg.status(&fp).is_none() {
+    if record == Record::Seen && reg.status(&fp).is_none() {
         return;
     }
     reg.observe(Observation {
@@ -120,7 +117,7 @@ pub(super) fn observe(
 pub(super) fn refusal_status(r: Refusal) -> Status {
     match r {
         Refusal::Blocked => Status::Blocked,
-        Refusal::Unapproved | Refusal::NotAllowed => Status::Unapproved,
+        Refusal::Unapproved | Refusal::NotAllowed | Refusal::Superseded => Status::Unapproved,
     }
 }
 
@@ -516,7 +513,7 @@ mod tests {
     fn an_observed_verdict_classifies_the_device() {
         let unapproved = Verdict::Refuse {
             reason: Refusal::Unapproved,
-            record_pending: true,
+            record: Record::New(crate::registry::DeviceStatus::Pending),
         };
         assert_eq!(
             classify(&note(true, None, Some(unapproved)), None, None),
@@ -527,7 +524,7 @@ mod tests {
         );
         let admitted = Verdict::Admit {
             why: Admitted::Approved,
-            record: false,
+            record: Record::Seen,
         };
         assert_eq!(
             classify(&note(true, None, Some(admitted)), None, None),

@@ -58,11 +58,8 @@ impl Admission {
             // Blocked (or no longer approved) in the registry: a status
             // lookup, no chain verification. A block closes connections in
             // observe mode too.
-            if let (Some(policy), Some(fp), Some(leaf)) = (
-                &tls.policy,
-                &self.fingerprint,
-                self.chain.as_deref().and_then(|c| c.first()),
-            ) && let Verdict::Refuse { reason, .. } = policy.decide(fp, leaf)
+            if let (Some(fp), Some(chain)) = (&self.fingerprint, self.chain.as_deref())
+                && let Some(Verdict::Refuse { reason, .. }) = tls.decide(fp, chain)
                 && (reason.by_admin() || tls.mode == ClientAuthMode::Required)
             {
                 return Failure::Refused(reason);

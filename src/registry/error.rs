@@ -14,6 +14,9 @@ pub enum RegistryError {
     /// Not a fingerprint.
     #[error("\"{0}\" is not a fingerprint; give the 64 hex digits of the certificate's SHA-256")]
     BadFingerprint(String),
+    /// An import names something certgate cannot take.
+    #[error("nothing was imported: {0}")]
+    BadImport(String),
     /// The store refused the write: nothing changed.
     #[error("the change was NOT saved: {0}")]
     Store(#[from] StoreError),

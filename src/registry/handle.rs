@@ -10,12 +10,15 @@ use tracing::{error, info, warn};
 
 use crate::config::RegistrySettings;
 
+use crate::config::RenewalIdentity;
+
 use super::requests::Command;
-use super::shared::{Shared, status_map};
+use super::shared::Shared;
+use super::snapshot::{CertEntry, Snapshot};
 use super::writer::Writer;
 use super::{
-    Change, Device, DeviceStatus, DeviceStore, Observation, Page, Query, RedbStore, RegistryError,
-    RegistryMetrics, StoreError,
+    Change, Device, DeviceStatus, DeviceStore, DeviceView, Forecast, Observation, Page, Query,
+    RedbStore, RegistryError, RegistryMetrics, StoreError,
 };
 
 /// A handle to the registry; cheap to clone.
@@ -27,7 +30,7 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("devices", &self.shared.statuses.load().len())
+            .field("certificates", &self.shared.snapshot.load().len())
             .finish()
     }
 }
@@ -86,14 +89,23 @@ impl Registry {
         for p in problems {
             error!(problem = %p, "registry record skipped");
         }
-        let records: HashMap<String, Device> = devices
-            .into_iter()
-            .map(|d| (d.fingerprint.clone(), d))
+        let records: HashMap<String, Device> =
+            devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let by_fp: HashMap<String, String> = records
+            .values()
+            .flat_map(|d| {
+                d.certificates
+                    .iter()
+                    .map(|c| (c.fingerprint.clone(), d.id.clone()))
+            })
             .collect();
         let (updates, updates_rx) = mpsc::channel(settings.update_queue.max(1));
         let (commands, commands_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
-            statuses: ArcSwap::from_pointee(status_map(&records)),
+            snapshot: ArcSwap::from_pointee(Snapshot::build(
+                records.values(),
+                &settings.renewal_identities,
+            )),
             revocations: watch::Sender::new(0),
             updates,
             commands,
@@ -102,13 +114,17 @@ impl Registry {
         info!(
             path = %settings.path,
             devices = records.len(),
+            certificates = by_fp.len(),
             approval = ?settings.approval,
             "device registry opened"
         );
         let writer = Writer {
             store,
             records,
+            by_fp,
+            identities: settings.renewal_identities.clone(),
             dirty: HashSet::new(),
+            removed: HashSet::new(),
             shared: Arc::downgrade(&shared),
             metrics: shared.metrics.clone(),
             audit_path: settings.audit_log.resolved.clone(),
@@ -120,9 +136,33 @@ impl Registry {
         Ok(Registry { shared })
     }
 
-    /// The status of a device, from the snapshot (no I/O, no lock).
+    /// The status of the device a certificate belongs to, from the
+    /// snapshot (no I/O, no lock).
     pub fn status(&self, fingerprint: &[u8; 32]) -> Option<DeviceStatus> {
-        self.shared.statuses.load().get(fingerprint).copied()
+        self.cert(fingerprint).map(|c| c.status)
+    }
+
+    /// What the snapshot has about a certificate.
+    pub fn cert(&self, fingerprint: &[u8; 32]) -> Option<CertEntry> {
+        self.shared.snapshot.load().cert(fingerprint)
+    }
+
+    /// The current snapshot (the renewal rule's index included).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.shared.snapshot.load()
+    }
+
+    /// Indexes the snapshot for these renewal identities (the listeners'
+    /// rules, after a reload changed them).
+    pub fn set_identities(&self, identities: Vec<RenewalIdentity>) {
+        if self
+            .shared
+            .commands
+            .try_send(Command::Identities { identities })
+            .is_err()
+        {
+            warn!("the registry is busy; the renewal index follows the new rules at its next change");
+        }
     }
 
     /// A receiver that changes whenever a device may have lost admission.
@@ -146,7 +186,7 @@ impl Registry {
         fingerprints: Vec<String>,
         change: Change,
         who: &str,
-    ) -> Result<Vec<Device>, RegistryError> {
+    ) -> Result<Vec<DeviceView>, RegistryError> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .commands
@@ -161,7 +201,45 @@ impl Registry {
         rx.await.map_err(|_| RegistryError::Closed)?
     }
 
-    /// One device.
+    /// Restores devices from an export: each device with its status,
+    /// label and certificates. A certificate the registry already has
+    /// keeps its device (the import says so in the audit log); durable and
+    /// audited when it returns `Ok`.
+    pub async fn import(
+        &self,
+        devices: Vec<Device>,
+        who: &str,
+    ) -> Result<Vec<DeviceView>, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Import {
+                devices,
+                who: who.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        rx.await.map_err(|_| RegistryError::Closed)?
+    }
+
+    /// The fleet's expiry forecast, counting devices seen within
+    /// `active_within` seconds.
+    pub async fn expiry(&self, active_within: i64) -> Result<Forecast, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Expiry {
+                active_within,
+                reply,
+            })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        rx.await.map_err(|_| RegistryError::Closed)
+    }
+
+    /// One device, by the fingerprint of any of its certificates or by its
+    /// id.
     pub async fn get(&self, fingerprint: &str) -> Result<Option<Device>, RegistryError> {
         let (reply, rx) = oneshot::channel();
         self.shared
@@ -172,7 +250,7 @@ impl Registry {
             })
             .await
             .map_err(|_| RegistryError::Closed)?;
-        rx.await.map_err(|_| RegistryError::Closed)
+        rx.await.map_err(|_| RegistryError::Closed)?
     }
 
     /// A page of devices.
@@ -201,6 +279,8 @@ impl Registry {
 /// Prints a warning once if `settings` changed in a way that needs a
 /// restart.
 pub(crate) fn warn_if_changed(old: Option<&RegistrySettings>, new: Option<&RegistrySettings>) {
+    // The renewal index follows the listeners at once (see
+    // `Registry::set_identities`); the rest needs a restart.
     if old.map(|r| (&r.path, &r.audit_log, r.update_queue))
         != new.map(|r| (&r.path, &r.audit_log, r.update_queue))
     {

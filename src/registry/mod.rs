@@ -9,28 +9,39 @@
 //! go through the same writer, are committed durably before they are
 //! acknowledged, written to the audit log, and published in a new snapshot.
 //!
+//! A device is a lineage of certificates: its first one and each renewal
+//! that a listener's renewal rule matched to it. The status belongs to the
+//! device, so a renewed certificate keeps the approval (or the block).
+//!
 //! # Layout
-//! - [`device`]: the record and its status.
+//! - [`device`]: the device, its certificates, its status, its view.
 //! - `requests`, [`error`]: what callers send and get back.
-//! - `shared`, `handle`: the handle and the snapshot handshakes read.
+//! - `snapshot`: what handshakes read (statuses, the renewal index).
+//! - `shared`, `handle`: the handle and the shared state.
 //! - `writer`: the single writer task (store, audit log).
-//! - [`store`]: the embedded redb store.
+//! - `expiry`: the fleet's expiry forecast.
+//! - [`store`], `migrate`: the embedded redb store and its schema 1.
 
 pub(crate) mod device;
 pub(crate) mod error;
+pub(crate) mod expiry;
 mod handle;
+mod migrate;
 mod requests;
 mod shared;
+pub(crate) mod snapshot;
 pub(crate) mod store;
 mod writer;
 
 pub use crate::identity::fingerprint;
 pub(crate) use device::parse_fingerprint;
-pub use device::{Device, DeviceStatus};
+pub use device::{Certificate, CertificateView, Device, DeviceStatus, DeviceView};
 pub(crate) use error::RegistryError;
+pub(crate) use expiry::Forecast;
 pub use handle::Registry;
 pub(crate) use handle::warn_if_changed;
-pub(crate) use requests::{Change, Observation, Page, Query};
+pub(crate) use requests::{Change, Observation, Page, Query, Record};
+pub(crate) use snapshot::{Candidate, Snapshot};
 pub use shared::RegistryMetrics;
 pub(crate) use store::RedbStore;
 pub use store::{DeviceStore, StoreError};

@@ -5,7 +5,9 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
-use super::{Device, DeviceStatus, RegistryError};
+use crate::config::RenewalIdentity;
+
+use super::{Device, DeviceStatus, DeviceView, RegistryError};
 
 /// What a handshake reports to the registry.
 #[derive(Debug)]
@@ -20,8 +22,32 @@ pub struct Observation {
     pub at: i64,
     /// Admitted, or refused with a reason.
     pub refused: Option<&'static str>,
-    /// Status to record for a device not yet approved (or unknown).
-    pub record: Option<DeviceStatus>,
+    /// What to record about a certificate the registry may not have.
+    pub record: Record,
+}
+
+/// What a handshake asks the registry to record about its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Nothing new: a known certificate's counters (an unknown one is not
+    /// recorded).
+    Seen,
+    /// A known certificate whose record lacks what only the certificate
+    /// tells (its key, its authority key id): filled in from it.
+    Fill,
+    /// A first-seen certificate: a new device with this status (approved
+    /// only when the handshake was admitted by `auto` or a rule).
+    New(DeviceStatus),
+    /// A renewal: the certificate joins the device of the certificate with
+    /// this fingerprint and has that device's status; admitted, it
+    /// supersedes the device's older certificates.
+    Renewal {
+        /// A certificate of the device (its current one when decided).
+        of: [u8; 32],
+    },
+    /// A first-seen certificate whose identity several approved devices
+    /// share: a new device with this status, flagged `ambiguous_identity`.
+    Ambiguous(DeviceStatus),
 }
 
 /// An administrator's change.
@@ -54,6 +80,8 @@ impl Change {
 /// A query for the device list.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
+    /// Seen in the last this many seconds.
+    pub active_within: Option<i64>,
     /// Only this status.
     pub status: Option<DeviceStatus>,
     /// Case-insensitive substring of fingerprint, subject, SANs, label or
@@ -74,8 +102,8 @@ pub struct Page {
     pub total: usize,
     /// Offset of the first device returned.
     pub offset: usize,
-    /// The devices, by first seen (then fingerprint).
-    pub devices: Vec<Device>,
+    /// The devices, by first seen (then id).
+    pub devices: Vec<DeviceView>,
 }
 
 pub(super) enum Command {
@@ -83,11 +111,23 @@ pub(super) enum Command {
         fingerprints: Vec<String>,
         change: Change,
         who: String,
-        reply: oneshot::Sender<Result<Vec<Device>, RegistryError>>,
+        reply: oneshot::Sender<Result<Vec<DeviceView>, RegistryError>>,
     },
     Get {
         fingerprint: String,
-        reply: oneshot::Sender<Option<Device>>,
+        reply: oneshot::Sender<Result<Option<Device>, RegistryError>>,
+    },
+    Import {
+        devices: Vec<Device>,
+        who: String,
+        reply: oneshot::Sender<Result<Vec<DeviceView>, RegistryError>>,
+    },
+    Expiry {
+        active_within: i64,
+        reply: oneshot::Sender<super::expiry::Forecast>,
+    },
+    Identities {
+        identities: Vec<RenewalIdentity>,
     },
     List {
         query: Query,

@@ -1,17 +1,13 @@
-//! The state the registry handle and its writer task share: the status
-//! snapshot handshakes read, the queues to the writer, the metrics.
+//! The state the registry handle and its writer task share: the snapshot
+//! handshakes read, the queues to the writer, the metrics.
 
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
-use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 
-use super::device::unhex32;
+use super::Observation;
 use super::requests::Command;
-use super::{Device, DeviceStatus, Observation};
-
-/// The handshake's view: fingerprint → status.
-pub(crate) type StatusMap = HashMap<[u8; 32], DeviceStatus>;
+use super::snapshot::Snapshot;
 
 /// Registry metrics.
 #[derive(Debug, Clone, Default)]
@@ -22,21 +18,20 @@ pub struct RegistryMetrics {
     pub dropped: Counter,
     /// Store writes that failed.
     pub write_errors: Counter,
+    /// Renewals matched to a device: inherited, blocked, ambiguous
+    /// (`certgate_device_renewals_total{result}`).
+    pub renewals: [Counter; 3],
+    /// Active approved devices whose certificate expires within 7, 30, 90
+    /// days with no successor (`certgate_device_certificates_expiring`).
+    pub expiring: [prometheus_client::metrics::gauge::Gauge; 3],
 }
 
 pub(super) struct Shared {
-    pub(super) statuses: ArcSwap<StatusMap>,
+    pub(super) snapshot: ArcSwap<Snapshot>,
     /// Bumped when a device loses admission (blocked, unblocked back to
     /// pending, forgotten): open connections re-check themselves.
     pub(super) revocations: watch::Sender<u64>,
     pub(super) updates: mpsc::Sender<Observation>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) metrics: RegistryMetrics,
-}
-
-pub(super) fn status_map(records: &HashMap<String, Device>) -> StatusMap {
-    records
-        .values()
-        .filter_map(|d| unhex32(&d.fingerprint).map(|k| (k, d.status)))
-        .collect()
 }

@@ -15,7 +15,14 @@ use thiserror::Error;
 
 use super::Device;
 
-const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Schema 1: fingerprint → JSON certificate record (before lineages).
+const V1_DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Schema 2: device id → JSON device (its lineage of certificates).
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("device_lineages");
+/// `schema` → the schema version of the file.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The schema this certgate reads and writes.
+const SCHEMA: u64 = 2;
 
 /// A store operation failed.
 #[derive(Debug, Error)]
@@ -58,18 +65,20 @@ impl StoreError {
 /// Page cache of the device store (see [`RedbStore`]).
 const STORE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Persistent device records, keyed by fingerprint.
+/// Persistent device records, keyed by device id.
 pub trait DeviceStore: Send + Sync + 'static {
     /// Every record, plus the problems met with records that could not be
     /// decoded (those are skipped, never fatal).
     fn load(&self) -> Result<(Vec<Device>, Vec<StoreError>), StoreError>;
     /// Inserts or replaces `devices` in one durable transaction.
     fn put(&self, devices: &[Device]) -> Result<(), StoreError>;
-    /// Removes a record; whether it existed. Durable when it returns.
-    fn delete(&self, fingerprint: &str) -> Result<bool, StoreError>;
+    /// Removes a device; whether it existed. Durable when it returns.
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
 }
 
-/// The embedded redb store: one table, fingerprint → JSON record.
+/// The embedded redb store: device id → JSON device, and the schema
+/// version; a schema-1 file (fingerprint → certificate) is migrated when
+/// it is opened, after a copy of it is kept beside it.
 pub(crate) struct RedbStore {
     /// `None` only between dropping a failed handle and opening the next.
     db: std::sync::Mutex<Option<redb::Database>>,
@@ -212,7 +221,7 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let db = Self::create(path).map_err(open_err)?;
+        let db = Self::migrate(path, Self::create(path).map_err(open_err)?)?;
         let store = RedbStore {
             db: std::sync::Mutex::new(Some(db)),
             path: path.to_path_buf(),
@@ -221,6 +230,93 @@ impl RedbStore {
         // Create the table so that reads never meet a missing one.
         store.put(&[])?;
         Ok(store)
+    }
+
+    /// Brings a file of an earlier schema to [`SCHEMA`]; refuses one of a
+    /// later schema (a newer certgate wrote it) rather than misread it.
+    fn migrate(path: &Path, db: redb::Database) -> Result<redb::Database, StoreError> {
+        let io = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let (schema, v1) = {
+            let tx = db.begin_read().map_err(|e| io(&e))?;
+            let schema = match tx.open_table(META) {
+                Ok(t) => t.get("schema").map_err(|e| io(&e))?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(io(&e)),
+            };
+            let v1 = match tx.open_table(V1_DEVICES) {
+                Ok(t) => {
+                    let mut out = Vec::new();
+                    for item in t.iter().map_err(|e| io(&e))? {
+                        let (k, v) = item.map_err(|e| io(&e))?;
+                        out.push((k.value().to_string(), v.value().to_vec()));
+                    }
+                    out
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(io(&e)),
+            };
+            (schema, v1)
+        };
+        match schema {
+            Some(SCHEMA) => return Ok(db),
+            Some(newer) if newer > SCHEMA => {
+                return Err(io(&format!(
+                    "it was written by a newer certgate (device store schema {newer}; this \
+                     certgate reads schema {SCHEMA}); run that version, or restore the file \
+                     it kept when it migrated this one (*.schema{SCHEMA}-backup)"
+                )));
+            }
+            _ => {}
+        }
+        let db = if v1.is_empty() {
+            db
+        } else {
+            // A copy of the file as it was, for a downgrade: the earlier
+            // certgate cannot read the new schema.
+            drop(db);
+            let mut backup = path.as_os_str().to_owned();
+            backup.push(".schema1-backup");
+            let backup = std::path::PathBuf::from(backup);
+            if !backup.exists() {
+                std::fs::copy(path, &backup).map_err(|e| {
+                    io(&format!(
+                        "cannot keep a copy at {} before migrating the device store: {e}",
+                        backup.display()
+                    ))
+                })?;
+            }
+            tracing::info!(backup = %backup.display(), "device store of schema 1 kept before migration");
+            Self::create(path).map_err(|m| io(&m))?
+        };
+        let n = v1.len();
+        let (devices, problems) = super::migrate::from_v1(v1);
+        for (key, why) in &problems {
+            tracing::error!(path = %path.display(), record = %key, error = %why,
+                "schema-1 device record is corrupt; it was not migrated");
+        }
+        let tx = db.begin_write().map_err(|e| io(&e))?;
+        {
+            let mut table = tx.open_table(DEVICES).map_err(|e| io(&e))?;
+            for d in &devices {
+                table
+                    .insert(d.id.as_str(), d.encode().as_slice())
+                    .map_err(|e| io(&e))?;
+            }
+            let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
+            meta.insert("schema", SCHEMA).map_err(|e| io(&e))?;
+        }
+        if n > 0 {
+            tx.delete_table(V1_DEVICES).map_err(|e| io(&e))?;
+        }
+        tx.commit().map_err(|e| io(&e))?;
+        if n > 0 {
+            tracing::info!(path = %path.display(), certificates = n, devices = devices.len(),
+                "device store migrated to lineages: each certificate is a device of one, with its status");
+        }
+        Ok(db)
     }
 
     fn create(path: &Path) -> Result<redb::Database, String> {
@@ -306,7 +402,7 @@ impl DeviceStore for RedbStore {
                 for d in devices {
                     let bytes = d.encode();
                     table
-                        .insert(d.fingerprint.as_str(), bytes.as_slice())
+                        .insert(d.id.as_str(), bytes.as_slice())
                         .map_err(|e| self.io(e))?;
                 }
             }
@@ -314,12 +410,12 @@ impl DeviceStore for RedbStore {
         })
     }
 
-    fn delete(&self, fingerprint: &str) -> Result<bool, StoreError> {
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_write().map_err(|e| self.io(e))?;
             let existed = {
                 let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
-                table.remove(fingerprint).map_err(|e| self.io(e))?.is_some()
+                table.remove(id).map_err(|e| self.io(e))?.is_some()
             };
             tx.commit().map_err(|e| self.io(e))?;
             Ok(existed)

@@ -9,21 +9,36 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use super::device::hex32;
-use super::requests::Command;
-use super::shared::{Shared, status_map};
+use crate::config::RenewalIdentity;
+
+use super::device::{device_id, hex32};
+use super::requests::{Command, Record};
+use super::shared::Shared;
+use super::snapshot::Snapshot;
 use super::{
-    Change, Device, DeviceStatus, DeviceStore, Observation, Page, Query, RedbStore, RegistryError,
-    RegistryMetrics, StoreError, parse_fingerprint,
+    Certificate, Change, Device, DeviceStatus, DeviceStore, DeviceView, Observation, Page, Query,
+    RedbStore, RegistryError, RegistryMetrics, StoreError, expiry, parse_fingerprint,
 };
 
 /// How often queued handshake updates are written.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often the expiry gauges are recomputed when nothing changes (time
+/// alone brings certificates closer to expiry).
+const GAUGES_EVERY: u32 = 300;
 
 pub(super) struct Writer {
     pub(super) store: Arc<dyn DeviceStore>,
+    /// Device id → device.
     pub(super) records: HashMap<String, Device>,
+    /// Certificate fingerprint → device id.
+    pub(super) by_fp: HashMap<String, String>,
+    /// What the snapshot indexes for the listeners' renewal rules.
+    pub(super) identities: Vec<RenewalIdentity>,
+    /// Devices changed since the last write.
     pub(super) dirty: HashSet<String>,
+    /// Devices removed since the last write (a renewal moved their one
+    /// certificate into the device it renews).
+    pub(super) removed: HashSet<String>,
     pub(super) shared: std::sync::Weak<Shared>,
     pub(super) metrics: RegistryMetrics,
     pub(super) audit_path: PathBuf,
@@ -56,6 +71,22 @@ impl Released {
     }
 }
 
+/// What applying observations asks of the snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+struct Publish {
+    /// Statuses or the renewal index changed.
+    snapshot: bool,
+    /// A certificate may have lost admission (open connections re-check).
+    revoke: bool,
+}
+
+impl std::ops::BitOrAssign for Publish {
+    fn bitor_assign(&mut self, o: Publish) {
+        self.snapshot |= o.snapshot;
+        self.revoke |= o.revoke;
+    }
+}
+
 impl Writer {
     pub(super) async fn run(
         mut self,
@@ -64,6 +95,7 @@ impl Writer {
     ) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 biased;
@@ -73,74 +105,224 @@ impl Writer {
                 },
                 obs = updates.recv() => match obs {
                     Some(o) => {
-                        let mut new_status = self.apply(o);
+                        let mut audit = Vec::new();
+                        let now = crate::clock::now_unix();
+                        let mut publish = self.apply(o, now, &mut audit);
                         // Take what else is queued in the same batch.
                         for _ in 0..4096 {
                             match updates.try_recv() {
-                                Ok(o) => new_status |= self.apply(o),
+                                Ok(o) => publish |= self.apply(o, now, &mut audit),
                                 Err(_) => break,
                             }
                         }
-                        if new_status {
-                            self.publish(false);
+                        if publish.snapshot {
+                            self.publish(publish.revoke);
                         }
+                        self.audit_renewals(&audit);
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
                     let _ = self.flush().await;
+                    ticks = ticks.wrapping_add(1);
+                    if ticks.is_multiple_of(GAUGES_EVERY) {
+                        self.count();
+                    }
                 }
             }
         }
         let _ = self.flush().await;
     }
 
-    /// Applies a handshake observation; true when a status was created or
-    /// changed (the snapshot must be republished).
-    fn apply(&mut self, o: Observation) -> bool {
+    /// Applies a handshake observation.
+    fn apply(&mut self, o: Observation, now: i64, audit: &mut Vec<serde_json::Value>) -> Publish {
         let key = hex32(&o.fingerprint);
-        let mut changed = false;
-        let d = match self.records.get_mut(&key) {
-            Some(d) => d,
+        let mut publish = Publish::default();
+        let id = match self.by_fp.get(&key).cloned() {
+            Some(id) => {
+                // A lone undecided certificate the renewal rule now places
+                // (the rule or its index changed since it was recorded).
+                if let Record::Renewal { of } = o.record
+                    && self.undecided(&id)
+                    && self.by_fp.get(&hex32(&of)).is_some_and(|other| *other != id)
+                    && let Some(mut lone) = self.records.remove(&id)
+                    && let Some(cert) = lone.certificates.pop()
+                {
+                    self.by_fp.remove(&key);
+                    self.dirty.remove(&id);
+                    self.removed.insert(id);
+                    publish |= self.join(cert, of, o.refused.is_none(), now, audit);
+                    match self.by_fp.get(&key) {
+                        Some(id) => id.clone(),
+                        None => return publish,
+                    }
+                } else {
+                    id
+                }
+            }
             None => {
                 // A device is only created by a handshake that passed CA
                 // validation (the verifier asks for `record`): a stranger
                 // cannot fill the registry.
-                let Some(status) = o.record else {
-                    return false;
+                let cert = |der: &Option<Vec<u8>>| match der {
+                    Some(der) => Certificate::from_der(key.clone(), der),
+                    None => Certificate::bare(key.clone()),
                 };
-                let d = match &o.der {
-                    Some(der) => Device::from_der(key.clone(), der, status),
-                    None => Device::bare(key.clone(), status),
-                };
-                changed = true;
-                self.records.entry(key.clone()).or_insert(d)
+                match o.record {
+                    Record::Seen | Record::Fill => return publish,
+                    Record::New(status) => self.create(cert(&o.der), status),
+                    Record::Ambiguous(status) => {
+                        let mut c = cert(&o.der);
+                        c.ambiguous_identity = true;
+                        self.metrics.renewals[2].inc();
+                        self.create(c, status)
+                    }
+                    Record::Renewal { of } => {
+                        publish |= self.join(cert(&o.der), of, o.refused.is_none(), now, audit);
+                    }
+                }
+                publish.snapshot = true;
+                match self.by_fp.get(&key) {
+                    Some(id) => id.clone(),
+                    None => return publish,
+                }
             }
         };
-        if let Some(DeviceStatus::Approved) = o.record
+        let Some(d) = self.records.get_mut(&id) else {
+            return publish;
+        };
+        if let Record::New(DeviceStatus::Approved) = o.record
             && d.status == DeviceStatus::Pending
         {
             d.status = DeviceStatus::Approved;
-            changed = true;
+            publish.snapshot = true;
         }
-        if d.first_seen.is_none() {
-            d.first_seen = Some(o.at);
+        if let Some(c) = d.certificates.iter_mut().find(|c| c.fingerprint == key) {
+            if !c.has_details()
+                && let Some(der) = &o.der
+            {
+                c.fill_from_der(der);
+                publish.snapshot = true;
+            }
+            if c.first_seen.is_none() {
+                c.first_seen = Some(o.at);
+            }
+            c.last_seen = Some(o.at);
+            c.last_peer = Some(o.peer.ip().to_canonical().to_string());
+            match o.refused {
+                None => c.connections += 1,
+                Some(reason) => *c.refusals.entry(reason.to_string()).or_default() += 1,
+            }
         }
-        d.last_seen = Some(o.at);
-        d.last_peer = Some(o.peer.ip().to_canonical().to_string());
-        match o.refused {
-            None => d.connections += 1,
-            Some(reason) => *d.refusals.entry(reason.to_string()).or_default() += 1,
+        self.dirty.insert(id);
+        publish
+    }
+
+    /// Whether a device is a lone pending certificate no administrator
+    /// has decided on.
+    fn undecided(&self, id: &str) -> bool {
+        self.records.get(id).is_some_and(|d| {
+            d.status == DeviceStatus::Pending && d.certificates.len() == 1 && d.changed_at.is_none()
+        })
+    }
+
+    /// A new device of one certificate.
+    fn create(&mut self, cert: Certificate, status: DeviceStatus) {
+        let id = device_id(&cert.fingerprint, |id| self.records.contains_key(id));
+        self.by_fp.insert(cert.fingerprint.clone(), id.clone());
+        self.dirty.insert(id.clone());
+        self.records.insert(id.clone(), Device::of(id, cert, status));
+    }
+
+    /// A renewal joins the device of `of`: it takes the device's status
+    /// and, when it was admitted, supersedes the older certificates.
+    fn join(
+        &mut self,
+        mut cert: Certificate,
+        of: [u8; 32],
+        admitted: bool,
+        now: i64,
+        audit: &mut Vec<serde_json::Value>,
+    ) -> Publish {
+        let of = hex32(&of);
+        let Some(id) = self.by_fp.get(&of).cloned() else {
+            // The device was forgotten since the handshake decided.
+            self.create(cert, DeviceStatus::Pending);
+            return Publish {
+                snapshot: true,
+                revoke: true,
+            };
+        };
+        let Some(d) = self.records.get_mut(&id) else {
+            return Publish::default();
+        };
+        cert.renewal_of = Some(of.clone());
+        let fp = cert.fingerprint.clone();
+        let subject = cert.subject.clone();
+        let dropped = d.renew(cert, admitted, now);
+        let status = d.status;
+        for f in dropped {
+            self.by_fp.remove(&f);
         }
-        self.dirty.insert(key);
-        changed
+        self.by_fp.insert(fp.clone(), id.clone());
+        self.dirty.insert(id.clone());
+        self.metrics.renewals[if status == DeviceStatus::Blocked { 1 } else { 0 }].inc();
+        let note = match status {
+            DeviceStatus::Approved => format!("approved by renewal of {of}"),
+            DeviceStatus::Blocked => format!("blocked by renewal of {of}"),
+            DeviceStatus::Pending => format!("pending: joined its device by renewal of {of}"),
+        };
+        info!(device = %id, fingerprint = %fp, renewal_of = %of, %subject,
+            status = status.as_str(), superseded = admitted, "device certificate renewed");
+        audit.push(serde_json::json!({
+            "time": now,
+            "who": "certgate",
+            "action": "renewal",
+            "device": id,
+            "fingerprint": fp,
+            "renewal_of": of,
+            "subject": subject,
+            "status": status.as_str(),
+            "note": note,
+        }));
+        Publish {
+            snapshot: true,
+            // The device's status did not change, but the snapshot may
+            // now refuse a superseded certificate sooner.
+            revoke: true,
+        }
+    }
+
+    /// Appends the renewals' audit lines. The handshakes were decided
+    /// already: a failure is logged, not answered.
+    fn audit_renewals(&self, lines: &[serde_json::Value]) {
+        if lines.is_empty() {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = self.open_audit_file()?;
+            let mut text = String::new();
+            for l in lines {
+                text.push_str(&l.to_string());
+                text.push('\n');
+            }
+            f.write_all(text.as_bytes())?;
+            f.sync_data()
+        };
+        if let Err(e) = write() {
+            error!(path = %self.audit_path.display(), error = %e, lines = lines.len(),
+                "audit log write failed; renewals are recorded in the registry but not in the audit log");
+        }
     }
 
     fn publish(&self, revoked: bool) {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        shared.statuses.store(Arc::new(status_map(&self.records)));
+        shared.snapshot.store(Arc::new(Snapshot::build(
+            self.records.values(),
+            &self.identities,
+        )));
         if revoked {
             shared.revocations.send_modify(|g| *g += 1);
         }
@@ -155,10 +337,14 @@ impl Writer {
         for (g, v) in self.metrics.devices.iter().zip(n) {
             g.set(v);
         }
+        let expiring = expiry::gauge(self.records.values(), crate::clock::now_unix());
+        for (g, v) in self.metrics.expiring.iter().zip(expiring) {
+            g.set(v);
+        }
     }
 
     async fn flush(&mut self) -> Result<(), RegistryError> {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.removed.is_empty() {
             return Ok(());
         }
         let batch: Vec<Device> = self
@@ -166,15 +352,16 @@ impl Writer {
             .iter()
             .filter_map(|k| self.records.get(k).cloned())
             .collect();
+        let removed: Vec<String> = self.removed.iter().cloned().collect();
         let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.put(&batch))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Io {
-                    path: PathBuf::new(),
-                    message: format!("writer task failed: {e}"),
-                })
-            });
+        let result = blocking(move || {
+            store.put(&batch)?;
+            for id in &removed {
+                store.delete(id)?;
+            }
+            Ok(())
+        })
+        .await;
         match result {
             Ok(()) => {
                 if self.failing {
@@ -182,6 +369,7 @@ impl Writer {
                 }
                 self.failing = false;
                 self.dirty.clear();
+                self.removed.clear();
                 Ok(())
             }
             Err(e) => {
@@ -199,10 +387,31 @@ impl Writer {
     async fn command(&mut self, c: Command) {
         match c {
             Command::Get { fingerprint, reply } => {
-                let _ = reply.send(self.records.get(&fingerprint).cloned());
+                let d = self
+                    .resolve(&fingerprint)
+                    .map(|id| id.and_then(|id| self.records.get(&id).cloned()));
+                let _ = reply.send(d);
             }
             Command::List { query, reply } => {
                 let _ = reply.send(self.page(&query));
+            }
+            Command::Expiry {
+                active_within,
+                reply,
+            } => {
+                let _ = reply.send(expiry::forecast(
+                    self.records.values(),
+                    crate::clock::now_unix(),
+                    active_within,
+                ));
+            }
+            Command::Identities { identities } => {
+                if identities != self.identities {
+                    info!(identities = ?identities.iter().map(RenewalIdentity::name).collect::<Vec<_>>(),
+                        "renewal index follows the listeners' renewal rules");
+                    self.identities = identities;
+                    self.publish(false);
+                }
             }
             Command::Flush { reply } => {
                 let _ = reply.send(self.flush().await);
@@ -215,14 +424,7 @@ impl Writer {
             }
             Command::Reopen { reply } => {
                 let path = self.store_path.clone();
-                let r = tokio::task::spawn_blocking(move || RedbStore::open(&path))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(StoreError::Io {
-                            path: PathBuf::new(),
-                            message: format!("writer task failed: {e}"),
-                        })
-                    });
+                let r = blocking(move || RedbStore::open(&path)).await;
                 let _ = reply.send(match r {
                     Ok(s) => {
                         self.store = Arc::new(s);
@@ -240,7 +442,28 @@ impl Writer {
             } => {
                 let _ = reply.send(self.change(fingerprints, change, &who).await);
             }
+            Command::Import {
+                devices,
+                who,
+                reply,
+            } => {
+                let _ = reply.send(self.import(devices, &who).await);
+            }
         }
+    }
+
+    /// The device id a user's word names: the fingerprint of any of its
+    /// certificates, or its id. `Ok(None)`: a well-formed fingerprint the
+    /// registry does not know.
+    fn resolve(&self, raw: &str) -> Result<Option<String>, RegistryError> {
+        if let Some(fp) = parse_fingerprint(raw) {
+            return Ok(self.by_fp.get(&fp).cloned());
+        }
+        let id = raw.trim().to_ascii_lowercase();
+        if self.records.contains_key(&id) {
+            return Ok(Some(id));
+        }
+        Err(RegistryError::BadFingerprint(raw.to_string()))
     }
 
     async fn change(
@@ -248,20 +471,38 @@ impl Writer {
         fingerprints: Vec<String>,
         change: Change,
         who: &str,
-    ) -> Result<Vec<Device>, RegistryError> {
+    ) -> Result<Vec<DeviceView>, RegistryError> {
         let now = crate::clock::now_unix();
-        let mut updated = Vec::new();
-        let mut forget = Vec::new();
+        let mut updated: Vec<Device> = Vec::new();
+        let mut forget: Vec<Device> = Vec::new();
+        let mut seen = HashSet::new();
         for raw in &fingerprints {
-            let fp =
-                parse_fingerprint(raw).ok_or_else(|| RegistryError::BadFingerprint(raw.clone()))?;
-            let existing = self.records.get(&fp).cloned();
+            let existing = self.resolve(raw)?;
             let mut d = match (existing, &change) {
-                (Some(d), _) => d,
-                (None, Change::Approve) => Device::bare(fp.clone(), DeviceStatus::Approved),
-                (None, Change::Block) => Device::bare(fp.clone(), DeviceStatus::Blocked),
-                (None, _) => return Err(RegistryError::NotFound(fp)),
+                (Some(id), _) => match self.records.get(&id) {
+                    Some(d) => d.clone(),
+                    None => return Err(RegistryError::NotFound(raw.clone())),
+                },
+                (None, Change::Approve | Change::Block) => {
+                    // Pre-approval (or pre-block) of a certificate not seen
+                    // yet: a device of one, known by fingerprint.
+                    let fp = parse_fingerprint(raw)
+                        .ok_or_else(|| RegistryError::BadFingerprint(raw.clone()))?;
+                    let taken = |id: &str| {
+                        self.records.contains_key(id) || updated.iter().any(|d| d.id == id)
+                    };
+                    let id = device_id(&fp, taken);
+                    Device::of(id, Certificate::bare(fp), DeviceStatus::Pending)
+                }
+                (None, _) => {
+                    return Err(RegistryError::NotFound(
+                        parse_fingerprint(raw).unwrap_or_else(|| raw.clone()),
+                    ));
+                }
             };
+            if !seen.insert(d.id.clone()) {
+                continue;
+            }
             match &change {
                 Change::Approve => d.status = DeviceStatus::Approved,
                 Change::Block => d.status = DeviceStatus::Blocked,
@@ -277,83 +518,206 @@ impl Writer {
                 updated.push(d);
             }
         }
-        // The audit log must be able to take the change before it is made:
-        // an approval without its audit line would be a silent gap.
-        let audit_log = self.open_audit()?;
-        // Durable first: only a committed change is applied and answered.
-        let store = self.store.clone();
-        let to_put = updated.clone();
-        let to_forget: Vec<String> = forget.iter().map(|d| d.fingerprint.clone()).collect();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            if !to_put.is_empty() {
-                store.put(&to_put)?;
+        let lines: Vec<serde_json::Value> = updated
+            .iter()
+            .chain(&forget)
+            .map(|d| {
+                let current = d.current();
+                let mut line = serde_json::json!({
+                    "time": now,
+                    "who": who,
+                    "action": change.action(),
+                    "device": d.id,
+                    "fingerprint": current.map(|c| c.fingerprint.as_str()).unwrap_or(""),
+                    "subject": current.map(|c| c.subject.as_str()).unwrap_or(""),
+                });
+                if d.certificates.len() > 1 {
+                    line["certificates"] = serde_json::json!(
+                        d.certificates.iter().map(|c| &c.fingerprint).collect::<Vec<_>>()
+                    );
+                }
+                if let Change::Label(l) = &change {
+                    line["label"] = serde_json::json!(l);
+                }
+                line
+            })
+            .collect();
+        let to_forget: Vec<String> = forget.iter().map(|d| d.id.clone()).collect();
+        self.commit(updated.clone(), to_forget, &lines, change.action(), who)
+            .await?;
+        let revoking = matches!(change, Change::Block | Change::Unblock | Change::Forget);
+        for d in &updated {
+            self.insert(d.clone());
+        }
+        for d in &forget {
+            self.remove(&d.id);
+        }
+        self.publish(revoking);
+        for d in updated.iter().chain(&forget) {
+            info!(action = change.action(), %who, device = %d.id,
+                fingerprint = %d.current().map(|c| c.fingerprint.as_str()).unwrap_or(""),
+                status = d.status.as_str(), "device changed by administrator");
+        }
+        Ok(updated.iter().chain(&forget).map(Device::view).collect())
+    }
+
+    /// Restores exported devices. A device replaces the record with its
+    /// id (status, label; certificates merged); a certificate another
+    /// device already has stays with that device.
+    async fn import(
+        &mut self,
+        devices: Vec<Device>,
+        who: &str,
+    ) -> Result<Vec<DeviceView>, RegistryError> {
+        let now = crate::clock::now_unix();
+        let mut out: Vec<Device> = Vec::new();
+        let mut lines = Vec::new();
+        for mut incoming in devices {
+            if incoming.id.is_empty()
+                || !incoming
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(RegistryError::BadImport(format!(
+                    "device id \"{}\" is not lowercase hex (as certgate exports it)",
+                    incoming.id
+                )));
             }
-            for fp in &to_forget {
-                store.delete(fp)?;
+            let mut kept_elsewhere = Vec::new();
+            incoming.certificates.retain(|c| {
+                match self.by_fp.get(&c.fingerprint) {
+                    Some(owner) if *owner != incoming.id => {
+                        kept_elsewhere.push(c.fingerprint.clone());
+                        false
+                    }
+                    _ => parse_fingerprint(&c.fingerprint).as_deref() == Some(&c.fingerprint),
+                }
+            });
+            let mut d = match self.records.get(&incoming.id) {
+                Some(have) => {
+                    let mut d = have.clone();
+                    for c in incoming.certificates {
+                        if d.certificate(&c.fingerprint).is_none() {
+                            d.certificates.push(c);
+                        }
+                    }
+                    d.status = incoming.status;
+                    d.label = incoming.label;
+                    d
+                }
+                None if incoming.certificates.is_empty() => continue,
+                None => incoming,
+            };
+            d.changed_at = Some(now);
+            d.changed_by = Some(who.to_string());
+            let mut line = serde_json::json!({
+                "time": now,
+                "who": who,
+                "action": "import",
+                "device": d.id,
+                "status": d.status.as_str(),
+                "certificates": d.certificates.iter().map(|c| &c.fingerprint).collect::<Vec<_>>(),
+            });
+            if !kept_elsewhere.is_empty() {
+                line["kept_by_their_devices"] = serde_json::json!(kept_elsewhere);
+            }
+            lines.push(line);
+            out.push(d);
+        }
+        self.commit(out.clone(), Vec::new(), &lines, "import", who)
+            .await?;
+        for d in &out {
+            self.insert(d.clone());
+        }
+        self.publish(true);
+        info!(%who, devices = out.len(), "devices imported");
+        Ok(out.iter().map(Device::view).collect())
+    }
+
+    fn insert(&mut self, d: Device) {
+        if let Some(old) = self.records.get(&d.id) {
+            for c in &old.certificates {
+                self.by_fp.remove(&c.fingerprint);
+            }
+        }
+        for c in &d.certificates {
+            self.by_fp.insert(c.fingerprint.clone(), d.id.clone());
+        }
+        self.dirty.remove(&d.id);
+        self.records.insert(d.id.clone(), d);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.records.remove(id) {
+            for c in &old.certificates {
+                self.by_fp.remove(&c.fingerprint);
+            }
+        }
+        self.dirty.remove(id);
+    }
+
+    /// Makes an administrator's change durable: the audit log must be
+    /// able to take it first (an approval without its audit line would be
+    /// a silent gap), then the store commits it, then its lines are
+    /// written. Only a committed change is applied and answered.
+    async fn commit(
+        &mut self,
+        put: Vec<Device>,
+        forget: Vec<String>,
+        lines: &[serde_json::Value],
+        action: &str,
+        who: &str,
+    ) -> Result<(), RegistryError> {
+        let audit_log = self.open_audit()?;
+        let store = self.store.clone();
+        let result = blocking(move || {
+            if !put.is_empty() {
+                store.put(&put)?;
+            }
+            for id in &forget {
+                store.delete(id)?;
             }
             Ok(())
         })
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::Io {
-                path: PathBuf::new(),
-                message: format!("writer task failed: {e}"),
-            })
-        });
+        .await;
         if let Err(e) = result {
             self.metrics.write_errors.inc();
-            error!(action = change.action(), %who, error = %e, "admin change NOT saved");
+            error!(%action, %who, error = %e, "admin change NOT saved");
             return Err(e.into());
         }
-        let revoking = matches!(change, Change::Block | Change::Unblock | Change::Forget);
-        for d in &updated {
-            self.dirty.remove(&d.fingerprint);
-            self.records.insert(d.fingerprint.clone(), d.clone());
+        self.audit(audit_log, lines)
+    }
+
+    fn open_audit_file(&self) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = self.audit_path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
         }
-        for d in &forget {
-            self.dirty.remove(&d.fingerprint);
-            self.records.remove(&d.fingerprint);
-        }
-        self.publish(revoking);
-        let all: Vec<Device> = updated.into_iter().chain(forget).collect();
-        for d in &all {
-            info!(action = change.action(), %who, fingerprint = %d.fingerprint,
-                subject = %d.subject, status = d.status.as_str(), "device changed by administrator");
-        }
-        self.audit(audit_log, &change, who, now, &all)?;
-        Ok(all)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.audit_path)
     }
 
     /// Opens the audit log for appending (creating it and its directory).
     fn open_audit(&self) -> Result<std::fs::File, RegistryError> {
-        let err = |e: std::io::Error| {
+        self.open_audit_file().map_err(|e| {
             error!(path = %self.audit_path.display(), error = %e,
                 "audit log cannot be opened; admin change refused");
             RegistryError::AuditUnavailable {
                 path: self.audit_path.clone(),
                 message: e.to_string(),
             }
-        };
-        if let Some(dir) = self.audit_path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.audit_path)
-            .map_err(err)
+        })
     }
 
-    /// Appends and syncs one line per changed device to the opened log.
+    /// Appends and syncs the lines to the opened log.
     fn audit(
         &self,
         mut f: std::fs::File,
-        change: &Change,
-        who: &str,
-        at: i64,
-        devices: &[Device],
+        lines: &[serde_json::Value],
     ) -> Result<(), RegistryError> {
         let err = |e: std::io::Error| {
             error!(path = %self.audit_path.display(), error = %e, "audit log write failed");
@@ -363,18 +727,8 @@ impl Writer {
             }
         };
         let mut text = String::new();
-        for d in devices {
-            let mut line = serde_json::json!({
-                "time": at,
-                "who": who,
-                "action": change.action(),
-                "fingerprint": d.fingerprint,
-                "subject": d.subject,
-            });
-            if let Change::Label(l) = change {
-                line["label"] = serde_json::json!(l);
-            }
-            text.push_str(&line.to_string());
+        for l in lines {
+            text.push_str(&l.to_string());
             text.push('\n');
         }
         f.write_all(text.as_bytes()).map_err(err)?;
@@ -384,33 +738,41 @@ impl Writer {
     fn page(&self, q: &Query) -> Page {
         let now = crate::clock::now_unix();
         let text = q.text.as_ref().map(|t| t.to_ascii_lowercase());
+        let first_seen = |d: &Device| d.certificates.iter().filter_map(|c| c.first_seen).min();
+        let matches_text = |d: &Device, t: &str| {
+            d.id.contains(t)
+                || d.label
+                    .as_ref()
+                    .is_some_and(|l| l.to_ascii_lowercase().contains(t))
+                || d.certificates.iter().any(|c| {
+                    c.fingerprint.contains(t)
+                        || c.subject.to_ascii_lowercase().contains(t)
+                        || c.sans.iter().any(|s| s.to_ascii_lowercase().contains(t))
+                        || c.last_peer.as_ref().is_some_and(|p| p.contains(t))
+                })
+        };
         let mut matching: Vec<&Device> = self
             .records
             .values()
             .filter(|d| q.status.is_none_or(|s| d.status == s))
             .filter(|d| {
-                q.expiring_within
-                    .is_none_or(|w| d.not_after != 0 && d.not_after <= now + w)
-            })
-            .filter(|d| {
-                text.as_ref().is_none_or(|t| {
-                    d.fingerprint.contains(t.as_str())
-                        || d.subject.to_ascii_lowercase().contains(t.as_str())
-                        || d.sans
-                            .iter()
-                            .any(|s| s.to_ascii_lowercase().contains(t.as_str()))
-                        || d.label
-                            .as_ref()
-                            .is_some_and(|l| l.to_ascii_lowercase().contains(t.as_str()))
-                        || d.last_peer.as_ref().is_some_and(|p| p.contains(t.as_str()))
+                q.expiring_within.is_none_or(|w| {
+                    d.current()
+                        .is_some_and(|c| c.not_after != 0 && c.not_after <= now + w)
                 })
             })
+            .filter(|d| {
+                q.active_within.is_none_or(|w| {
+                    d.certificates
+                        .iter()
+                        .filter_map(|c| c.last_seen)
+                        .max()
+                        .is_some_and(|t| t >= now - w)
+                })
+            })
+            .filter(|d| text.as_ref().is_none_or(|t| matches_text(d, t)))
             .collect();
-        matching.sort_by(|a, b| {
-            a.first_seen
-                .cmp(&b.first_seen)
-                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
-        });
+        matching.sort_by(|a, b| first_seen(a).cmp(&first_seen(b)).then_with(|| a.id.cmp(&b.id)));
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
         Page {
             total: matching.len(),
@@ -419,8 +781,20 @@ impl Writer {
                 .into_iter()
                 .skip(q.offset)
                 .take(limit)
-                .cloned()
+                .map(Device::view)
                 .collect(),
         }
     }
+}
+
+/// Runs store I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            path: PathBuf::new(),
+            message: format!("writer task failed: {e}"),
+        })
+    })
 }

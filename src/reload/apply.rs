@@ -97,6 +97,15 @@ impl Controller {
                 self.settings.registry.as_ref(),
                 settings.registry.as_ref(),
             );
+            if let (Some(reg), Some(new)) = (&self.registry, &settings.registry)
+                && self
+                    .settings
+                    .registry
+                    .as_ref()
+                    .is_none_or(|old| old.renewal_identities != new.renewal_identities)
+            {
+                reg.set_identities(new.renewal_identities.clone());
+            }
         }
         if settings.log != self.settings.log {
             warn!("[log] changes take effect when certgate is restarted");

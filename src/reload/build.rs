@@ -119,6 +119,7 @@ impl Built {
                             .as_ref()
                             .map_or(Approval::Manual, |r| r.approval),
                         rules: t.client_auth.allow.clone(),
+                        renewal: t.client_auth.renewal.clone(),
                     };
                     match ListenerTls::build(&l.name, t, old.as_deref(), Some(policy)) {
                         Ok(t) => Some(Arc::new(t)),

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use crate::admission::Failure;
 use crate::config::OcspMode;
 use crate::revocation::ocsp::{self, Decision};
-use crate::revocation::{Learned, Revocation, Verdict};
+use crate::revocation::crl::normalize_serial;
+use crate::revocation::{Learned, PathCert, Revocation, Verdict};
 
 use super::note::OcspWait;
 
@@ -183,6 +184,45 @@ impl ChainCache {
                 ok
             }
         }
+    }
+
+    /// Whether the current revocation state (the CRLs, or a cached OCSP
+    /// answer) revokes the certificate with serial `serial_hex` issued by
+    /// the same CA as the verified `end_entity`: a device's current
+    /// certificate that `end_entity` would renew.
+    pub(super) fn revokes_sibling(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        serial_hex: &str,
+    ) -> bool {
+        let now = UnixTime::now();
+        let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let Ok(path) = self.path(end_entity, intermediates, now, now_s) else {
+            return false;
+        };
+        let Some(leaf) = path.certs.first() else {
+            return false;
+        };
+        let sibling = PathCert {
+            position: 1,
+            is_ca: false,
+            issuer: leaf.issuer.clone(),
+            issuer_key: leaf.issuer_key,
+            serial: normalize_serial(&crate::identity::serial_from_hex(serial_hex)),
+            crl_uris: leaf.crl_uris.clone(),
+        };
+        let by_crl = matches!(
+            self.revocation
+                .current()
+                .check(std::slice::from_ref(&sibling), now_s),
+            Err(Verdict::Revoked { .. })
+        );
+        by_crl
+            || self
+                .revocation
+                .ocsp
+                .revoked(&(sibling.issuer_key, sibling.serial.clone()))
     }
 
     /// Whether the current revocation state (its CRLs, or a cached OCSP

@@ -7,7 +7,9 @@ use rustls::server::danger::ClientCertVerifier;
 use std::sync::Arc;
 
 use crate::admission::{Admitted, Policy, Verdict};
+use crate::registry::Record;
 
+use super::chain_cache::ChainCache;
 use super::delegate::delegate_to_inner;
 use super::{HANDSHAKE, failure_reason};
 
@@ -21,7 +23,24 @@ use super::{HANDSHAKE, failure_reason};
 pub(super) struct PolicyVerifier {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
     pub(super) policy: Option<Arc<Policy>>,
+    /// The chain cache `inner` verifies with: the renewal rule asks it
+    /// whether a device's current certificate is revoked.
+    pub(super) chains: Option<Arc<ChainCache>>,
     pub(super) observe: bool,
+}
+
+/// The policy's verdict on a CA-valid chain, with the listener's
+/// revocation state for the renewal rule.
+pub(super) fn decide(
+    policy: &Policy,
+    chains: Option<&ChainCache>,
+    fingerprint: &[u8; 32],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Verdict {
+    policy.decide(fingerprint, end_entity, &|candidate| {
+        chains.is_some_and(|c| c.revokes_sibling(end_entity, intermediates, &candidate.serial))
+    })
 }
 
 impl ClientCertVerifier for PolicyVerifier {
@@ -38,21 +57,24 @@ impl ClientCertVerifier for PolicyVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now);
         let verdict = match (&ca, &self.policy) {
-            (Ok(_), Some(p)) => Some(p.decide(&fp, end_entity)),
+            (Ok(_), Some(p)) => Some(decide(
+                p,
+                self.chains.as_deref(),
+                &fp,
+                end_entity,
+                intermediates,
+            )),
             (Ok(_), None) => Some(Verdict::Admit {
                 why: Admitted::Ca,
-                record: false,
+                record: Record::Seen,
             }),
             (Err(_), _) => None,
         };
         let ca_failure = ca.as_ref().err().map(failure_reason);
         let keep_der = matches!(
             verdict,
-            Some(Verdict::Admit { record: true, .. })
-                | Some(Verdict::Refuse {
-                    record_pending: true,
-                    ..
-                })
+            Some(Verdict::Admit { record, .. } | Verdict::Refuse { record, .. })
+                if record != Record::Seen
         );
         let _ = HANDSHAKE.try_with(|n| {
             let mut n = n.borrow_mut();

@@ -5,6 +5,7 @@
 use rustls::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
+use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 
 use crate::admission::Policy;
@@ -72,6 +73,24 @@ impl std::fmt::Debug for ListenerTls {
 }
 
 impl ListenerTls {
+    /// The policy's verdict on a connection's chain (device first), as the
+    /// handshake would decide it now; `None` without a policy.
+    pub(crate) fn decide(
+        &self,
+        fingerprint: &[u8; 32],
+        chain: &[CertificateDer<'_>],
+    ) -> Option<crate::admission::Verdict> {
+        let policy = self.policy.as_deref()?;
+        let (leaf, intermediates) = chain.split_first()?;
+        Some(super::policy_verifier::decide(
+            policy,
+            self.chains.as_deref(),
+            fingerprint,
+            leaf,
+            intermediates,
+        ))
+    }
+
     /// Loads every file `settings` names and builds the TLS state for the
     /// listener called `listener`. All file problems are reported together.
     ///
@@ -164,6 +183,7 @@ impl ListenerTls {
                             Some(Arc::new(PolicyVerifier {
                                 inner,
                                 policy: policy.clone(),
+                                chains: chains.clone(),
                                 observe,
                             })
                                 as Arc<dyn ClientCertVerifier>)

@@ -52,10 +52,11 @@ impl TrustFiles {
         if let Some(p) = policy {
             digest.update(
                 format!(
-                    "policy:registry={};approval={:?};rules={:?};",
+                    "policy:registry={};approval={:?};rules={:?};renewal={:?};",
                     p.registry.is_some(),
                     p.approval,
-                    p.rules
+                    p.rules,
+                    p.renewal
                 )
                 .as_bytes(),
             );

@@ -74,6 +74,10 @@ pub enum Kind {
     ForgedCa,
     /// Valid now, expiring in the given number of seconds.
     ExpiresIn(i64),
+    /// Valid from the given number of seconds from now (negative: in the
+    /// past) for 30 days: a renewal is issued later than the `Good`
+    /// certificate it renews (valid from a day ago).
+    ValidFrom(i64),
 }
 
 impl Pki {
@@ -218,6 +222,10 @@ impl Pki {
             }
             Kind::ExpiresIn(secs) => {
                 p.not_after = now() + time::Duration::seconds(secs);
+            }
+            Kind::ValidFrom(secs) => {
+                p.not_before = now() + time::Duration::seconds(secs);
+                p.not_after = p.not_before + time::Duration::days(30);
             }
             _ => {}
         }

@@ -4,11 +4,13 @@
 use anyhow::{Context as _, bail};
 use http::Method;
 
-use crate::registry::Device;
+use crate::registry::{DeviceView, Forecast};
 
 use super::api::{call, encode, resolve};
-use super::import::read_import;
-use super::print::{print_device, print_device_revocation, print_table};
+use super::import::{Import, read_import};
+use super::print::{
+    print_certificates, print_device, print_device_revocation, print_forecast, print_table,
+};
 use super::target::Target;
 
 /// One `certgate devices` action.
@@ -22,6 +24,8 @@ pub(crate) enum Action {
         search: Option<String>,
         /// e.g. `30d`.
         expiring: Option<String>,
+        /// One row per certificate.
+        certificates: bool,
         /// Page size.
         limit: usize,
         /// Page start.
@@ -29,6 +33,8 @@ pub(crate) enum Action {
     },
     /// One device in full.
     Show(String),
+    /// The expiry forecast of devices active within this time.
+    Expiry(String),
     /// Approve devices.
     Approve(Vec<String>),
     /// Block devices.
@@ -52,6 +58,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             status,
             search,
             expiring,
+            certificates,
             limit,
             offset,
         } => {
@@ -76,9 +83,13 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
                 println!("{page}");
                 return Ok(());
             }
-            let devices: Vec<Device> = serde_json::from_value(page["devices"].clone())
+            let devices: Vec<DeviceView> = serde_json::from_value(page["devices"].clone())
                 .context("unexpected answer from the admin API")?;
-            print_table(&devices);
+            if certificates {
+                print_certificates(&devices);
+            } else {
+                print_table(&devices);
+            }
             let total = page["total"].as_u64().unwrap_or(0);
             println!(
                 "{} of {total} device(s){}",
@@ -97,9 +108,25 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
                 println!("{d}");
             } else {
                 let revocation = d["revocation"].clone();
-                let d: Device = serde_json::from_value(d)?;
+                let d: DeviceView = serde_json::from_value(d)?;
                 print_device(&d);
                 print_device_revocation(&revocation);
+            }
+        }
+        Action::Expiry(active) => {
+            let f = call(
+                target,
+                Method::GET,
+                &format!("/api/devices/expiry?active={}", encode(&active)),
+                None,
+            )
+            .await?;
+            if as_json {
+                println!("{f}");
+            } else {
+                let f: Forecast =
+                    serde_json::from_value(f).context("unexpected answer from the admin API")?;
+                print_forecast(&f);
             }
         }
         Action::Approve(fps) => change(target, "approve", fps, as_json).await?,
@@ -126,23 +153,38 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             .await?;
             report(&r, "labelled", as_json)?;
         }
-        Action::Import(path) => {
-            let fps = read_import(&path)?;
-            if fps.is_empty() {
-                bail!(
-                    "{} contains no fingerprint and no PEM certificate",
-                    path.display()
-                );
+        Action::Import(path) => match read_import(&path)? {
+            Import::Devices(devices) => {
+                let devices = devices.as_array().cloned().unwrap_or_default();
+                // In batches: the admin API takes bodies of a few MiB.
+                for batch in devices.chunks(500) {
+                    let r = call(
+                        target,
+                        Method::POST,
+                        "/api/devices/import",
+                        Some(serde_json::json!({ "devices": batch })),
+                    )
+                    .await?;
+                    report(&r, "imported", as_json)?;
+                }
             }
-            let r = call(
-                target,
-                Method::POST,
-                "/api/devices/approve",
-                Some(serde_json::json!({"fingerprints": fps})),
-            )
-            .await?;
-            report(&r, "approved (imported)", as_json)?;
-        }
+            Import::Fingerprints(fps) => {
+                if fps.is_empty() {
+                    bail!(
+                        "{} contains no fingerprint and no PEM certificate",
+                        path.display()
+                    );
+                }
+                let r = call(
+                    target,
+                    Method::POST,
+                    "/api/devices/approve",
+                    Some(serde_json::json!({"fingerprints": fps})),
+                )
+                .await?;
+                report(&r, "approved (imported)", as_json)?;
+            }
+        },
         Action::Export => {
             let mut all = Vec::new();
             let mut offset = 0;
@@ -198,9 +240,10 @@ pub(super) fn report(r: &serde_json::Value, done: &str, as_json: bool) -> anyhow
         println!("{r}");
         return Ok(());
     }
-    let devices: Vec<Device> = serde_json::from_value(r["devices"].clone()).unwrap_or_default();
+    let devices: Vec<DeviceView> =
+        serde_json::from_value(r["devices"].clone()).unwrap_or_default();
     for d in &devices {
-        println!("{done}: {} {}", d.fingerprint, d.subject);
+        println!("{done}: device {} {} {}", d.id, d.fingerprint, d.subject);
     }
     Ok(())
 }

@@ -92,19 +92,30 @@ pub(super) async fn resolve(target: &Target, given: &str) -> anyhow::Result<Stri
         None,
     )
     .await?;
+    // A device answers to its id and to the fingerprint of any of its
+    // certificates; the API takes its id.
     let matches: Vec<String> = page["devices"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|d| d["fingerprint"].as_str())
-                .filter(|f| f.starts_with(&prefix))
+                .filter(|d| {
+                    d["id"].as_str().is_some_and(|id| id.starts_with(&prefix))
+                        || d["certificates"].as_array().is_some_and(|cs| {
+                            cs.iter().any(|c| {
+                                c["fingerprint"]
+                                    .as_str()
+                                    .is_some_and(|f| f.starts_with(&prefix))
+                            })
+                        })
+                })
+                .filter_map(|d| d["id"].as_str())
                 .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no device fingerprint starts with {prefix}"),
+        [] => bail!("no device id or certificate fingerprint starts with {prefix}"),
         many => bail!(
             "{prefix} matches {} devices ({}); give more digits",
             many.len(),

@@ -1,6 +1,6 @@
 //! Tables and detail views for people.
 
-use crate::registry::Device;
+use crate::registry::{DeviceView, Forecast};
 
 pub(super) fn when(t: Option<i64>) -> String {
     match t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) {
@@ -33,24 +33,27 @@ pub(super) fn cut(s: &str, n: usize) -> String {
     }
 }
 
-pub(super) fn print_table(devices: &[Device]) {
+fn subject_or_unseen(s: &str) -> &str {
+    if s.is_empty() { "(not seen yet)" } else { s }
+}
+
+pub(super) fn print_table(devices: &[DeviceView]) {
     println!(
-        "{:<9} {:<16} {:<32} {:<20} {:<15} {:>6} {:>7}  LABEL",
-        "STATUS", "FINGERPRINT", "SUBJECT", "LAST SEEN", "LAST PEER", "CONNS", "REFUSED"
+        "{:<9} {:<16} {:<40} {:<10} {:<20} {:<15} {:>6} {:>7}  LABEL",
+        "STATUS", "DEVICE", "SUBJECT", "EXPIRES", "LAST SEEN", "LAST PEER", "CONNS", "REFUSED"
     );
     for d in devices {
+        let certs = if d.certificates.len() > 1 {
+            format!(" ({} certs)", d.certificates.len())
+        } else {
+            String::new()
+        };
         println!(
-            "{:<9} {:<16} {:<32} {:<20} {:<15} {:>6} {:>7}  {}",
+            "{:<9} {:<16} {:<40} {:<10} {:<20} {:<15} {:>6} {:>7}  {}{certs}",
             d.status.as_str(),
-            short(&d.fingerprint),
-            cut(
-                if d.subject.is_empty() {
-                    "(not seen yet)"
-                } else {
-                    &d.subject
-                },
-                32
-            ),
+            short(&d.id),
+            cut(subject_or_unseen(&d.subject), 40),
+            day((d.not_after != 0).then_some(d.not_after)),
             when(d.last_seen),
             d.last_peer.as_deref().unwrap_or("-"),
             d.connections,
@@ -58,6 +61,35 @@ pub(super) fn print_table(devices: &[Device]) {
             d.label.as_deref().unwrap_or("")
         );
     }
+}
+
+/// One row per certificate (`devices list --certificates`).
+pub(super) fn print_certificates(devices: &[DeviceView]) {
+    println!(
+        "{:<9} {:<16} {:<16} {:<10} {:<40} {:<10} {:<20} {:>6}",
+        "STATUS", "DEVICE", "FINGERPRINT", "STATE", "SUBJECT", "EXPIRES", "LAST SEEN", "CONNS"
+    );
+    for d in devices {
+        for c in &d.certificates {
+            let c_ = &c.certificate;
+            println!(
+                "{:<9} {:<16} {:<16} {:<10} {:<40} {:<10} {:<20} {:>6}",
+                d.status.as_str(),
+                short(&d.id),
+                short(&c_.fingerprint),
+                c.state,
+                cut(subject_or_unseen(&c_.subject), 40),
+                day((c_.not_after != 0).then_some(c_.not_after)),
+                when(c_.last_seen),
+                c_.connections,
+            );
+        }
+    }
+}
+
+/// A date without the time.
+pub(super) fn day(t: Option<i64>) -> String {
+    when(t).chars().take(10).collect()
 }
 
 /// The device's revocation status on each listener: what its issuer's CRL
@@ -94,10 +126,11 @@ pub(super) fn print_device_revocation(rows: &serde_json::Value) {
     }
 }
 
-pub(super) fn print_device(d: &Device) {
+pub(super) fn print_device(d: &DeviceView) {
     let rows: Vec<(&str, String)> = vec![
-        ("fingerprint", d.fingerprint.clone()),
+        ("device", d.id.clone()),
         ("status", d.status.as_str().into()),
+        ("fingerprint", d.fingerprint.clone()),
         ("subject", d.subject.clone()),
         ("issuer", d.issuer.clone()),
         ("serial", d.serial.clone()),
@@ -136,5 +169,79 @@ pub(super) fn print_device(d: &Device) {
     ];
     for (k, v) in rows {
         println!("{k:<12} {v}");
+    }
+    if d.ambiguous_identity {
+        println!(
+            "{:<12} ambiguous identity: several approved devices share it, so nothing was \
+             inherited; approve this device, or block or forget the others",
+            "note"
+        );
+    }
+    println!("certificates ({}):", d.certificates.len());
+    for c in &d.certificates {
+        let x = &c.certificate;
+        let mut extra = Vec::new();
+        if let Some(at) = x.superseded_at {
+            extra.push(format!("superseded {}", when(Some(at))));
+        }
+        if let Some(of) = &x.renewal_of {
+            extra.push(format!("renewal of {}", short(of)));
+        }
+        if x.ambiguous_identity {
+            extra.push("ambiguous identity".into());
+        }
+        println!(
+            "  {:<10} {} serial {} valid until {} last seen {} conns {}{}",
+            c.state,
+            x.fingerprint,
+            if x.serial.is_empty() { "-" } else { &x.serial },
+            day((x.not_after != 0).then_some(x.not_after)),
+            when(x.last_seen),
+            x.connections,
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join("; "))
+            }
+        );
+    }
+}
+
+/// `certgate devices expiry`.
+pub(super) fn print_forecast(f: &Forecast) {
+    println!(
+        "{} active device(s) (seen in the last {} days, not blocked); current certificate:",
+        f.active, f.active_days
+    );
+    println!("  {:<24} {:>7}", "already expired", f.expired);
+    println!("  {:<24} {:>7}", "expires within 7 days", f.within_7_days);
+    println!("  {:<24} {:>7}", "expires within 30 days", f.within_30_days);
+    println!("by month of expiry:");
+    for m in &f.months {
+        println!("  {:<24} {:>7}", m.month, m.devices);
+    }
+    println!("  {:<24} {:>7}", "later", f.later);
+    if f.at_risk.is_empty() {
+        println!("at risk: none (no active device expires within 30 days without a renewal)");
+        return;
+    }
+    println!(
+        "at risk: {} device(s) expire within 30 days and have not renewed yet:",
+        f.at_risk.len()
+    );
+    println!(
+        "  {:<16} {:<9} {:<20} {:<20} {:<40}  LABEL",
+        "DEVICE", "STATUS", "EXPIRES", "LAST SEEN", "SUBJECT"
+    );
+    for r in &f.at_risk {
+        println!(
+            "  {:<16} {:<9} {:<20} {:<20} {:<40}  {}",
+            short(&r.id),
+            r.status.as_str(),
+            when(Some(r.not_after)),
+            when(r.last_seen),
+            cut(&r.subject, 40),
+            r.label.as_deref().unwrap_or("")
+        );
     }
 }
