@@ -78,7 +78,10 @@ async fn device(admin: SocketAddr, fp: &str, want: usize) -> serde_json::Value {
 
 /// A device seen (refused, pending) and then approved by the admin.
 async fn seen_and_approved(s: &Setup, c: &ClientCert) {
-    assert!(admitted(s.addr, cfg(&s.pki, c)).await.is_err(), "unapproved must be refused");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, c)).await.is_err(),
+        "unapproved must be refused"
+    );
     device(s.admin, &fp(c), 1).await;
     let (st, v) = admin_call(
         s.admin,
@@ -89,7 +92,10 @@ async fn seen_and_approved(s: &Setup, c: &ClientCert) {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert!(admitted(s.addr, cfg(&s.pki, c)).await.is_ok(), "approved must be admitted");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, c)).await.is_ok(),
+        "approved must be admitted"
+    );
 }
 
 async fn audit(s: &Setup) -> String {
@@ -106,9 +112,16 @@ async fn an_approved_device_that_renews_is_admitted_with_its_new_certificate_at_
     // New key, same subject, later notBefore: admitted on its first
     // handshake, no admin action.
     let mut pki = s.pki;
-    let new = pki.client_named("agent-1-renewed", name("Fleet", "agent-1"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-1-renewed",
+        name("Fleet", "agent-1"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
-    assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok(), "the renewal must inherit the approval");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, &new)).await.is_ok(),
+        "the renewal must inherit the approval"
+    );
 
     let d = device(s.admin, &fp(&new), 2).await;
     assert_eq!(d["status"], "approved", "{d}");
@@ -127,13 +140,19 @@ async fn an_approved_device_that_renews_is_admitted_with_its_new_certificate_at_
     // The audit log says how it was approved.
     let log = audit(&s).await;
     assert!(
-        log.contains(&format!("approved by renewal of {}", fp(&old))) && log.contains("\"action\":\"renewal\""),
+        log.contains(&format!("approved by renewal of {}", fp(&old)))
+            && log.contains("\"action\":\"renewal\""),
         "{log}"
     );
     // Within supersede_grace (7 days by default) the old one still works.
     assert!(admitted(s.addr, cfg(&s.pki, &old)).await.is_ok());
     assert!(
-        metric_at_least(&s.gw, "certgate_device_renewals_total{result=\"inherited\"}", 1.0).await,
+        metric_at_least(
+            &s.gw,
+            "certgate_device_renewals_total{result=\"inherited\"}",
+            1.0
+        )
+        .await,
         "{}",
         s.gw.metrics.encode()
     );
@@ -142,10 +161,17 @@ async fn an_approved_device_that_renews_is_admitted_with_its_new_certificate_at_
     let (ok, out, err) = devices_cli(s.admin, &["show", &fp(&new)[..12]]);
     assert!(ok, "{err}");
     assert!(out.contains("certificates (2):"), "{out}");
-    assert!(out.contains("superseded") && out.contains("current"), "{out}");
+    assert!(
+        out.contains("superseded") && out.contains("current"),
+        "{out}"
+    );
     let (ok, out, err) = devices_cli(s.admin, &["list", "--certificates"]);
     assert!(ok, "{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("approved")).count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("approved")).count(),
+        2,
+        "{out}"
+    );
     s.gw.shutdown().await;
 }
 
@@ -158,7 +184,11 @@ async fn with_same_key_only_a_renewal_of_the_same_key_inherits() {
     let s = setup(pki, "renewal = \"same_key\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
     let mut pki = s.pki;
-    let new_key = pki.client_named("agent-2-newkey", name("Fleet", "agent-2"), Kind::ValidFrom(-3600));
+    let new_key = pki.client_named(
+        "agent-2-newkey",
+        name("Fleet", "agent-2"),
+        Kind::ValidFrom(-3600),
+    );
     let same_key = pki.client_with_key(
         "agent-2-samekey",
         name("Fleet", "agent-2 renamed"),
@@ -189,7 +219,11 @@ async fn a_renewal_from_another_ca_with_the_same_subject_stays_pending() {
     let first_ca = pki.client_ca.clone();
     let second_ca = pki.path("second-ca.pem");
     std::fs::write(&second_ca, pki.new_client_ca("second client CA")).unwrap();
-    let other = pki.client_named("agent-3-other-ca", name("Fleet", "agent-3"), Kind::ValidFrom(-3600));
+    let other = pki.client_named(
+        "agent-3-other-ca",
+        name("Fleet", "agent-3"),
+        Kind::ValidFrom(-3600),
+    );
     let s = setup(pki, "", Some(vec![first_ca, second_ca]), vec![]).await;
     seen_and_approved(&s, &old).await;
     assert!(
@@ -218,7 +252,11 @@ async fn a_blocked_devices_renewal_is_refused_and_joins_the_blocked_device() {
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let mut pki = s.pki;
-    let new = pki.client_named("agent-4-renewed", name("Fleet", "agent-4"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-4-renewed",
+        name("Fleet", "agent-4"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
     assert_eq!(
         admitted(s.addr, cfg(&s.pki, &new)).await,
@@ -249,9 +287,16 @@ async fn an_identity_two_approved_devices_share_is_ambiguous_and_inherits_nothin
     seen_and_approved(&s, &a).await;
     seen_and_approved(&s, &b).await;
     let mut pki = s.pki;
-    let new = pki.client_named("lab-new", name("Lab C", "shared-name"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "lab-new",
+        name("Lab C", "shared-name"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
-    assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_err(), "ambiguous: nothing inherited");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, &new)).await.is_err(),
+        "ambiguous: nothing inherited"
+    );
     let d = device(s.admin, &fp(&new), 1).await;
     assert_eq!(d["status"], "pending", "{d}");
     assert_eq!(d["ambiguous_identity"], true, "{d}");
@@ -259,7 +304,12 @@ async fn an_identity_two_approved_devices_share_is_ambiguous_and_inherits_nothin
     assert!(ok, "{err}");
     assert!(out.contains("ambiguous identity"), "{out}");
     assert!(
-        metric_at_least(&s.gw, "certgate_device_renewals_total{result=\"ambiguous\"}", 1.0).await
+        metric_at_least(
+            &s.gw,
+            "certgate_device_renewals_total{result=\"ambiguous\"}",
+            1.0
+        )
+        .await
     );
     s.gw.shutdown().await;
 }
@@ -271,7 +321,11 @@ async fn an_old_certificate_is_refused_once_its_supersede_grace_is_over() {
     let s = setup(pki, "supersede_grace = \"2s\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
     let mut pki = s.pki;
-    let new = pki.client_named("agent-6-renewed", name("Fleet", "agent-6"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-6-renewed",
+        name("Fleet", "agent-6"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok());
     device(s.admin, &fp(&new), 2).await;
@@ -279,7 +333,10 @@ async fn an_old_certificate_is_refused_once_its_supersede_grace_is_over() {
     let mut held = h1_sender(s.addr, cfg(&s.pki, &old)).await.unwrap();
     let r = held
         .send_request(
-            http::Request::get("/").header("host", "localhost").body(empty()).unwrap(),
+            http::Request::get("/")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap(),
         )
         .await;
     assert!(r.is_ok());
@@ -289,7 +346,22 @@ async fn an_old_certificate_is_refused_once_its_supersede_grace_is_over() {
         Err(Some(rustls::AlertDescription::AccessDenied)),
         "superseded past its grace"
     );
-    assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok(), "the new one still works");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, &new)).await.is_ok(),
+        "the new one still works"
+    );
+    let again = held
+        .send_request(
+            http::Request::get("/")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        again.is_err(),
+        "the old certificate's open connection must be closed"
+    );
     assert!(
         metric_at_least(
             &s.gw,
@@ -316,9 +388,16 @@ async fn a_revoked_certificates_renewal_inherits_nothing() {
     seen_and_approved(&s, &keep).await;
     s.pki.crl("devices.crl", &[&old], true);
     s.gw.reload().await.unwrap();
-    assert!(admitted(s.addr, cfg(&s.pki, &old)).await.is_err(), "revoked");
+    assert!(
+        admitted(s.addr, cfg(&s.pki, &old)).await.is_err(),
+        "revoked"
+    );
     let mut pki = s.pki;
-    let new = pki.client_named("agent-7-renewed", name("Fleet", "agent-7"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-7-renewed",
+        name("Fleet", "agent-7"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
     assert!(
         admitted(s.addr, cfg(&s.pki, &new)).await.is_err(),
@@ -338,7 +417,11 @@ async fn renewal_off_keeps_every_certificate_its_own_device() {
     let s = setup(pki, "renewal = \"off\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
     let mut pki = s.pki;
-    let new = pki.client_named("agent-8-renewed", name("Fleet", "agent-8"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-8-renewed",
+        name("Fleet", "agent-8"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_err());
     let d = device(s.admin, &fp(&new), 1).await;
@@ -353,7 +436,11 @@ async fn export_and_import_carry_the_lineage() {
     let s = setup(pki, "", None, vec![]).await;
     seen_and_approved(&s, &old).await;
     let mut pki = s.pki;
-    let new = pki.client_named("agent-9-renewed", name("Fleet", "agent-9"), Kind::ValidFrom(-3600));
+    let new = pki.client_named(
+        "agent-9-renewed",
+        name("Fleet", "agent-9"),
+        Kind::ValidFrom(-3600),
+    );
     let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok());
     device(s.admin, &fp(&new), 2).await;
@@ -386,4 +473,172 @@ async fn export_and_import_carry_the_lineage() {
             .contains("\"action\":\"import\"")
     );
     gw.shutdown().await;
+}
+
+/// `n` device certificates from the client CA named `fleet-<i>` (one
+/// shared key per call), valid from `valid_from_secs` from now, as client
+/// configs with their DER.
+fn fleet(
+    pki: &Pki,
+    n: usize,
+    valid_from_secs: i64,
+    serial_base: u64,
+) -> Vec<(std::sync::Arc<rustls::ClientConfig>, Vec<u8>)> {
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&pki.server_ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let roots = std::sync::Arc::new(roots);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_der = key.serialize_der();
+    (0..n)
+        .map(|i| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name = name("Fleet", &format!("fleet-{i}"));
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            p.serial_number = Some(rcgen::SerialNumber::from(serial_base + i as u64));
+            p.not_before = now() + time::Duration::seconds(valid_from_secs);
+            p.not_after = p.not_before + time::Duration::days(30);
+            let cert = p.signed_by(&key, pki.client_issuer()).unwrap();
+            let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::try_from(key_der.clone()).unwrap(),
+                )
+                .unwrap();
+            cfg.resumption = rustls::client::Resumption::disabled();
+            (std::sync::Arc::new(cfg), cert.der().to_vec())
+        })
+        .collect()
+}
+
+/// Handshakes (and one request) with every config, 8 at a time; the
+/// indices refused.
+async fn connect_all(
+    addr: SocketAddr,
+    cfgs: &[(std::sync::Arc<rustls::ClientConfig>, Vec<u8>)],
+) -> Vec<usize> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for (i, (cfg, _)) in cfgs.iter().enumerate() {
+        let (cfg, sem) = (cfg.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.unwrap();
+            (i, admitted(addr, cfg).await.is_ok())
+        }));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (i, ok) = t.await.unwrap();
+        if !ok {
+            refused.push(i);
+        }
+    }
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_devices_renew_under_keep_alive_load_with_no_refusal_and_no_failed_request() {
+    const N: usize = 2_000;
+    let mut pki = Pki::new();
+    let keeper = pki.client("keep-alive-agent", Kind::Good);
+    let old = fleet(&pki, N, -86_400, 1 << 20);
+    let renewed = fleet(&pki, N, -3_600, 1 << 21);
+    let s = setup(pki, "", None, vec![]).await;
+    seen_and_approved(&s, &keeper).await;
+    // The fleet is approved (by fingerprint, as an import does) and
+    // checks in once with its current certificates.
+    let fps: Vec<String> = old.iter().map(|(_, der)| sha256_hex(der)).collect();
+    let (st, v) = admin_call(
+        s.admin,
+        "POST",
+        "/api/devices/approve",
+        None,
+        Some(serde_json::json!({ "fingerprints": fps })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(connect_all(s.addr, &old).await, Vec::<usize>::new());
+    // Until each record has the certificate's details, a renewal has
+    // nothing to match (the check-in fills them).
+    for fp in fps.iter().step_by(97).chain(fps.last()) {
+        let mut filled = false;
+        for _ in 0..100 {
+            let (_, d) =
+                admin_call(s.admin, "GET", &format!("/api/devices/{fp}"), None, None).await;
+            if d["subject"].as_str().is_some_and(|s| !s.is_empty()) {
+                filled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(filled, "{fp} never got its details");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let load = Load::start(
+        s.addr,
+        cfg(&s.pki, &keeper),
+        16,
+        Duration::from_millis(50),
+        false,
+    )
+    .await;
+    let before = load.ok();
+    let started = std::time::Instant::now();
+    let refused = connect_all(s.addr, &renewed).await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failures) = load.finish().await;
+    assert!(
+        refused.is_empty(),
+        "{} renewals refused, e.g. #{:?}",
+        refused.len(),
+        &refused[..refused.len().min(5)]
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(ok > before, "the keep-alive clients made progress");
+    println!("{N} renewals in {took:?} under load; {ok} keep-alive requests, none failed");
+
+    // Each device now has two certificates, the renewal current.
+    assert!(
+        metric_at_least(
+            &s.gw,
+            "certgate_device_renewals_total{result=\"inherited\"}",
+            N as f64
+        )
+        .await,
+        "{}",
+        s.gw.metrics.encode()
+    );
+    let (_, page) = admin_call(
+        s.admin,
+        "GET",
+        "/api/devices?limit=1000&q=fleet-1999",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        page["devices"][0]["certificates"].as_array().unwrap().len(),
+        2,
+        "{page}"
+    );
+    let (_, all) = admin_call(s.admin, "GET", "/api/devices?limit=1", None, None).await;
+    assert_eq!(
+        all["total"],
+        N + 1,
+        "one device per agent, not one per certificate"
+    );
+    assert_eq!(
+        metric(&s.gw, "certgate_registry_updates_dropped_total"),
+        0.0,
+        "no handshake update was dropped"
+    );
+    s.gw.shutdown().await;
 }

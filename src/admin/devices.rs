@@ -109,7 +109,10 @@ pub(super) async fn devices(
             };
             changed(
                 registry
-                    .import(devices.into_iter().map(DeviceView::into_device).collect(), who)
+                    .import(
+                        devices.into_iter().map(DeviceView::into_device).collect(),
+                        who,
+                    )
                     .await,
             )
         }

@@ -68,6 +68,14 @@ impl Policy {
         }
     }
 
+    /// When a certificate its device has renewed stops being admitted
+    /// (Unix seconds); `None` if it is not superseded.
+    pub fn superseded_until(&self, fingerprint: &[u8; 32]) -> Option<i64> {
+        let at = self.registry.as_ref()?.cert(fingerprint)?.superseded_at?;
+        let grace = i64::try_from(self.renewal.supersede_grace.as_secs()).unwrap_or(i64::MAX);
+        Some(at.saturating_add(grace))
+    }
+
     /// Whether a certificate superseded at `at` is past its grace.
     fn superseded(&self, at: Option<i64>) -> bool {
         let grace = i64::try_from(self.renewal.supersede_grace.as_secs()).unwrap_or(i64::MAX);

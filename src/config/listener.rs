@@ -191,7 +191,7 @@ pub(super) fn validate_tls(
                     CrlStale::FailClosed
                 }
             };
-            let renewal = renewal_rule(&ca, &ctx, errors);
+            let renewal = renewal_rule(&ca, ctx, errors);
             let allow = AllowRules {
                 cn: ca.allow_cn,
                 ou: ca.allow_ou,

@@ -13,8 +13,8 @@ use super::upstream::validate_upstream;
 use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
 use super::{
     AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings, RenewalIdentity,
-    UpstreamSettings, defaults::CRL_CACHE_NAME,
+    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
+    RenewalIdentity, UpstreamSettings, defaults::CRL_CACHE_NAME,
 };
 
 /// Validates every section of `raw`, one function per section; every

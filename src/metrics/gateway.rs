@@ -10,8 +10,8 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 use super::labels::{
     AdminRefusedLabel, BuildLabels, CertLabels, ClientAuthLabels, CrlFetchLabels, CrlLabels,
     CrlSourceLabel, DecisionLabels, HandshakeLabels, ListenerLabel, PhaseLabels, ReasonLabels,
-    RequestLabels, RequestTimeLabels, ResultLabel, ServerLabels, StatusLabel, UpstreamErrorLabels,
-    WithinLabel, RenewalLabel,
+    RenewalLabel, RequestLabels, RequestTimeLabels, ResultLabel, ServerLabels, StatusLabel,
+    UpstreamErrorLabels, WithinLabel,
 };
 use super::process::ProcessCollector;
 

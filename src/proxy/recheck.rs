@@ -64,7 +64,25 @@ impl Admission {
             {
                 return Failure::Refused(reason);
             }
+            // A certificate its device has renewed is refused once its
+            // supersede_grace is over: wake then, even if nothing changes.
+            let superseded_until = self
+                .fingerprint
+                .as_ref()
+                .and_then(|fp| tls.policy.as_ref().and_then(|p| p.superseded_until(fp)));
             tokio::select! {
+                () = async {
+                    match superseded_until {
+                        Some(at) => {
+                            let left = at.saturating_sub(crate::clock::now_unix()).max(0);
+                            tokio::time::sleep(std::time::Duration::from_secs(
+                                u64::try_from(left).unwrap_or(0) + 1,
+                            ))
+                            .await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 r = changes.changed() => if r.is_err() {
                     return std::future::pending().await;
                 },

@@ -207,10 +207,9 @@ impl Certificate {
 
     /// The values of one kind of subject alternative name (`DNS`, `URI`).
     pub(crate) fn sans_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.sans.iter().filter_map(move |s| {
-            s.strip_prefix(kind)
-                .and_then(|rest| rest.strip_prefix(':'))
-        })
+        self.sans
+            .iter()
+            .filter_map(move |s| s.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')))
     }
 }
 
@@ -411,7 +410,11 @@ impl DeviceView {
             label: self.label,
             changed_at: self.changed_at,
             changed_by: self.changed_by,
-            certificates: self.certificates.into_iter().map(|c| c.certificate).collect(),
+            certificates: self
+                .certificates
+                .into_iter()
+                .map(|c| c.certificate)
+                .collect(),
         }
     }
 
@@ -513,7 +516,13 @@ mod tests {
         let d = Device::decode(
             br#"{"id":"ab","status":"blocked","certificates":[{"fingerprint":"ab"}]}"#,
         )
-        .unwrap_or_else(|_| Device::of("x".into(), Certificate::bare("x".into()), DeviceStatus::Pending));
+        .unwrap_or_else(|_| {
+            Device::of(
+                "x".into(),
+                Certificate::bare("x".into()),
+                DeviceStatus::Pending,
+            )
+        });
         assert_eq!(d.status, DeviceStatus::Blocked);
         assert!(Device::decode(b"garbage").is_err());
     }

@@ -83,10 +83,13 @@ pub(crate) fn forecast<'a>(
         .scan(this_month, |start, _| {
             let s = *start;
             *start = next_month(s);
-            Some((s, Month {
-                month: month_name(s),
-                devices: 0,
-            }))
+            Some((
+                s,
+                Month {
+                    month: month_name(s),
+                    devices: 0,
+                },
+            ))
         })
         .collect();
     let end_of_year = months.last().map_or(now, |(s, _)| next_month(*s));

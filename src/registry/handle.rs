@@ -161,7 +161,9 @@ impl Registry {
             .try_send(Command::Identities { identities })
             .is_err()
         {
-            warn!("the registry is busy; the renewal index follows the new rules at its next change");
+            warn!(
+                "the registry is busy; the renewal index follows the new rules at its next change"
+            );
         }
     }
 

@@ -46,9 +46,7 @@ struct V1 {
 
 /// Converts schema-1 records (key, JSON) into devices of one; records that
 /// do not decode are returned with why, by key.
-pub(crate) fn from_v1(
-    records: Vec<(String, Vec<u8>)>,
-) -> (Vec<Device>, Vec<(String, String)>) {
+pub(crate) fn from_v1(records: Vec<(String, Vec<u8>)>) -> (Vec<Device>, Vec<(String, String)>) {
     let mut ids = std::collections::HashSet::new();
     let mut out = Vec::new();
     let mut problems = Vec::new();

@@ -144,7 +144,10 @@ impl Writer {
                 // (the rule or its index changed since it was recorded).
                 if let Record::Renewal { of } = o.record
                     && self.undecided(&id)
-                    && self.by_fp.get(&hex32(&of)).is_some_and(|other| *other != id)
+                    && self
+                        .by_fp
+                        .get(&hex32(&of))
+                        .is_some_and(|other| *other != id)
                     && let Some(mut lone) = self.records.remove(&id)
                     && let Some(cert) = lone.certificates.pop()
                 {
@@ -231,7 +234,8 @@ impl Writer {
         let id = device_id(&cert.fingerprint, |id| self.records.contains_key(id));
         self.by_fp.insert(cert.fingerprint.clone(), id.clone());
         self.dirty.insert(id.clone());
-        self.records.insert(id.clone(), Device::of(id, cert, status));
+        self.records
+            .insert(id.clone(), Device::of(id, cert, status));
     }
 
     /// A renewal joins the device of `of`: it takes the device's status
@@ -266,7 +270,12 @@ impl Writer {
         }
         self.by_fp.insert(fp.clone(), id.clone());
         self.dirty.insert(id.clone());
-        self.metrics.renewals[if status == DeviceStatus::Blocked { 1 } else { 0 }].inc();
+        self.metrics.renewals[if status == DeviceStatus::Blocked {
+            1
+        } else {
+            0
+        }]
+        .inc();
         let note = match status {
             DeviceStatus::Approved => format!("approved by renewal of {of}"),
             DeviceStatus::Blocked => format!("blocked by renewal of {of}"),
@@ -287,9 +296,9 @@ impl Writer {
         }));
         Publish {
             snapshot: true,
-            // The device's status did not change, but the snapshot may
-            // now refuse a superseded certificate sooner.
-            revoke: true,
+            // The device's status did not change; its older certificates'
+            // open connections learn when their grace ends.
+            revoke: admitted,
         }
     }
 
@@ -533,7 +542,10 @@ impl Writer {
                 });
                 if d.certificates.len() > 1 {
                     line["certificates"] = serde_json::json!(
-                        d.certificates.iter().map(|c| &c.fingerprint).collect::<Vec<_>>()
+                        d.certificates
+                            .iter()
+                            .map(|c| &c.fingerprint)
+                            .collect::<Vec<_>>()
                     );
                 }
                 if let Change::Label(l) = &change {
@@ -585,15 +597,15 @@ impl Writer {
                 )));
             }
             let mut kept_elsewhere = Vec::new();
-            incoming.certificates.retain(|c| {
-                match self.by_fp.get(&c.fingerprint) {
+            incoming
+                .certificates
+                .retain(|c| match self.by_fp.get(&c.fingerprint) {
                     Some(owner) if *owner != incoming.id => {
                         kept_elsewhere.push(c.fingerprint.clone());
                         false
                     }
                     _ => parse_fingerprint(&c.fingerprint).as_deref() == Some(&c.fingerprint),
-                }
-            });
+                });
             let mut d = match self.records.get(&incoming.id) {
                 Some(have) => {
                     let mut d = have.clone();
@@ -772,7 +784,11 @@ impl Writer {
             })
             .filter(|d| text.as_ref().is_none_or(|t| matches_text(d, t)))
             .collect();
-        matching.sort_by(|a, b| first_seen(a).cmp(&first_seen(b)).then_with(|| a.id.cmp(&b.id)));
+        matching.sort_by(|a, b| {
+            first_seen(a)
+                .cmp(&first_seen(b))
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
         Page {
             total: matching.len(),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::admission::Failure;
 use crate::config::OcspMode;
-use crate::revocation::ocsp::{self, Decision};
 use crate::revocation::crl::normalize_serial;
+use crate::revocation::ocsp::{self, Decision};
 use crate::revocation::{Learned, PathCert, Revocation, Verdict};
 
 use super::note::OcspWait;

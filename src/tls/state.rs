@@ -3,9 +3,9 @@
 //! takes the current [`ListenerTls`] at accept and keeps it.
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
-use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 
 use crate::admission::Policy;

@@ -240,8 +240,7 @@ pub(super) fn report(r: &serde_json::Value, done: &str, as_json: bool) -> anyhow
         println!("{r}");
         return Ok(());
     }
-    let devices: Vec<DeviceView> =
-        serde_json::from_value(r["devices"].clone()).unwrap_or_default();
+    let devices: Vec<DeviceView> = serde_json::from_value(r["devices"].clone()).unwrap_or_default();
     for d in &devices {
         println!("{done}: device {} {} {}", d.id, d.fingerprint, d.subject);
     }
