@@ -642,3 +642,74 @@ async fn two_thousand_devices_renew_under_keep_alive_load_with_no_refusal_and_no
     );
     s.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_forecast_counts_active_devices_and_lists_those_at_risk() {
+    let mut pki = Pki::new();
+    let day = 86_400;
+    let soon = pki.client("expires-in-3-days", Kind::ExpiresIn(3 * day));
+    let month = pki.client("expires-in-20-days", Kind::ExpiresIn(20 * day));
+    let later = pki.client("expires-in-60-days", Kind::ExpiresIn(60 * day));
+    let renews = pki.client("renews-in-time", Kind::ExpiresIn(5 * day));
+    let s = setup(pki, "", None, vec![]).await;
+    for c in [&soon, &month, &later, &renews] {
+        seen_and_approved(&s, c).await;
+    }
+    let mut pki = s.pki;
+    let renewal = pki.client_named(
+        "renews-in-time-2",
+        name("Fleet", "renews-in-time"),
+        Kind::ValidFrom(-3600),
+    );
+    let s = Setup { pki, ..s };
+    assert!(admitted(s.addr, cfg(&s.pki, &renewal)).await.is_ok());
+    device(s.admin, &fp(&renewal), 2).await;
+
+    let (st, f) = admin_call(s.admin, "GET", "/api/devices/expiry?active=30d", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(f["active"], 4, "{f}");
+    assert_eq!(f["within_7_days"], 1, "{f}");
+    assert_eq!(f["within_30_days"], 2, "{f}");
+    assert_eq!(f["months"].as_array().unwrap().len(), 12);
+    let at_risk: Vec<&str> = f["at_risk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        at_risk,
+        [
+            "CN=expires-in-3-days,O=Fleet",
+            "CN=expires-in-20-days,O=Fleet"
+        ],
+        "the renewed device is not at risk: {f}"
+    );
+    let (st, bad) = admin_call(
+        s.admin,
+        "GET",
+        "/api/devices/expiry?active=soon",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+
+    let (ok, out, err) = devices_cli(s.admin, &["expiry"]);
+    assert!(ok, "{err}");
+    println!("{out}");
+    assert!(out.contains("4 active device(s)"), "{out}");
+    assert!(out.contains("at risk: 2 device(s)"), "{out}");
+    assert!(out.contains("CN=expires-in-3-days"), "{out}");
+    assert!(!out.contains("CN=renews-in-time"), "{out}");
+
+    for (within, n) in [("7d", 1.0), ("30d", 2.0), ("90d", 4.0)] {
+        let line = format!("certgate_device_certificates_expiring{{within=\"{within}\"}}");
+        assert!(
+            eventually(Duration::from_secs(3), || metric(&s.gw, &line) == n).await,
+            "{line} != {n}: {}",
+            s.gw.metrics.encode()
+        );
+    }
+    s.gw.shutdown().await;
+}

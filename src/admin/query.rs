@@ -50,9 +50,13 @@ pub(super) fn query(req: &Request<Incoming>) -> Result<Query, String> {
 
 /// A window given as a duration (`30d`, `12h`) or a number of days.
 pub(super) fn seconds(key: &str, v: &str) -> Result<i64, String> {
-    let d = crate::config::parse_duration(v)
-        .or_else(|_| crate::config::parse_duration(&format!("{}d", v.trim_end_matches('d'))))
-        .map_err(|e| format!("{key} \"{v}\": {e}"))?;
+    let v = v.trim();
+    let with_unit = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{v}d")
+    } else {
+        v.to_string()
+    };
+    let d = crate::config::parse_duration(&with_unit).map_err(|e| format!("{key}: {e}"))?;
     Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 

@@ -123,9 +123,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => {
             return Err(format!(
-                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m or h"
+                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m, h or d"
             ));
         }
     };

@@ -181,7 +181,7 @@ impl Metrics {
             decisions: add(
                 &mut registry,
                 "registry_decisions",
-                "Admission decisions on CA-valid client certificates: approved, auto, rule (admitted); unapproved, blocked, not_allowed (refused)",
+                "Admission decisions on CA-valid client certificates: approved, auto, rule, renewal (admitted); unapproved, blocked, not_allowed, superseded (refused)",
             ),
             registry_dropped: add(
                 &mut registry,

@@ -75,8 +75,8 @@ pub enum Kind {
     /// Valid now, expiring in the given number of seconds.
     ExpiresIn(i64),
     /// Valid from the given number of seconds from now (negative: in the
-    /// past) for 30 days: a renewal is issued later than the `Good`
-    /// certificate it renews (valid from a day ago).
+    /// past) for 90 days: a renewal is issued later than the `Good`
+    /// certificate it renews (valid from a day ago, for 30 days).
     ValidFrom(i64),
 }
 
@@ -225,7 +225,7 @@ impl Pki {
             }
             Kind::ValidFrom(secs) => {
                 p.not_before = now() + time::Duration::seconds(secs);
-                p.not_after = p.not_before + time::Duration::days(30);
+                p.not_after = p.not_before + time::Duration::days(90);
             }
             _ => {}
         }

@@ -234,7 +234,7 @@ pub(super) fn print_forecast(f: &Forecast) {
         "DEVICE", "STATUS", "EXPIRES", "LAST SEEN", "SUBJECT"
     );
     for r in &f.at_risk {
-        println!(
+        let row = format!(
             "  {:<16} {:<9} {:<20} {:<20} {:<40}  {}",
             short(&r.id),
             r.status.as_str(),
@@ -243,5 +243,6 @@ pub(super) fn print_forecast(f: &Forecast) {
             cut(&r.subject, 40),
             r.label.as_deref().unwrap_or("")
         );
+        println!("{}", row.trim_end());
     }
 }
