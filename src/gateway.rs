@@ -38,6 +38,9 @@ pub struct Gateway {
     handed_over: watch::Receiver<bool>,
     drained: mpsc::Receiver<()>,
     grace: Duration,
+    /// Flushed last at shutdown, so what the last handshakes taught it
+    /// (first-seen devices, renewals, last-seen times) is not lost.
+    registry: Option<Registry>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -130,6 +133,7 @@ impl Gateway {
             handed_over,
             drained,
             grace: settings.shutdown_grace,
+            registry,
         })
     }
 
@@ -189,6 +193,14 @@ impl Gateway {
             info!("all connections drained");
         } else {
             warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
+        }
+        // A process that handed over has released the store to its
+        // successor; otherwise write what is still queued.
+        if let Some(r) = &self.registry
+            && !*self.handed_over.borrow()
+            && let Err(e) = r.flush().await
+        {
+            warn!(error = %e, "the last device updates could not be written at shutdown");
         }
         drained
     }

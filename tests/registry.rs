@@ -782,3 +782,38 @@ async fn a_blocked_device_is_refused_in_observe_mode_too() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_last_handshakes_taught_the_registry_survives_a_sigterm() {
+    let mut pki = Pki::new();
+    let devices: Vec<ClientCert> = (0..5)
+        .map(|i| pki.client(&format!("late-{i}"), Kind::Good))
+        .collect();
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_top = registry_table(pki.dir.path(), "manual");
+    let config = cb.write(pki.dir.path());
+    let mut gw = spawn_certgate(&config);
+    let addr = gw.addr;
+    // First-seen devices, refused and recorded pending, then at once a
+    // clean stop: the records must not wait for the next periodic write.
+    for d in &devices {
+        let cfg = no_resumption(&client_config(&pki, Some(d), &[b"http/1.1"]));
+        assert!(admitted(addr, cfg).await.is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    drop(gw);
+    let gw = spawn_certgate(&config);
+    let (s, v) = admin_call(
+        gw.admin_addr(),
+        "GET",
+        "/api/devices?status=pending",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["total"], devices.len(), "{v}");
+}

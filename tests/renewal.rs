@@ -713,3 +713,73 @@ async fn the_expiry_forecast_counts_active_devices_and_lists_those_at_risk() {
     }
     s.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_renewal_on_by_reload_admits_a_renewal_that_was_left_pending() {
+    let mut pki = Pki::new();
+    let old = pki.client("agent-10", Kind::Good);
+    let new = pki.client_named(
+        "agent-10-renewed",
+        name("Fleet", "agent-10"),
+        Kind::ValidFrom(-3600),
+    );
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_top = registry_table(pki.dir.path(), "manual");
+    cb.extra_client_auth = "renewal = \"off\"\n".into();
+    let path = cb.write(pki.dir.path());
+    let gw = start_gateway(&path).await;
+    let s = Setup {
+        pki,
+        _backend: backend,
+        addr: gw.addr("agents").unwrap(),
+        admin: gw.admin_addr().unwrap(),
+        gw,
+    };
+    seen_and_approved(&s, &old).await;
+    assert!(
+        admitted(s.addr, cfg(&s.pki, &new)).await.is_err(),
+        "renewal off"
+    );
+    device(s.admin, &fp(&new), 1).await;
+
+    cb.extra_client_auth = String::new();
+    cb.write(s.pki.dir.path());
+    s.gw.reload().await.unwrap();
+    // The pending certificate no one decided on is placed by the rule now
+    // in force: it joins its device and is admitted.
+    let mut ok = false;
+    for _ in 0..50 {
+        if admitted(s.addr, cfg(&s.pki, &new)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "after the reload the renewal must inherit the approval");
+    let d = device(s.admin, &fp(&new), 2).await;
+    assert_eq!(d["status"], "approved", "{d}");
+    assert_eq!(d["certificates"][0]["fingerprint"], fp(&old), "{d}");
+    let (_, list) = admin_call(s.admin, "GET", "/api/devices", None, None).await;
+    assert_eq!(
+        list["total"], 1,
+        "the pending device of one is gone: {list}"
+    );
+    s.gw.shutdown().await;
+
+    // And so it stays after a restart: the store has the move too.
+    let gw = start_gateway(&path).await;
+    let admin = gw.admin_addr().unwrap();
+    let (_, list) = admin_call(admin, "GET", "/api/devices", None, None).await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(
+        list["devices"][0]["certificates"].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        admitted(gw.addr("agents").unwrap(), cfg(&s.pki, &new))
+            .await
+            .is_ok()
+    );
+    gw.shutdown().await;
+}

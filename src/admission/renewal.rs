@@ -114,3 +114,156 @@ pub(crate) fn find(
         _ => Found::Nothing,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::RenewalIdentity;
+    use crate::registry::Device;
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use x509_parser::prelude::FromDer as _;
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_796_169_600;
+
+    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// A device certificate valid from `from` to `until` (Unix seconds).
+    fn cert(by: &CertifiedIssuer<'static, KeyPair>, cn: &str, from: i64, until: i64) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        // As CAs issue them: with the issuing key's identifier.
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        p.signed_by(&KeyPair::generate().unwrap(), by)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn device(der: &[u8], status: DeviceStatus) -> Device {
+        let fp = crate::identity::sha256_hex(der);
+        Device::of(fp[..16].into(), Certificate::from_der(fp, der), status)
+    }
+
+    fn find_for(devices: &[Device], new: &[u8], revoked: bool) -> Found {
+        let snapshot = Snapshot::build(devices.iter(), &[RenewalIdentity::Subject]);
+        let (_, parsed) = X509Certificate::from_der(new).unwrap();
+        find(
+            &snapshot,
+            &RenewalSettings::default(),
+            &crate::identity::fingerprint(new),
+            &parsed,
+            NOW,
+            &|_| revoked,
+        )
+    }
+
+    #[test]
+    fn a_later_certificate_of_the_same_ca_and_subject_renews_the_device() {
+        let ca = ca("Fleet CA");
+        let old = cert(&ca, "a", NOW - 300 * DAY, NOW + 60 * DAY);
+        let new = cert(&ca, "a", NOW - DAY, NOW + 365 * DAY);
+        let d = device(&old, DeviceStatus::Approved);
+        let of = crate::identity::fingerprint(&old);
+        assert_eq!(
+            find_for(std::slice::from_ref(&d), &new, false),
+            Found::Device {
+                of,
+                status: DeviceStatus::Approved
+            }
+        );
+        // Revoked: nothing inherited.
+        assert_eq!(
+            find_for(std::slice::from_ref(&d), &new, true),
+            Found::Nothing
+        );
+        // An older certificate never inherits from a newer one.
+        assert_eq!(
+            find_for(&[device(&new, DeviceStatus::Approved)], &old, false),
+            Found::Nothing
+        );
+        // Another subject: nothing.
+        let other = cert(&ca, "b", NOW - DAY, NOW + 365 * DAY);
+        assert_eq!(find_for(&[d], &other, false), Found::Nothing);
+    }
+
+    #[test]
+    fn an_expired_device_renews_only_within_the_grace() {
+        let ca = ca("Fleet CA");
+        let new = cert(&ca, "a", NOW - DAY, NOW + 365 * DAY);
+        let lately = cert(&ca, "a", NOW - 400 * DAY, NOW - 29 * DAY);
+        let long_ago = cert(&ca, "a", NOW - 400 * DAY, NOW - 31 * DAY);
+        assert!(matches!(
+            find_for(&[device(&lately, DeviceStatus::Approved)], &new, false),
+            Found::Device { .. }
+        ));
+        assert_eq!(
+            find_for(&[device(&long_ago, DeviceStatus::Approved)], &new, false),
+            Found::Nothing
+        );
+        // A blocked device blocks its renewals whatever the dates.
+        assert!(matches!(
+            find_for(&[device(&long_ago, DeviceStatus::Blocked)], &new, false),
+            Found::Device {
+                status: DeviceStatus::Blocked,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_ca_of_the_same_name_with_another_key_is_another_ca() {
+        let real = ca("Fleet CA");
+        let impostor = ca("Fleet CA");
+        let old = cert(&real, "a", NOW - 300 * DAY, NOW + 60 * DAY);
+        let forged = cert(&impostor, "a", NOW - DAY, NOW + 365 * DAY);
+        assert_eq!(
+            find_for(&[device(&old, DeviceStatus::Approved)], &forged, false),
+            Found::Nothing
+        );
+    }
+
+    #[test]
+    fn two_approved_devices_with_the_identity_are_ambiguous() {
+        let ca = ca("Fleet CA");
+        let a = cert(&ca, "a", NOW - 300 * DAY, NOW + 60 * DAY);
+        let b = cert(&ca, "a", NOW - 200 * DAY, NOW + 60 * DAY);
+        let new = cert(&ca, "a", NOW - DAY, NOW + 365 * DAY);
+        let devices = [
+            device(&a, DeviceStatus::Approved),
+            device(&b, DeviceStatus::Approved),
+        ];
+        assert_eq!(find_for(&devices, &new, false), Found::Ambiguous);
+    }
+
+    #[test]
+    fn a_record_from_before_lineages_is_found_by_its_display_form_issuer() {
+        let ca = ca("Fleet CA");
+        let old = cert(&ca, "a", NOW - 300 * DAY, NOW + 60 * DAY);
+        let new = cert(&ca, "a", NOW - DAY, NOW + 365 * DAY);
+        let mut d = device(&old, DeviceStatus::Approved);
+        let (_, parsed) = X509Certificate::from_der(&old).unwrap();
+        let c = &mut d.certificates[0];
+        // What a schema-1 record kept: no key, no key id, the issuer as
+        // x509-parser displays it.
+        c.key.clear();
+        c.authority_key_id.clear();
+        c.subject_attributes.clear();
+        c.issuer = parsed.issuer().to_string();
+        assert!(matches!(
+            find_for(&[d], &new, false),
+            Found::Device {
+                status: DeviceStatus::Approved,
+                ..
+            }
+        ));
+    }
+}

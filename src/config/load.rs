@@ -88,6 +88,56 @@ mod tests {
     }
 
     #[test]
+    fn renewal_rules_parse_and_mistakes_are_named() {
+        let with = |lines: &str| {
+            parse(&MINIMAL.replace(
+                "ca = [\"certs/client-ca.pem\"]",
+                &format!("ca = [\"certs/client-ca.pem\"]\n{lines}"),
+            ))
+        };
+        let renewal = |s: &Settings| {
+            s.listeners[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .client_auth
+                .renewal
+                .clone()
+        };
+        let d = renewal(&with("").unwrap());
+        assert_eq!(d.identity, Some(RenewalIdentity::Subject));
+        assert_eq!(d.grace, Duration::from_secs(30 * 86_400));
+        assert_eq!(d.supersede_grace, Duration::from_secs(7 * 86_400));
+        let r = renewal(&with("renewal_identity = \"2.5.4.5\"\nsupersede_grace = \"1d\"").unwrap());
+        assert_eq!(r.identity, Some(RenewalIdentity::Oid("2.5.4.5".into())));
+        assert_eq!(r.supersede_grace, Duration::from_secs(86_400));
+        assert_eq!(
+            renewal(&with("renewal = \"same_key\"").unwrap()).identity,
+            Some(RenewalIdentity::Key)
+        );
+        assert_eq!(renewal(&with("renewal = \"off\"").unwrap()).identity, None);
+        for (lines, says) in [
+            (
+                "renewal = \"same_key\"\nrenewal_identity = \"cn\"",
+                "renewal_identity applies to renewal = \"same_subject\"",
+            ),
+            (
+                "renewal_identity = \"serial\"",
+                "\"serial\" is not an identity",
+            ),
+            ("renewal_identity = \"2.5.\"", "is not an identity"),
+            ("renewal = \"same\"", "\"same\" is not a renewal rule"),
+            ("renewal_grace = \"1w\"", "unknown unit \"w\""),
+        ] {
+            let err = with(lines).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains(says) && err.contains("client_auth.renewal"),
+                "{lines}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_the_key() {
         let text = MINIMAL.replace("upstream = \"core\"", "upstream = \"core\"\nbogus = 1");
         let err = parse(&text)
@@ -175,6 +225,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86_400)));
+        assert!(parse_duration("5w").is_err());
     }
 }
