@@ -106,18 +106,16 @@ async fn audit(s: &Setup) -> String {
 async fn an_approved_device_that_renews_is_admitted_with_its_new_certificate_at_once() {
     let mut pki = Pki::new();
     let old = pki.client("agent-1", Kind::Good);
-    let s = setup(pki, "", None, vec![]).await;
+    let mut s = setup(pki, "", None, vec![]).await;
     seen_and_approved(&s, &old).await;
 
     // New key, same subject, later notBefore: admitted on its first
     // handshake, no admin action.
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-1-renewed",
         name("Fleet", "agent-1"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(
         admitted(s.addr, cfg(&s.pki, &new)).await.is_ok(),
         "the renewal must inherit the approval"
@@ -181,21 +179,19 @@ async fn with_same_key_only_a_renewal_of_the_same_key_inherits() {
     let key = rcgen::KeyPair::generate().unwrap();
     let key_pem = key.serialize_pem();
     let old = pki.client_with_key("agent-2", name("Fleet", "agent-2"), Kind::Good, key);
-    let s = setup(pki, "renewal = \"same_key\"\n", None, vec![]).await;
+    let mut s = setup(pki, "renewal = \"same_key\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
-    let mut pki = s.pki;
-    let new_key = pki.client_named(
+    let new_key = s.pki.client_named(
         "agent-2-newkey",
         name("Fleet", "agent-2"),
         Kind::ValidFrom(-3600),
     );
-    let same_key = pki.client_with_key(
+    let same_key = s.pki.client_with_key(
         "agent-2-samekey",
         name("Fleet", "agent-2 renamed"),
         Kind::ValidFrom(-3600),
         rcgen::KeyPair::from_pem(&key_pem).unwrap(),
     );
-    let s = Setup { pki, ..s };
     assert!(
         admitted(s.addr, cfg(&s.pki, &new_key)).await.is_err(),
         "same subject, new key: pending under same_key"
@@ -240,7 +236,7 @@ async fn a_renewal_from_another_ca_with_the_same_subject_stays_pending() {
 async fn a_blocked_devices_renewal_is_refused_and_joins_the_blocked_device() {
     let mut pki = Pki::new();
     let old = pki.client("agent-4", Kind::Good);
-    let s = setup(pki, "", None, vec![]).await;
+    let mut s = setup(pki, "", None, vec![]).await;
     seen_and_approved(&s, &old).await;
     let (st, v) = admin_call(
         s.admin,
@@ -251,13 +247,11 @@ async fn a_blocked_devices_renewal_is_refused_and_joins_the_blocked_device() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-4-renewed",
         name("Fleet", "agent-4"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert_eq!(
         admitted(s.addr, cfg(&s.pki, &new)).await,
         Err(Some(rustls::AlertDescription::AccessDenied))
@@ -283,16 +277,14 @@ async fn an_identity_two_approved_devices_share_is_ambiguous_and_inherits_nothin
     let mut pki = Pki::new();
     let a = pki.client_named("lab-a", name("Lab A", "shared-name"), Kind::Good);
     let b = pki.client_named("lab-b", name("Lab B", "shared-name"), Kind::Good);
-    let s = setup(pki, "renewal_identity = \"cn\"\n", None, vec![]).await;
+    let mut s = setup(pki, "renewal_identity = \"cn\"\n", None, vec![]).await;
     seen_and_approved(&s, &a).await;
     seen_and_approved(&s, &b).await;
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "lab-new",
         name("Lab C", "shared-name"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(
         admitted(s.addr, cfg(&s.pki, &new)).await.is_err(),
         "ambiguous: nothing inherited"
@@ -318,15 +310,13 @@ async fn an_identity_two_approved_devices_share_is_ambiguous_and_inherits_nothin
 async fn an_old_certificate_is_refused_once_its_supersede_grace_is_over() {
     let mut pki = Pki::new();
     let old = pki.client("agent-6", Kind::Good);
-    let s = setup(pki, "supersede_grace = \"2s\"\n", None, vec![]).await;
+    let mut s = setup(pki, "supersede_grace = \"2s\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-6-renewed",
         name("Fleet", "agent-6"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok());
     device(s.admin, &fp(&new), 2).await;
     // Held open across the grace: an old connection is closed too.
@@ -383,7 +373,7 @@ async fn a_revoked_certificates_renewal_inherits_nothing() {
     // The CRL revokes the old certificate after it was approved: start
     // with an empty CRL, then replace it and reload.
     let crl = pki.crl("devices.crl", &[], true);
-    let s = setup(pki, "", None, vec![crl.clone()]).await;
+    let mut s = setup(pki, "", None, vec![crl.clone()]).await;
     seen_and_approved(&s, &old).await;
     seen_and_approved(&s, &keep).await;
     s.pki.crl("devices.crl", &[&old], true);
@@ -392,13 +382,11 @@ async fn a_revoked_certificates_renewal_inherits_nothing() {
         admitted(s.addr, cfg(&s.pki, &old)).await.is_err(),
         "revoked"
     );
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-7-renewed",
         name("Fleet", "agent-7"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(
         admitted(s.addr, cfg(&s.pki, &new)).await.is_err(),
         "a revoked certificate's renewal must not inherit"
@@ -414,15 +402,13 @@ async fn a_revoked_certificates_renewal_inherits_nothing() {
 async fn renewal_off_keeps_every_certificate_its_own_device() {
     let mut pki = Pki::new();
     let old = pki.client("agent-8", Kind::Good);
-    let s = setup(pki, "renewal = \"off\"\n", None, vec![]).await;
+    let mut s = setup(pki, "renewal = \"off\"\n", None, vec![]).await;
     seen_and_approved(&s, &old).await;
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-8-renewed",
         name("Fleet", "agent-8"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_err());
     let d = device(s.admin, &fp(&new), 1).await;
     assert_eq!(d["status"], "pending");
@@ -433,15 +419,13 @@ async fn renewal_off_keeps_every_certificate_its_own_device() {
 async fn export_and_import_carry_the_lineage() {
     let mut pki = Pki::new();
     let old = pki.client("agent-9", Kind::Good);
-    let s = setup(pki, "", None, vec![]).await;
+    let mut s = setup(pki, "", None, vec![]).await;
     seen_and_approved(&s, &old).await;
-    let mut pki = s.pki;
-    let new = pki.client_named(
+    let new = s.pki.client_named(
         "agent-9-renewed",
         name("Fleet", "agent-9"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &new)).await.is_ok());
     device(s.admin, &fp(&new), 2).await;
     let (ok, export, err) = devices_cli(s.admin, &["export"]);
@@ -475,48 +459,6 @@ async fn export_and_import_carry_the_lineage() {
     gw.shutdown().await;
 }
 
-/// `n` device certificates from the client CA named `fleet-<i>` (one
-/// shared key per call), valid from `valid_from_secs` from now, as client
-/// configs with their DER.
-fn fleet(
-    pki: &Pki,
-    n: usize,
-    valid_from_secs: i64,
-    serial_base: u64,
-) -> Vec<(std::sync::Arc<rustls::ClientConfig>, Vec<u8>)> {
-    use rustls::pki_types::pem::PemObject as _;
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&pki.server_ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let roots = std::sync::Arc::new(roots);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let key_der = key.serialize_der();
-    (0..n)
-        .map(|i| {
-            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.distinguished_name = name("Fleet", &format!("fleet-{i}"));
-            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-            p.serial_number = Some(rcgen::SerialNumber::from(serial_base + i as u64));
-            p.not_before = now() + time::Duration::seconds(valid_from_secs);
-            p.not_after = p.not_before + time::Duration::days(30);
-            let cert = p.signed_by(&key, pki.client_issuer()).unwrap();
-            let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots.clone())
-                .with_client_auth_cert(
-                    vec![cert.der().clone()],
-                    rustls::pki_types::PrivateKeyDer::try_from(key_der.clone()).unwrap(),
-                )
-                .unwrap();
-            cfg.resumption = rustls::client::Resumption::disabled();
-            (std::sync::Arc::new(cfg), cert.der().to_vec())
-        })
-        .collect()
-}
-
 /// Handshakes (and one request) with every config, 8 at a time; the
 /// indices refused.
 async fn connect_all(
@@ -547,8 +489,8 @@ async fn two_thousand_devices_renew_under_keep_alive_load_with_no_refusal_and_no
     const N: usize = 2_000;
     let mut pki = Pki::new();
     let keeper = pki.client("keep-alive-agent", Kind::Good);
-    let old = fleet(&pki, N, -86_400, 1 << 20);
-    let renewed = fleet(&pki, N, -3_600, 1 << 21);
+    let old = pki.fleet(N, |i| format!("fleet-{i}"), -86_400, 1 << 20);
+    let renewed = pki.fleet(N, |i| format!("fleet-{i}"), -3_600, 1 << 21);
     let s = setup(pki, "", None, vec![]).await;
     seen_and_approved(&s, &keeper).await;
     // The fleet is approved (by fingerprint, as an import does) and
@@ -651,17 +593,15 @@ async fn the_expiry_forecast_counts_active_devices_and_lists_those_at_risk() {
     let month = pki.client("expires-in-20-days", Kind::ExpiresIn(20 * day));
     let later = pki.client("expires-in-60-days", Kind::ExpiresIn(60 * day));
     let renews = pki.client("renews-in-time", Kind::ExpiresIn(5 * day));
-    let s = setup(pki, "", None, vec![]).await;
+    let mut s = setup(pki, "", None, vec![]).await;
     for c in [&soon, &month, &later, &renews] {
         seen_and_approved(&s, c).await;
     }
-    let mut pki = s.pki;
-    let renewal = pki.client_named(
+    let renewal = s.pki.client_named(
         "renews-in-time-2",
         name("Fleet", "renews-in-time"),
         Kind::ValidFrom(-3600),
     );
-    let s = Setup { pki, ..s };
     assert!(admitted(s.addr, cfg(&s.pki, &renewal)).await.is_ok());
     device(s.admin, &fp(&renewal), 2).await;
 

@@ -259,6 +259,23 @@ impl Pki {
     /// `n` distinct device certificates from the client CA (one shared key,
     /// distinct names and serials), as client configs; nothing is written.
     pub fn many_clients(&self, n: usize) -> Vec<Arc<rustls::ClientConfig>> {
+        self.fleet(n, |i| format!("burst-{i}"), -86_400, 1 << 40)
+            .into_iter()
+            .map(|(cfg, _)| cfg)
+            .collect()
+    }
+
+    /// `n` device certificates from the client CA (one shared key), named
+    /// `O=Fleet, CN=<cn(i)>`, valid from `valid_from_secs` from now for 30
+    /// days, serials from `serial_base`: client configs (no resumption)
+    /// with each certificate's DER; nothing is written.
+    pub fn fleet(
+        &self,
+        n: usize,
+        cn: impl Fn(usize) -> String,
+        valid_from_secs: i64,
+        serial_base: u64,
+    ) -> Vec<(Arc<rustls::ClientConfig>, Vec<u8>)> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(&self.server_ca).unwrap() {
@@ -271,12 +288,12 @@ impl Pki {
             .map(|i| {
                 let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
                 p.distinguished_name = rcgen::DistinguishedName::new();
-                p.distinguished_name
-                    .push(DnType::CommonName, format!("burst-{i}"));
+                p.distinguished_name.push(DnType::OrganizationName, "Fleet");
+                p.distinguished_name.push(DnType::CommonName, cn(i));
                 p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-                p.serial_number = Some(SerialNumber::from((1u64 << 40) + i as u64));
-                p.not_before = now() - time::Duration::days(1);
-                p.not_after = now() + time::Duration::days(30);
+                p.serial_number = Some(SerialNumber::from(serial_base + i as u64));
+                p.not_before = now() + time::Duration::seconds(valid_from_secs);
+                p.not_after = p.not_before + time::Duration::days(30);
                 let cert = p.signed_by(&key, &self.client_issuer).unwrap();
                 let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
                     .with_safe_default_protocol_versions()
@@ -288,7 +305,7 @@ impl Pki {
                     )
                     .unwrap();
                 cfg.resumption = rustls::client::Resumption::disabled();
-                Arc::new(cfg)
+                (Arc::new(cfg), cert.der().to_vec())
             })
             .collect()
     }
