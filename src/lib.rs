@@ -61,6 +61,7 @@ pub mod internals {
         ClientFacts, ClientIdentity, ambiguous_framing, is_identity_header, is_upgrade,
         prepare_request,
     };
+    pub use crate::registry::snapshot::Snapshot;
     pub use crate::registry::{
         Certificate, CertificateView, Device, DeviceStatus, DeviceStore, DeviceView, Registry,
         RegistryMetrics, StoreError, fingerprint,

@@ -57,7 +57,7 @@ pub(crate) fn find(
     let issuers = [new.issuer.as_str(), display.as_str()];
     let mut candidates: Vec<&Candidate> = Vec::new();
     for issuer in issuers {
-        for c in snapshot.candidates(identity, issuer, &value) {
+        for c in snapshot.candidates(identity, issuer, value.as_ref()) {
             let same_key_id = c.authority_key_id.is_empty()
                 || new.authority_key_id.is_empty()
                 || *c.authority_key_id == *new.authority_key_id;

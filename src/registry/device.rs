@@ -487,13 +487,23 @@ pub(super) fn hex32(fp: &[u8; 32]) -> String {
 }
 
 pub(super) fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
+    // Runs for every certificate at every snapshot rebuild: no parsing
+    // machinery, one table-free nibble step per digit.
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let b = s.as_bytes();
+    if b.len() != 64 {
         return None;
     }
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let t = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(t, 16).ok()?;
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
     }
     Some(out)
 }

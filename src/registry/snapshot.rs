@@ -52,19 +52,26 @@ pub struct Candidate {
 pub struct Snapshot {
     certs: HashMap<[u8; 32], CertEntry>,
     candidates: Vec<Candidate>,
-    /// Keyed hash of (identity kind, issuer, identity value) → indices into
-    /// `candidates`.
-    index: HashMap<u64, Vec<u32>>,
+    /// (keyed hash of (identity kind, issuer, identity value), index into
+    /// `candidates`), sorted: one allocation for the whole fleet, where a
+    /// map of lists would make one per device at every rebuild.
+    index: Vec<(u64, u32)>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `records`, indexed for `identities`.
-    pub(crate) fn build<'a>(
+    /// Builds the snapshot of `records`, indexed for `identities` (the
+    /// writer does, at every change it publishes).
+    pub fn build<'a>(
         records: impl Iterator<Item = &'a Device>,
         identities: &[RenewalIdentity],
     ) -> Snapshot {
         let mut s = Snapshot::default();
+        let (lower, _) = records.size_hint();
+        s.certs.reserve(lower);
+        // Issuers and key ids repeat across a fleet: one allocation each.
+        let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
+        let mut intern = |v: &'a str| interned.entry(v).or_insert_with(|| v.into()).clone();
         for d in records {
             let undecided = d.status == DeviceStatus::Pending
                 && d.certificates.len() == 1
@@ -94,8 +101,8 @@ impl Snapshot {
             let mut indexed = false;
             for id in identities {
                 if let Some(value) = identity_value(current, id) {
-                    let k = s.key(id, &current.issuer, &value);
-                    s.index.entry(k).or_default().push(i);
+                    let k = s.key(id, &current.issuer, value.as_ref());
+                    s.index.push((k, i));
                     indexed = true;
                 }
             }
@@ -103,14 +110,15 @@ impl Snapshot {
                 s.candidates.push(Candidate {
                     status: d.status,
                     fingerprint,
-                    issuer: current.issuer.as_str().into(),
-                    authority_key_id: current.authority_key_id.as_str().into(),
+                    issuer: intern(&current.issuer),
+                    authority_key_id: intern(&current.authority_key_id),
                     serial: current.serial.as_str().into(),
                     not_before: current.not_before,
                     not_after: current.not_after,
                 });
             }
         }
+        s.index.sort_unstable();
         s
     }
 
@@ -141,11 +149,12 @@ impl Snapshot {
         issuer: &'a str,
         value: &str,
     ) -> impl Iterator<Item = &'a Candidate> + 'a {
-        self.index
-            .get(&self.key(id, issuer, value))
-            .into_iter()
-            .flatten()
-            .filter_map(|&i| self.candidates.get(i as usize))
+        let k = self.key(id, issuer, value);
+        let start = self.index.partition_point(|(h, _)| *h < k);
+        self.index[start..]
+            .iter()
+            .take_while(move |(h, _)| *h == k)
+            .filter_map(|&(_, i)| self.candidates.get(i as usize))
             .filter(move |c| &*c.issuer == issuer)
     }
 }
@@ -154,16 +163,24 @@ impl Snapshot {
 /// `None` when the certificate has none of that kind (it then renews
 /// nothing). Sets (SANs, repeated attributes) are sorted, so their order
 /// in the certificate does not matter.
-pub(crate) fn identity_value(c: &Certificate, id: &RenewalIdentity) -> Option<String> {
+pub(crate) fn identity_value<'c>(
+    c: &'c Certificate,
+    id: &RenewalIdentity,
+) -> Option<std::borrow::Cow<'c, str>> {
+    use std::borrow::Cow;
     let joined = |mut v: Vec<String>| {
         v.sort();
         v.dedup();
-        (!v.is_empty()).then(|| v.join("\n"))
+        (!v.is_empty()).then(|| Cow::Owned(v.join("\n")))
     };
     match id {
-        RenewalIdentity::Subject => (!c.subject.is_empty()).then(|| c.subject.clone()),
-        RenewalIdentity::Key => (!c.key.is_empty()).then(|| c.key.clone()),
-        RenewalIdentity::Cn => joined(attribute(c, "2.5.4.3")),
+        RenewalIdentity::Subject => (!c.subject.is_empty()).then_some(Cow::Borrowed(&*c.subject)),
+        RenewalIdentity::Key => (!c.key.is_empty()).then_some(Cow::Borrowed(&*c.key)),
+        RenewalIdentity::Cn => match attribute(c, "2.5.4.3").as_slice() {
+            // One common name, as nearly every device certificate has.
+            [one] => Some(Cow::Owned(one.clone())),
+            _ => joined(attribute(c, "2.5.4.3")),
+        },
         RenewalIdentity::Oid(oid) => joined(attribute(c, oid)),
         RenewalIdentity::SanDns => {
             joined(c.sans_of("DNS").map(|s| s.to_ascii_lowercase()).collect())
