@@ -74,7 +74,14 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listen address could not be bound.
-    #[error("listener \"{listener}\": cannot listen on {addr}: {source}")]
+    #[error(
+        "listener \"{listener}\": cannot listen on {addr}: {source}{}",
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process listens there: stop it, or choose another address)"
+        } else {
+            ""
+        }
+    )]
     Bind {
         /// The listener name (or `admin`).
         listener: String,
@@ -100,12 +107,32 @@ impl RunError {
 
 /// Renders an error and its sources on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
+    let mut chain = vec![err];
     let mut source = err.source();
     while let Some(e) = source {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
+        chain.push(e);
         source = e.source();
+    }
+    join_chain(chain)
+}
+
+/// Joins the messages of an error chain with `: `, leaving out a cause
+/// whose words the message already has (many errors name their cause in
+/// their own text, and the chain would say it twice).
+pub fn join_chain<'a, E>(chain: impl IntoIterator<Item = &'a E>) -> String
+where
+    E: std::error::Error + ?Sized + 'a,
+{
+    let mut s = String::new();
+    for e in chain {
+        let text = e.to_string();
+        if s.contains(&text) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&text);
     }
     s
 }

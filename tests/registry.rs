@@ -568,6 +568,20 @@ async fn import_pre_approves_and_export_lists_every_device() {
         2,
         "{out}"
     );
+    // A PEM import keeps what the certificate says, not only its
+    // fingerprint.
+    let (_, v) = admin_call(
+        admin,
+        "GET",
+        &format!("/api/devices/{}", fp_of(&a)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["subject"], "CN=imported-a,O=Fleet", "{v}");
+    assert_eq!(v["issuer"], "CN=test client CA", "{v}");
+    assert!(!v["serial"].as_str().unwrap_or("").is_empty(), "{v}");
+    assert!(v["not_after"].as_i64().unwrap_or(0) > 0, "{v}");
     // And a list of fingerprints, colon-separated as openssl prints them.
     let c = f.pki.client("imported-c", Kind::Good);
     let colons: Vec<String> = sha256_hex(&c.der)

@@ -38,26 +38,47 @@ pub(super) async fn devices(
             },
             Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
         },
-        // Bulk: POST /api/devices/approve {"fingerprints": [...]}.
+        // Bulk: POST /api/devices/approve {"fingerprints": [...]} and/or
+        // {"certificates": ["<base64 DER>", ...]} (a record made for a
+        // certificate has its subject, issuer, serial and validity).
         (Method::POST, [a]) if action(a).is_some() => {
             let body = match body_json(req).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let Some(list) = body.get("fingerprints").and_then(|f| f.as_array()) else {
+            let fps = body.get("fingerprints").and_then(|f| f.as_array());
+            let certs = body.get("certificates").and_then(|f| f.as_array());
+            if fps.is_none() && certs.is_none() {
                 return json(
                     StatusCode::BAD_REQUEST,
-                    serde_json::json!({"error": "expected {\"fingerprints\": [\"<sha256 hex>\", ...]}"}),
+                    serde_json::json!({"error": "expected {\"fingerprints\": [\"<sha256 hex>\", ...]} or {\"certificates\": [\"<base64 DER>\", ...]}"}),
                 );
-            };
-            let fps = list
-                .iter()
+            }
+            let fps = fps
+                .into_iter()
+                .flatten()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();
+            let mut ders = Vec::new();
+            for (i, c) in certs.into_iter().flatten().enumerate() {
+                use base64::Engine as _;
+                match c
+                    .as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                {
+                    Some(der) => ders.push(der),
+                    None => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({"error": format!("certificates[{i}] is not base64 DER")}),
+                        );
+                    }
+                }
+            }
             let Some(change) = action(a) else {
                 return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
             };
-            changed(registry.change(fps, change, who).await)
+            changed(registry.change_certificates(fps, ders, change, who).await)
         }
         (Method::GET, ["expiry"]) => {
             let mut active = 30 * 86_400;

@@ -42,7 +42,7 @@ pub(super) fn check(config: &Path) -> ExitCode {
                 for w in built.warnings() {
                     eprintln!("certgate: warning: {w}");
                 }
-                println!(
+                outln!(
                     "certgate: {} is valid ({} listener(s), {} upstream(s))",
                     config.display(),
                     settings.listeners.len(),

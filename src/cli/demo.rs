@@ -29,36 +29,36 @@ pub(super) fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> any
         })?;
         let addr = gw.addr("demo").context("demo listener missing")?;
         let url = format!("https://localhost:{}/hello", addr.port());
-        println!();
-        println!("certgate demo is running: gateway https://{addr} -> echo backend http://{backend}");
-        println!("PKI and config in {}/ (config: {})", dir.display(), config.display());
-        println!();
-        println!("With the device certificate (200, the backend echoes the headers it got, identity included):");
-        println!(
+        outln!();
+        outln!("certgate demo is running: gateway https://{addr} -> echo backend http://{backend}");
+        outln!("PKI and config in {}/ (config: {})", dir.display(), config.display());
+        outln!();
+        outln!("With the device certificate (200, the backend echoes the headers it got, identity included):");
+        outln!(
             "  curl --cacert {} --cert {} --key {} {url}",
             pki.server_ca.display(),
             pki.client_cert.display(),
             pki.client_key.display()
         );
-        println!();
-        println!("Without a client certificate (refused in the TLS handshake):");
-        println!("  curl --cacert {} {url}", pki.server_ca.display());
-        println!();
-        println!("Spoofing identity headers does not work (they are replaced):");
-        println!(
+        outln!();
+        outln!("Without a client certificate (refused in the TLS handshake):");
+        outln!("  curl --cacert {} {url}", pki.server_ca.display());
+        outln!();
+        outln!("Spoofing identity headers does not work (they are replaced):");
+        outln!(
             "  curl --cacert {} --cert {} --key {} -H 'X-Client-Cert-Fingerprint: forged' {url}",
             pki.server_ca.display(),
             pki.client_cert.display(),
             pki.client_key.display()
         );
         if let Some(a) = gw.admin_addr() {
-            println!();
-            println!("Metrics:");
-            println!("  curl http://{a}/metrics");
+            outln!();
+            outln!("Metrics:");
+            outln!("  curl http://{a}/metrics");
         }
-        println!();
-        println!("Validate the demo config like a real one:  certgate check --config {}", config.display());
-        println!("Press Ctrl-C to stop.");
+        outln!();
+        outln!("Validate the demo config like a real one:  certgate check --config {}", config.display());
+        outln!("Press Ctrl-C to stop.");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
 

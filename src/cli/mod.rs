@@ -11,7 +11,10 @@
 //!   `revocation`).
 //! - `demo` — `certgate demo`.
 //! - `logging` — diagnostics and the access log.
+//! - `output` — stdout that survives `| head`.
 
+#[macro_use]
+mod output;
 mod args;
 mod commands;
 mod demo;
@@ -57,7 +60,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("certgate: {e:#}");
+            eprintln!("certgate: {}", crate::error::join_chain(e.chain()));
             ExitCode::FAILURE
         }
     }

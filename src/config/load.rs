@@ -16,8 +16,15 @@ impl Settings {
             path: path.to_path_buf(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Settings::parse(&text, path, base)
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // The real directory: paths relative to it are then absolute and
+        // free of `..` in every message, and a `..` leaving it means what
+        // the kernel would make of it.
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        Settings::parse(&text, path, &base)
     }
 
     /// Validates config text. `source` names it in messages; relative paths
@@ -25,7 +32,7 @@ impl Settings {
     pub fn parse(text: &str, source: &Path, base: &Path) -> Result<Settings, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: source.to_path_buf(),
-            message: e.to_string(),
+            message: in_user_words(&e.to_string(), e.span().and_then(|s| key_at(text, s.start))),
         })?;
         let mut errors = Vec::new();
         let settings = validate(raw, source, base, &mut errors);
@@ -35,6 +42,40 @@ impl Settings {
             _ => Err(ConfigError::Many(errors)),
         }
     }
+}
+
+/// The key of the `key = value` line that holds byte `at` of `text`.
+fn key_at(text: &str, at: usize) -> Option<&str> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().trim_matches('"'))
+}
+
+/// Whether a key holds a duration (they all end so).
+fn is_duration_key(key: &str) -> bool {
+    ["timeout", "grace", "interval", "refresh", "window"]
+        .iter()
+        .any(|end| key.ends_with(end))
+}
+
+/// The parser's message in the words of the config file: "a whole number",
+/// "a duration such as \"120s\"", not Rust's type names.
+fn in_user_words(message: &str, key: Option<&str>) -> String {
+    let mut m = message.to_string();
+    for t in ["usize", "u64", "u32", "u16", "u8", "i64", "i32"] {
+        m = m.replace(
+            &format!("expected {t}"),
+            "expected a whole number (0 or more), such as 100",
+        );
+    }
+    if key.is_some_and(is_duration_key) {
+        m = m.replace(
+            "expected a string",
+            "expected a duration such as \"120s\" (a number and a unit: ms, s, m, h, d or w, in quotes)",
+        );
+    }
+    m
 }
 
 #[cfg(test)]
@@ -127,7 +168,7 @@ mod tests {
             ),
             ("renewal_identity = \"2.5.\"", "is not an identity"),
             ("renewal = \"same\"", "\"same\" is not a renewal rule"),
-            ("renewal_grace = \"1w\"", "unknown unit \"w\""),
+            ("renewal_grace = \"1y\"", "unknown unit \"y\""),
         ] {
             let err = with(lines).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(
@@ -135,6 +176,29 @@ mod tests {
                 "{lines}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn type_errors_are_in_the_config_files_words() {
+        let err = |from: &str, to: &str| {
+            parse(&MINIMAL.replace(from, to))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = err(
+            "upstream = \"core\"\n",
+            "upstream = \"core\"\nhandshake_timeout = 120\n",
+        );
+        assert!(e.contains("expected a duration such as \"120s\""), "{e}");
+        let e = err(
+            "upstream = \"core\"\n",
+            "upstream = \"core\"\nmax_connections = \"many\"\n",
+        );
+        assert!(
+            e.contains("expected a whole number") && !e.contains("usize"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -226,6 +290,7 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("0s").is_err());
         assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86_400)));
-        assert!(parse_duration("5w").is_err());
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_duration("5y").is_err());
     }
 }

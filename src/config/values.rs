@@ -43,9 +43,34 @@ pub(super) fn resolve(base: &Path, written: String) -> ConfigPath {
     let resolved = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        base.join(p)
+        join_relative(base, p)
     };
     ConfigPath { written, resolved }
+}
+
+/// `base` joined with the relative path `p`, with `.` dropped and the
+/// `..` that lead `p` applied to `base` (`../data/x` from `/etc/certgate`
+/// is `/etc/data/x`). A `..` after a name is kept: that name may be a
+/// symbolic link, and only the kernel knows where its parent is.
+fn join_relative(base: &Path, p: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    let mut leading = true;
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if leading => {
+                if !out.pop() || out.as_os_str().is_empty() {
+                    out.push("..");
+                }
+            }
+            other => {
+                leading = false;
+                out.push(other);
+            }
+        }
+    }
+    out
 }
 
 pub(super) fn valid_name(name: &str) -> bool {
@@ -124,9 +149,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        "w" => Duration::from_secs(n.saturating_mul(7 * 86_400)),
         _ => {
             return Err(format!(
-                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m, h or d"
+                "\"{s}\": unknown unit \"{unit}\"; use ms, s, m, h, d or w"
             ));
         }
     };
@@ -134,4 +160,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("\"{s}\" is zero; give a positive duration"));
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_lose_their_leading_dots() {
+        let r = |base: &str, p: &str| resolve(Path::new(base), p.into()).resolved;
+        assert_eq!(
+            r("/etc/certgate", "../data/x.redb"),
+            Path::new("/etc/data/x.redb")
+        );
+        assert_eq!(
+            r("/etc/certgate", "./certs/a.pem"),
+            Path::new("/etc/certgate/certs/a.pem")
+        );
+        assert_eq!(r("/etc/certgate", "/var/lib/x"), Path::new("/var/lib/x"));
+        // After a name, `..` stays for the kernel to resolve.
+        assert_eq!(
+            r("/etc/certgate", "certs/../a.pem"),
+            Path::new("/etc/certgate/certs/../a.pem")
+        );
+        assert_eq!(r(".", "../a"), Path::new("../a"));
+    }
 }

@@ -189,10 +189,24 @@ impl Registry {
         change: Change,
         who: &str,
     ) -> Result<Vec<DeviceView>, RegistryError> {
+        self.change_certificates(fingerprints, Vec::new(), change, who)
+            .await
+    }
+
+    /// Like [`Registry::change`], for fingerprints and whole certificates
+    /// (DER): a record made for a certificate has its details.
+    pub async fn change_certificates(
+        &self,
+        fingerprints: Vec<String>,
+        certificates: Vec<Vec<u8>>,
+        change: Change,
+        who: &str,
+    ) -> Result<Vec<DeviceView>, RegistryError> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .commands
             .send(Command::Change {
+                certificates,
                 fingerprints,
                 change,
                 who: who.to_string(),

@@ -109,6 +109,9 @@ pub struct Page {
 pub(super) enum Command {
     Change {
         fingerprints: Vec<String>,
+        /// Certificates (DER) among them, so that a record made for one
+        /// has its subject, issuer, serial and validity.
+        certificates: Vec<Vec<u8>>,
         change: Change,
         who: String,
         reply: oneshot::Sender<Result<Vec<DeviceView>, RegistryError>>,

@@ -445,11 +445,12 @@ impl Writer {
             }
             Command::Change {
                 fingerprints,
+                certificates,
                 change,
                 who,
                 reply,
             } => {
-                let _ = reply.send(self.change(fingerprints, change, &who).await);
+                let _ = reply.send(self.change(fingerprints, certificates, change, &who).await);
             }
             Command::Import {
                 devices,
@@ -477,7 +478,8 @@ impl Writer {
 
     async fn change(
         &mut self,
-        fingerprints: Vec<String>,
+        mut fingerprints: Vec<String>,
+        certificates: Vec<Vec<u8>>,
         change: Change,
         who: &str,
     ) -> Result<Vec<DeviceView>, RegistryError> {
@@ -485,6 +487,11 @@ impl Writer {
         let mut updated: Vec<Device> = Vec::new();
         let mut forget: Vec<Device> = Vec::new();
         let mut seen = HashSet::new();
+        let ders: HashMap<String, &[u8]> = certificates
+            .iter()
+            .map(|der| (crate::identity::sha256_hex(der), der.as_slice()))
+            .collect();
+        fingerprints.extend(ders.keys().cloned());
         for raw in &fingerprints {
             let existing = self.resolve(raw)?;
             let mut d = match (existing, &change) {
@@ -501,7 +508,11 @@ impl Writer {
                         self.records.contains_key(id) || updated.iter().any(|d| d.id == id)
                     };
                     let id = device_id(&fp, taken);
-                    Device::of(id, Certificate::bare(fp), DeviceStatus::Pending)
+                    let cert = match ders.get(&fp) {
+                        Some(der) => Certificate::from_der(fp, der),
+                        None => Certificate::bare(fp),
+                    };
+                    Device::of(id, cert, DeviceStatus::Pending)
                 }
                 (None, _) => {
                     return Err(RegistryError::NotFound(
@@ -511,6 +522,14 @@ impl Writer {
             };
             if !seen.insert(d.id.clone()) {
                 continue;
+            }
+            // A certificate given whole fills a record known by fingerprint.
+            for c in &mut d.certificates {
+                if !c.has_details()
+                    && let Some(der) = ders.get(&c.fingerprint)
+                {
+                    c.fill_from_der(der);
+                }
             }
             match &change {
                 Change::Approve => d.status = DeviceStatus::Approved,

@@ -80,7 +80,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             )
             .await?;
             if as_json {
-                println!("{page}");
+                outln!("{page}");
                 return Ok(());
             }
             let devices: Vec<DeviceView> = serde_json::from_value(page["devices"].clone())
@@ -91,7 +91,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
                 print_table(&devices);
             }
             let total = page["total"].as_u64().unwrap_or(0);
-            println!(
+            outln!(
                 "{} of {total} device(s){}",
                 devices.len(),
                 if (offset + devices.len()) < total as usize {
@@ -105,7 +105,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             let fp = resolve(target, &fp).await?;
             let d = call(target, Method::GET, &format!("/api/devices/{fp}"), None).await?;
             if as_json {
-                println!("{d}");
+                outln!("{d}");
             } else {
                 let revocation = d["revocation"].clone();
                 let d: DeviceView = serde_json::from_value(d)?;
@@ -122,7 +122,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
             )
             .await?;
             if as_json {
-                println!("{f}");
+                outln!("{f}");
             } else {
                 let f: Forecast =
                     serde_json::from_value(f).context("unexpected answer from the admin API")?;
@@ -168,6 +168,23 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
                     report(&r, "imported", as_json)?;
                 }
             }
+            Import::Certificates(ders) => {
+                use base64::Engine as _;
+                for batch in ders.chunks(500) {
+                    let certs: Vec<String> = batch
+                        .iter()
+                        .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                        .collect();
+                    let r = call(
+                        target,
+                        Method::POST,
+                        "/api/devices/approve",
+                        Some(serde_json::json!({ "certificates": certs })),
+                    )
+                    .await?;
+                    report(&r, "approved (imported)", as_json)?;
+                }
+            }
             Import::Fingerprints(fps) => {
                 if fps.is_empty() {
                     bail!(
@@ -204,7 +221,7 @@ pub(crate) async fn run(target: &Target, action: Action, as_json: bool) -> anyho
                     break;
                 }
             }
-            println!("{}", serde_json::Value::Array(all));
+            outln!("{}", serde_json::Value::Array(all));
         }
     }
     Ok(())
@@ -237,12 +254,12 @@ pub(super) async fn change(
 
 pub(super) fn report(r: &serde_json::Value, done: &str, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        println!("{r}");
+        outln!("{r}");
         return Ok(());
     }
     let devices: Vec<DeviceView> = serde_json::from_value(r["devices"].clone()).unwrap_or_default();
     for d in &devices {
-        println!("{done}: device {} {} {}", d.id, d.fingerprint, d.subject);
+        outln!("{done}: device {} {} {}", d.id, d.fingerprint, d.subject);
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub(crate) enum Import {
     Devices(serde_json::Value),
     /// Fingerprints to pre-approve.
     Fingerprints(Vec<String>),
+    /// Certificates (DER) to pre-approve, each recorded with its details.
+    Certificates(Vec<Vec<u8>>),
 }
 
 /// Reads a file to import: an export (a JSON array of devices), PEM
@@ -32,23 +34,24 @@ pub(crate) fn read_import(path: &Path) -> anyhow::Result<Import> {
         })?;
         return Ok(Import::Devices(v));
     }
+    if bytes
+        .windows(27)
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        let mut out = Vec::new();
+        for (i, c) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+            let c = c.with_context(|| {
+                format!("{}: certificate #{} is malformed", path.display(), i + 1)
+            })?;
+            out.push(c.to_vec());
+        }
+        return Ok(Import::Certificates(out));
+    }
     read_fingerprints(path, &bytes).map(Import::Fingerprints)
 }
 
 fn read_fingerprints(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
-    if bytes
-        .windows(27)
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        for (i, c) in CertificateDer::pem_slice_iter(bytes).enumerate() {
-            let c = c.with_context(|| {
-                format!("{}: certificate #{} is malformed", path.display(), i + 1)
-            })?;
-            out.push(crate::identity::sha256_hex(&c));
-        }
-        return Ok(out);
-    }
     let text = String::from_utf8_lossy(bytes);
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

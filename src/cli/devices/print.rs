@@ -33,14 +33,55 @@ pub(super) fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn subject_or_unseen(s: &str) -> &str {
-    if s.is_empty() { "(not seen yet)" } else { s }
+/// A subject as a table shows it: the common name first (it names the
+/// device; cut off at the end of a column it would be lost), then the rest.
+fn subject_or_unseen(s: &str) -> String {
+    if s.is_empty() {
+        return "(not seen yet)".into();
+    }
+    cn_first(s)
+}
+
+/// Moves the `CN=` RDN of an RFC 4514 string to the front (commas escaped
+/// with `\` are not separators).
+pub(super) fn cn_first(s: &str) -> String {
+    let mut rdns = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '\\' if !escaped => escaped = true,
+            ',' if !escaped => {
+                rdns.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+    }
+    rdns.push(&s[start..]);
+    match rdns.iter().position(|r| r.starts_with("CN=")) {
+        Some(0) | None => s.to_string(),
+        Some(i) => {
+            let cn = rdns.remove(i);
+            std::iter::once(cn)
+                .chain(rdns)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
 }
 
 pub(super) fn print_table(devices: &[DeviceView]) {
-    println!(
+    outln!(
         "{:<9} {:<16} {:<40} {:<10} {:<20} {:<15} {:>6} {:>7}  LABEL",
-        "STATUS", "DEVICE", "SUBJECT", "EXPIRES", "LAST SEEN", "LAST PEER", "CONNS", "REFUSED"
+        "STATUS",
+        "DEVICE",
+        "SUBJECT",
+        "EXPIRES",
+        "LAST SEEN",
+        "LAST PEER",
+        "CONNS",
+        "REFUSED"
     );
     for d in devices {
         let certs = if d.certificates.len() > 1 {
@@ -48,11 +89,11 @@ pub(super) fn print_table(devices: &[DeviceView]) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{:<9} {:<16} {:<40} {:<10} {:<20} {:<15} {:>6} {:>7}  {}{certs}",
             d.status.as_str(),
             short(&d.id),
-            cut(subject_or_unseen(&d.subject), 40),
+            cut(&subject_or_unseen(&d.subject), 40),
             day((d.not_after != 0).then_some(d.not_after)),
             when(d.last_seen),
             d.last_peer.as_deref().unwrap_or("-"),
@@ -65,20 +106,27 @@ pub(super) fn print_table(devices: &[DeviceView]) {
 
 /// One row per certificate (`devices list --certificates`).
 pub(super) fn print_certificates(devices: &[DeviceView]) {
-    println!(
+    outln!(
         "{:<9} {:<16} {:<16} {:<10} {:<40} {:<10} {:<20} {:>6}",
-        "STATUS", "DEVICE", "FINGERPRINT", "STATE", "SUBJECT", "EXPIRES", "LAST SEEN", "CONNS"
+        "STATUS",
+        "DEVICE",
+        "FINGERPRINT",
+        "STATE",
+        "SUBJECT",
+        "EXPIRES",
+        "LAST SEEN",
+        "CONNS"
     );
     for d in devices {
         for c in &d.certificates {
             let c_ = &c.certificate;
-            println!(
+            outln!(
                 "{:<9} {:<16} {:<16} {:<10} {:<40} {:<10} {:<20} {:>6}",
                 d.status.as_str(),
                 short(&d.id),
                 short(&c_.fingerprint),
                 c.state,
-                cut(subject_or_unseen(&c_.subject), 40),
+                cut(&subject_or_unseen(&c_.subject), 40),
                 day((c_.not_after != 0).then_some(c_.not_after)),
                 when(c_.last_seen),
                 c_.connections,
@@ -118,7 +166,7 @@ pub(super) fn print_device_revocation(rows: &serde_json::Value) {
             ),
             None => String::new(),
         };
-        println!(
+        outln!(
             "{:<12} {}: {crl}{ocsp}",
             "revocation",
             r["listener"].as_str().unwrap_or("?")
@@ -168,16 +216,16 @@ pub(super) fn print_device(d: &DeviceView) {
         ),
     ];
     for (k, v) in rows {
-        println!("{k:<12} {v}");
+        outln!("{k:<12} {v}");
     }
     if d.ambiguous_identity {
-        println!(
+        outln!(
             "{:<12} ambiguous identity: several approved devices share it, so nothing was \
              inherited; approve this device, or block or forget the others",
             "note"
         );
     }
-    println!("certificates ({}):", d.certificates.len());
+    outln!("certificates ({}):", d.certificates.len());
     for c in &d.certificates {
         let x = &c.certificate;
         let mut extra = Vec::new();
@@ -190,7 +238,7 @@ pub(super) fn print_device(d: &DeviceView) {
         if x.ambiguous_identity {
             extra.push("ambiguous identity".into());
         }
-        println!(
+        outln!(
             "  {:<10} {} serial {} valid until {} last seen {} conns {}{}",
             c.state,
             x.fingerprint,
@@ -209,29 +257,34 @@ pub(super) fn print_device(d: &DeviceView) {
 
 /// `certgate devices expiry`.
 pub(super) fn print_forecast(f: &Forecast) {
-    println!(
+    outln!(
         "{} active device(s) (seen in the last {} days, not blocked); current certificate:",
-        f.active, f.active_days
+        f.active,
+        f.active_days
     );
-    println!("  {:<24} {:>7}", "already expired", f.expired);
-    println!("  {:<24} {:>7}", "expires within 7 days", f.within_7_days);
-    println!("  {:<24} {:>7}", "expires within 30 days", f.within_30_days);
-    println!("by month of expiry:");
+    outln!("  {:<24} {:>7}", "already expired", f.expired);
+    outln!("  {:<24} {:>7}", "expires within 7 days", f.within_7_days);
+    outln!("  {:<24} {:>7}", "expires within 30 days", f.within_30_days);
+    outln!("by month of expiry:");
     for m in &f.months {
-        println!("  {:<24} {:>7}", m.month, m.devices);
+        outln!("  {:<24} {:>7}", m.month, m.devices);
     }
-    println!("  {:<24} {:>7}", "later", f.later);
+    outln!("  {:<24} {:>7}", "later", f.later);
     if f.at_risk.is_empty() {
-        println!("at risk: none (no active device expires within 30 days without a renewal)");
+        outln!("at risk: none (no active device expires within 30 days without a renewal)");
         return;
     }
-    println!(
+    outln!(
         "at risk: {} device(s) expire within 30 days and have not renewed yet:",
         f.at_risk.len()
     );
-    println!(
+    outln!(
         "  {:<16} {:<9} {:<20} {:<20} {:<40}  LABEL",
-        "DEVICE", "STATUS", "EXPIRES", "LAST SEEN", "SUBJECT"
+        "DEVICE",
+        "STATUS",
+        "EXPIRES",
+        "LAST SEEN",
+        "SUBJECT"
     );
     for r in &f.at_risk {
         let row = format!(
@@ -240,9 +293,24 @@ pub(super) fn print_forecast(f: &Forecast) {
             r.status.as_str(),
             when(Some(r.not_after)),
             when(r.last_seen),
-            cut(&r.subject, 40),
+            cut(&cn_first(&r.subject), 40),
             r.label.as_deref().unwrap_or("")
         );
-        println!("{}", row.trim_end());
+        outln!("{}", row.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cn_first;
+
+    #[test]
+    fn the_common_name_comes_first() {
+        assert_eq!(cn_first("CN=a,O=Fleet"), "CN=a,O=Fleet");
+        assert_eq!(
+            cn_first("O=Fleet,OU=Lab\\,3,CN=ws-17"),
+            "CN=ws-17,O=Fleet,OU=Lab\\,3"
+        );
+        assert_eq!(cn_first("O=Fleet"), "O=Fleet");
     }
 }

@@ -25,15 +25,15 @@ pub(crate) async fn readiness(
     )
     .await?;
     if as_json {
-        println!("{r}");
+        outln!("{r}");
         return Ok(());
     }
     let total = r["total"].as_u64().unwrap_or(0);
-    println!("Listener \"{listener}\", last {window}: {total} connection attempt(s)");
-    println!();
-    println!("{:<16} {:>8} {:>8}", "STATUS", "COUNT", "SHARE");
+    outln!("Listener \"{listener}\", last {window}: {total} connection attempt(s)");
+    outln!();
+    outln!("{:<16} {:>8} {:>8}", "STATUS", "COUNT", "SHARE");
     for s in r["by_status"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "{:<16} {:>8} {:>7.1}%",
             s["status"].as_str().unwrap_or("?"),
             s["count"].as_u64().unwrap_or(0),
@@ -53,23 +53,27 @@ pub(crate) async fn readiness(
         })
         .collect();
     if !reasons.is_empty() {
-        println!("failed by reason: {}", reasons.join(", "));
+        outln!("failed by reason: {}", reasons.join(", "));
     }
     let refuse = r["would_refuse"].as_array().cloned().unwrap_or_default();
-    println!();
+    outln!();
     if refuse.is_empty() {
-        println!("Enforcing now (mode = \"required\") would refuse no client seen in this window.");
+        outln!("Enforcing now (mode = \"required\") would refuse no client seen in this window.");
     } else {
-        println!(
+        outln!(
             "Enforcing now (mode = \"required\") would refuse {} client(s):",
             refuse.len()
         );
-        println!(
+        outln!(
             "{:<15} {:<18} {:<16} {:<32} {:>8}  LAST SEEN",
-            "STATUS", "REASON", "FINGERPRINT", "SUBJECT", "ATTEMPTS"
+            "STATUS",
+            "REASON",
+            "FINGERPRINT",
+            "SUBJECT",
+            "ATTEMPTS"
         );
         for c in &refuse {
-            println!(
+            outln!(
                 "{:<15} {:<18} {:<16} {:<32} {:>8}  {} from {}",
                 c["status"].as_str().unwrap_or("?"),
                 c["reason"].as_str().unwrap_or("?"),
@@ -85,16 +89,16 @@ pub(crate) async fn readiness(
         .iter()
         .any(|c| c["refused_now"].as_bool() == Some(true))
     {
-        println!(
+        outln!(
             "Status \"blocked\": blocked by an admin; refused now in every mode, observe included."
         );
     }
     let legacy = r["legacy_sources"].as_array().cloned().unwrap_or_default();
     if !legacy.is_empty() {
-        println!();
-        println!("Sources whose TLS stack needs an upgrade (or the plain-HTTP port):");
+        outln!();
+        outln!("Sources whose TLS stack needs an upgrade (or the plain-HTTP port):");
         for l in &legacy {
-            println!(
+            outln!(
                 "  {} offered at most {} ({} attempt(s), last {})",
                 l["peer"].as_str().unwrap_or("?"),
                 l["version"].as_str().unwrap_or("?"),
@@ -108,12 +112,12 @@ pub(crate) async fn readiness(
         .cloned()
         .unwrap_or_default();
     if !needs.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "Sources whose TLS stack needs a certificate key type this listener does not serve:"
         );
         for n in &needs {
-            println!(
+            outln!(
                 "  {} needs an {} certificate ({} attempt(s), last {})",
                 n["peer"].as_str().unwrap_or("?"),
                 n["needs"].as_str().unwrap_or("?"),
@@ -122,7 +126,7 @@ pub(crate) async fn readiness(
             );
         }
         for w in r["would_admit"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "Adding an {} certificate for the same names would admit {} of them.",
                 w["key_type"].as_str().unwrap_or("?"),
                 w["sources"].as_u64().unwrap_or(0)

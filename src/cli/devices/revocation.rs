@@ -11,28 +11,32 @@ use super::target::Target;
 pub(crate) async fn revocation(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let r = call(target, Method::GET, "/api/revocation", None).await?;
     if as_json {
-        println!("{r}");
+        outln!("{r}");
         return Ok(());
     }
     let listeners = r["listeners"].as_array().cloned().unwrap_or_default();
     if listeners.is_empty() {
-        println!("No listener checks client certificates.");
+        outln!("No listener checks client certificates.");
     }
     for l in listeners {
-        println!(
+        outln!(
             "Listener \"{}\" (crl_stale = {}, require_crl = {}, ocsp = {})",
             l["listener"].as_str().unwrap_or("?"),
             l["crl_stale"].as_str().unwrap_or("?"),
             l["require_crl"],
             l["ocsp"]["mode"].as_str().unwrap_or("off")
         );
-        println!(
+        outln!(
             "  {:<32} {:>8} {:<21} {:>7} {:<6} SOURCE",
-            "ISSUER", "NUMBER", "NEXT UPDATE", "ENTRIES", "DELTA"
+            "ISSUER",
+            "NUMBER",
+            "NEXT UPDATE",
+            "ENTRIES",
+            "DELTA"
         );
         let crls = l["crls"].as_array().cloned().unwrap_or_default();
         if crls.is_empty() {
-            println!("  (no CRL loaded: devices are not checked against a CRL)");
+            outln!("  (no CRL loaded: devices are not checked against a CRL)");
         }
         for c in crls {
             let next = when(c["next_update"].as_i64());
@@ -41,7 +45,7 @@ pub(crate) async fn revocation(target: &Target, as_json: bool) -> anyhow::Result
             } else {
                 next
             };
-            println!(
+            outln!(
                 "  {:<32} {:>8} {:<21} {:>7} {:<6} {}",
                 cut(c["issuer"].as_str().unwrap_or("?"), 32),
                 c["number"].as_str().unwrap_or("-"),
@@ -53,13 +57,16 @@ pub(crate) async fn revocation(target: &Target, as_json: bool) -> anyhow::Result
         }
         let sources = l["sources"].as_array().cloned().unwrap_or_default();
         if !sources.is_empty() {
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "  {:<44} {:<14} {:<21} {:<21}",
-                "FETCHED FROM", "LAST RESULT", "LAST ATTEMPT", "LAST SUCCESS"
+                "FETCHED FROM",
+                "LAST RESULT",
+                "LAST ATTEMPT",
+                "LAST SUCCESS"
             );
             for s in sources {
-                println!(
+                outln!(
                     "  {:<44} {:<14} {:<21} {:<21}",
                     cut(s["url"].as_str().unwrap_or("?"), 44),
                     s["result"].as_str().unwrap_or("?"),
@@ -67,19 +74,22 @@ pub(crate) async fn revocation(target: &Target, as_json: bool) -> anyhow::Result
                     when(s["last_success"].as_i64())
                 );
                 if let Some(d) = s["detail"].as_str() {
-                    println!("    {d}");
+                    outln!("    {d}");
                 }
             }
         }
         if l["ocsp"]["mode"].as_str().is_some_and(|m| m != "off") {
             let a = &l["ocsp"]["answers"];
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "  OCSP answers cached: {} good, {} revoked, {} unknown, {} without an answer",
-                a["good"], a["revoked"], a["unknown"], a["no_answer"]
+                a["good"],
+                a["revoked"],
+                a["unknown"],
+                a["no_answer"]
             );
         }
-        println!();
+        outln!();
     }
     Ok(())
 }
