@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::BufRead as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -399,4 +400,70 @@ async fn systemd_notifications_are_sent_for_ready_reload_and_stop() {
     assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
     println!("{ready:?} / {reloading:?} / {stopping:?}");
+}
+
+/// Every metric name the shipped dashboard and alert rules use.
+fn metric_names_shipped() -> std::collections::BTreeSet<String> {
+    let mut text = String::new();
+    for f in [
+        "deploy/grafana/certgate-dashboard.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        text.push_str(
+            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap(),
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("certgate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_use_is_there_before_any_traffic() {
+    let crls = CrlServer::start().await;
+    let mut pki = Pki::new();
+    let _device = pki.client("device-a", Kind::Good);
+    let crl = pki.crl("devices.crl", &[], true);
+    crls.publish(
+        "/fetched.crl",
+        std::fs::read(pki.crl("fetched.crl", &[], false)).unwrap(),
+    );
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.extra_top = registry_table(pki.dir.path(), "manual");
+    cb.crl = vec![crl];
+    cb.extra_client_auth = format!(
+        "crl_urls = [\"{}\"]\nocsp = \"prefer\"\n",
+        crls.url("/fetched.crl")
+    );
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let admin = gw.admin_addr().unwrap();
+    let (s, text) = http_plain(admin, "GET", "/metrics").await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let missing: Vec<String> = metric_names_shipped()
+        .into_iter()
+        .filter(|name| {
+            !text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing before any traffic: {missing:?}\n{text}"
+    );
+    let (ok, out) = promtool(&["check", "metrics"], Some(&text));
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics:\n{out}"
+    );
+    gw.shutdown().await;
 }

@@ -323,6 +323,14 @@ impl Metrics {
                 .get_or_create(&ResultLabel { result: r.into() })
                 .inc_by(0);
         }
+        // Present from the start, so a dashboard panel or a rate() over
+        // them shows 0 on a healthy gateway instead of "No data".
+        for r in ["good", "revoked", "unknown", "error"] {
+            metrics
+                .ocsp_answers
+                .get_or_create(&ResultLabel { result: r.into() })
+                .inc_by(0);
+        }
         metrics
     }
 

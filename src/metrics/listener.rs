@@ -29,6 +29,7 @@ impl Metrics {
                 })
                 .clone()
         };
+        self.zero_series(listener, upstream);
         ListenerMetrics {
             listener: listener.to_string(),
             upstream: upstream.to_string(),
@@ -62,6 +63,76 @@ impl Metrics {
                 .clone(),
             bytes_in: self.bytes_in.get_or_create(&l).clone(),
             bytes_out: self.bytes_out.get_or_create(&l).clone(),
+        }
+    }
+}
+
+/// The reasons, statuses and kinds whose series exist from the start (at
+/// 0): what a dashboard of a healthy gateway plots.
+const ZERO_FAILURES: [Failure; 9] = [
+    Failure::NoCertificate,
+    Failure::UnknownCa,
+    Failure::Expired,
+    Failure::BadCertificate,
+    Failure::Revoked,
+    Failure::Refused(crate::admission::Refusal::Unapproved),
+    Failure::Refused(crate::admission::Refusal::Blocked),
+    Failure::ProtocolVersion,
+    Failure::Timeout,
+];
+const ZERO_CLIENT_AUTH: [(&str, &str); 4] = [
+    ("authenticated", "none"),
+    ("no_credentials", "none"),
+    ("unapproved", "unapproved"),
+    ("blocked", "blocked"),
+];
+const UPSTREAM_ERROR_KINDS: [&str; 6] = [
+    "connect_failed",
+    "connect_timeout",
+    "response_timeout",
+    "protocol",
+    "queue_timeout",
+    "all_down",
+];
+
+impl Metrics {
+    fn zero_series(&self, listener: &str, upstream: &str) {
+        for f in ZERO_FAILURES {
+            self.handshake_failures
+                .get_or_create(&ReasonLabels {
+                    listener: listener.to_string(),
+                    reason: f.as_str().to_string(),
+                })
+                .inc_by(0);
+        }
+        for (status, reason) in ZERO_CLIENT_AUTH {
+            self.client_auth
+                .get_or_create(&ClientAuthLabels {
+                    listener: listener.to_string(),
+                    status: status.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc_by(0);
+        }
+        for kind in UPSTREAM_ERROR_KINDS {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    upstream: upstream.to_string(),
+                    kind: kind.to_string(),
+                })
+                .inc_by(0);
+        }
+        // The suite nearly every TLS 1.2 agent negotiates with an ECDSA
+        // certificate; other suites appear as they are used.
+        for resumed in ["false", "true"] {
+            self.handshakes
+                .get_or_create(&HandshakeLabels {
+                    listener: listener.to_string(),
+                    version: "1.2".into(),
+                    cipher: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+                    resumed: resumed.into(),
+                })
+                .inc_by(0);
         }
     }
 }
