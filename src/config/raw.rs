@@ -145,3 +145,137 @@ pub(super) struct RawHealthCheck {
 // ---------------------------------------------------------------------------
 // Validated settings
 // ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    //! The annotated example (`config/certgate.toml`) says it lists every
+    //! key: compare its keys, commented or not, with the keys these
+    //! structs accept, so the two cannot drift apart.
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A deserializer that only records the fields a struct asks for.
+    struct Probe<'a>(&'a mut Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("probe")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl serde::de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend(fields);
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    fn fields<T: Deserialize<'static>>() -> BTreeSet<&'static str> {
+        let mut v = Vec::new();
+        let _ = T::deserialize(Probe(&mut v));
+        v.into_iter().collect()
+    }
+
+    /// Keys (and sub-tables) of each table of the example, commented out
+    /// or not.
+    fn example_keys() -> BTreeMap<String, BTreeSet<String>> {
+        let text = include_str!("../../config/certgate.toml");
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut table = String::new();
+        for line in text.lines() {
+            let l = line.trim_start().trim_start_matches('#').trim();
+            if let Some(h) = l.strip_prefix('[') {
+                let name = h.trim_start_matches('[');
+                if let Some(end) = name.find(']') {
+                    table = name[..end].trim().to_string();
+                    // A table is a key of its parent.
+                    let (parent, last) = table.rsplit_once('.').unwrap_or(("", &table));
+                    out.entry(parent.to_string())
+                        .or_default()
+                        .insert(last.to_string());
+                }
+                continue;
+            }
+            if let Some((k, _)) = l.split_once(" = ")
+                && !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+            {
+                out.entry(table.clone()).or_default().insert(k.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_annotated_example_lists_every_key() {
+        let example = example_keys();
+        let schema: [(&str, BTreeSet<&'static str>); 10] = [
+            ("", fields::<RawConfig>()),
+            ("log", fields::<RawLog>()),
+            ("admin", fields::<RawAdmin>()),
+            ("registry", fields::<RawRegistry>()),
+            ("listener", fields::<RawListener>()),
+            ("listener.tls", fields::<RawTls>()),
+            ("listener.tls.certificate", fields::<RawCertificate>()),
+            ("listener.client_auth", fields::<RawClientAuth>()),
+            ("upstream", fields::<RawUpstream>()),
+            ("upstream.health_check", fields::<RawHealthCheck>()),
+        ];
+        let mut missing = Vec::new();
+        for (table, keys) in &schema {
+            assert!(!keys.is_empty(), "no fields probed for [{table}]");
+            for k in keys {
+                if !example.get(*table).is_some_and(|e| e.contains(*k)) {
+                    missing.push(format!("[{table}] {k}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "config/certgate.toml lacks these keys (add each, with its default and what it does): {missing:?}"
+        );
+        // And it names no key certgate would refuse.
+        let known: BTreeMap<&str, &BTreeSet<&str>> = schema.iter().map(|(t, k)| (*t, k)).collect();
+        let mut unknown = Vec::new();
+        for (table, keys) in &example {
+            let Some(schema_keys) = known.get(table.as_str()) else {
+                unknown.push(format!("[{table}]"));
+                continue;
+            };
+            for k in keys {
+                if !schema_keys.contains(k.as_str()) {
+                    unknown.push(format!("[{table}] {k}"));
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "config/certgate.toml names keys certgate does not know: {unknown:?}");
+    }
+}
