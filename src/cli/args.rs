@@ -7,8 +7,17 @@ use clap::{Parser, Subcommand};
 
 /// TLS-terminating gateway that admits only devices with approved client
 /// certificates.
+/// `certgate --version`: the crate version and the commit it was built
+/// from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CERTGATE_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "certgate", version, about)]
+#[command(name = "certgate", version = VERSION, about)]
 pub(super) struct Cli {
     #[command(subcommand)]
     pub(super) command: Command,
@@ -71,6 +80,15 @@ pub(super) enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `certgate completions bash >
+    /// /usr/share/bash-completion/completions/certgate`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `certgate man | man -l -`.
+    Man,
     /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
     Demo {
         /// Where the demo PKI and config are written.

@@ -29,6 +29,15 @@ use args::{Cli, Command};
 use commands::{check, current_thread, run, run_devices, target};
 use demo::run_demo;
 
+/// Writes generated text to stdout (a closed pipe ends quietly).
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    output::line(format_args!(
+        "{}",
+        String::from_utf8_lossy(bytes).trim_end()
+    ));
+    Ok(())
+}
+
 /// Runs the command line given to the process and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,6 +65,20 @@ pub fn main() -> ExitCode {
         }),
         Command::Revocation { api } => target(api.config, api.admin, api.token_file)
             .and_then(|t| current_thread()?.block_on(devices::revocation(&t, api.json))),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "certgate", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| write_stdout(&out))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

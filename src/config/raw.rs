@@ -226,7 +226,8 @@ mod tests {
             }
             if let Some((k, _)) = l.split_once(" = ")
                 && !k.is_empty()
-                && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
             {
                 out.entry(table.clone()).or_default().insert(k.to_string());
             }
@@ -276,6 +277,9 @@ mod tests {
                 }
             }
         }
-        assert!(unknown.is_empty(), "config/certgate.toml names keys certgate does not know: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "config/certgate.toml names keys certgate does not know: {unknown:?}"
+        );
     }
 }

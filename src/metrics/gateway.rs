@@ -313,6 +313,7 @@ impl Metrics {
         let info = Family::<BuildLabels, Gauge>::default();
         info.get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: env!("CERTGATE_COMMIT").to_string(),
         })
         .set(1);
         registry.register("build_info", "certgate build information", info);
