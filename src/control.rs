@@ -95,4 +95,7 @@ pub(crate) struct View {
     pub upstreams: Vec<(String, Arc<Upstream>)>,
     /// The revocation state of each listener with client certificates.
     pub revocation: Vec<(String, Arc<crate::revocation::Revocation>)>,
+    /// The client-auth mode of each listener (`required`, `observe`,
+    /// `off`; `plain` for a listener without TLS).
+    pub modes: Vec<(String, &'static str)>,
 }

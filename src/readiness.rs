@@ -163,6 +163,9 @@ pub(crate) struct Share {
 pub(crate) struct Report {
     /// Listener.
     pub listener: String,
+    /// Its client-auth mode now: in `required` the clients listed are
+    /// refused now; in `observe` they would be refused by enforcing.
+    pub mode: &'static str,
     /// Window, seconds.
     pub window_seconds: i64,
     /// Connection attempts in the window.
@@ -337,7 +340,9 @@ fn add(d: &mut ListenerData, e: Event) {
     c.status = e.status;
     c.refused_now = e.status == Status::Blocked;
     c.reason = label(e.reason);
-    if e.subject.is_some() {
+    // A source address is not a device: it never takes a certificate's
+    // subject (several devices may share it, behind NAT).
+    if e.fingerprint.is_some() && e.subject.is_some() {
         c.subject = e.subject;
     }
     c.attempts += 1;
@@ -421,6 +426,7 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
         .collect();
     Report {
         listener: listener.to_string(),
+        mode: "",
         window_seconds: window,
         total,
         by_status,

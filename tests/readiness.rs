@@ -293,3 +293,98 @@ fn a_plain_listener_without_allow_from_is_a_config_error() {
         "{err}"
     );
 }
+
+/// Two authenticated attempts (one of them resumed) and two without a
+/// certificate, all from 127.0.0.1, on a listener in `mode`: the report
+/// counts each client's own attempts.
+async fn mixed_attempts_from_one_address(mode: &'static str) {
+    let mut pki = Pki::new();
+    let device = pki.client("mixed-device", Kind::Good);
+    let backend = Backend::start().await;
+    let mut cb = ConfigBuilder::new(&pki, backend.addr);
+    cb.mode = mode;
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let admin = gw.admin_addr().unwrap();
+    // The same client config twice: the second handshake resumes.
+    let with_cert = client_config(&pki, Some(&device), &[]);
+    for _ in 0..2 {
+        let (s, _) = get(addr, with_cert.clone(), "/with", &[]).await.unwrap();
+        assert_eq!(s, 200);
+    }
+    for _ in 0..2 {
+        let r = get(addr, client_config(&pki, None, &[]), "/without", &[]).await;
+        assert_eq!(r.is_ok(), mode == "observe", "{mode}: {r:?}");
+    }
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (s, v) = admin_call(admin, "GET", "/api/readiness?listener=agents", None, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["total"] == 4 {
+            report = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["total"], 4, "{mode}: {report}");
+    assert_eq!(report["mode"], mode);
+    let count = |status: &str| {
+        report["by_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["status"] == status)
+            .map(|s| s["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("authenticated"), Some(2), "{report}");
+    assert_eq!(count("no_credentials"), Some(2), "{report}");
+    let refuse = report["would_refuse"].as_array().unwrap();
+    assert_eq!(refuse.len(), 1, "{report}");
+    assert_eq!(refuse[0]["attempts"], 2, "only its own attempts: {report}");
+    assert!(
+        refuse[0]["subject"].is_null(),
+        "a source borrows no subject: {report}"
+    );
+    assert!(refuse[0]["fingerprint"].is_null());
+
+    // Without ?listener, every listener.
+    let (s, all) = admin_call(admin, "GET", "/api/readiness", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(all["listeners"][0]["listener"], "agents", "{all}");
+    assert_eq!(all["listeners"][0]["total"], 4, "{all}");
+
+    // The words fit the mode; 7d is a window.
+    let out = std::process::Command::new(certgate_bin())
+        .args(["readiness", "--admin", &admin.to_string(), "--window", "7d"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if mode == "required" {
+        assert!(
+            text.contains("Refused now (mode = \"required\"): 1 client(s)"),
+            "{text}"
+        );
+        assert!(!text.contains("would refuse"), "{text}");
+    } else {
+        assert!(
+            text.contains("Enforcing (mode = \"required\") would refuse 1 client(s)"),
+            "{text}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_counts_each_clients_own_attempts_when_enforcing() {
+    mixed_attempts_from_one_address("required").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_counts_each_clients_own_attempts_in_observe_mode() {
+    mixed_attempts_from_one_address("observe").await;
+}

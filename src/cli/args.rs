@@ -65,9 +65,9 @@ pub(super) enum Command {
     /// How a listener's clients authenticate, and who enforcing client
     /// certificates would refuse (from a running gateway).
     Readiness {
-        /// The listener.
+        /// The listener (default: every listener).
         #[arg(long, short)]
-        listener: String,
+        listener: Option<String>,
         /// Look back this far, e.g. 1h, 24h, 7d.
         #[arg(long, default_value = "24h")]
         window: String,

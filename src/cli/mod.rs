@@ -61,7 +61,12 @@ pub fn main() -> ExitCode {
             window,
             api,
         } => target(api.config, api.admin, api.token_file).and_then(|t| {
-            current_thread()?.block_on(devices::readiness(&t, &listener, &window, api.json))
+            current_thread()?.block_on(devices::readiness(
+                &t,
+                listener.as_deref(),
+                &window,
+                api.json,
+            ))
         }),
         Command::Revocation { api } => target(api.config, api.admin, api.token_file)
             .and_then(|t| current_thread()?.block_on(devices::revocation(&t, api.json))),

@@ -89,7 +89,10 @@ pub(super) fn observe(
     let Some(reg) = tls.policy.as_ref().and_then(|p| p.registry.as_ref()) else {
         return;
     };
-    let Some(fp) = note.fingerprint else { return };
+    // A resumed session counts for its device too (last seen, connections).
+    let Some(fp) = note.fingerprint.or(note.resumed) else {
+        return;
+    };
     let record = match note.verdict {
         Some(Verdict::Refuse { record, .. }) => record,
         // What an admission records waits for the connection to be
@@ -181,7 +184,12 @@ pub(super) fn record(
             status,
             reason,
             peer: peer.ip().to_canonical(),
-            fingerprint: note.fingerprint.map(|f| identity::sha256_hex_of(&f)),
+            // A resumed session did not reach the verifier: the session's
+            // device is the client all the same.
+            fingerprint: note
+                .fingerprint
+                .or(note.resumed)
+                .map(|f| identity::sha256_hex_of(&f)),
             subject,
             legacy_version: legacy,
             at: crate::clock::now_unix(),

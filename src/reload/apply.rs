@@ -316,6 +316,19 @@ impl Controller {
                     Some((r.name.clone(), revocation))
                 })
                 .collect(),
+            modes: self
+                .listeners
+                .iter()
+                .map(|r| {
+                    let mode = match r.shared.current().tls.as_ref().map(|t| t.mode) {
+                        None => "plain",
+                        Some(crate::config::ClientAuthMode::Required) => "required",
+                        Some(crate::config::ClientAuthMode::Observe) => "observe",
+                        Some(crate::config::ClientAuthMode::Off) => "off",
+                    };
+                    (r.name.clone(), mode)
+                })
+                .collect(),
         }));
     }
 }

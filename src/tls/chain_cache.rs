@@ -260,6 +260,15 @@ impl ClientCertVerifier for ChainCache {
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        // The device is known by its certificate whatever the verdict and
+        // whether or not a policy runs after this (the readiness report
+        // keys its clients by it).
+        let _ = super::HANDSHAKE.try_with(|n| {
+            let mut n = n.borrow_mut();
+            if n.fingerprint.is_none() {
+                n.fingerprint = Some(crate::identity::fingerprint(end_entity));
+            }
+        });
         let path = self.path(end_entity, intermediates, now, now_s)?;
         match self.revocation.current().check(&path.certs, now_s) {
             Ok(()) => self.ocsp(end_entity, &path, now_s),

@@ -1,4 +1,4 @@
-//! `certgate readiness`: the readiness report of a listener.
+//! `certgate readiness`: the readiness report of a listener (or of each).
 
 use http::Method;
 
@@ -6,30 +6,49 @@ use super::api::{call, encode};
 use super::print::{cut, short, when};
 use super::target::Target;
 
-/// `certgate readiness`: the readiness report of a listener, as a table.
+/// `certgate readiness`: the readiness report of a listener (every
+/// listener without one), as tables.
 pub(crate) async fn readiness(
     target: &Target,
-    listener: &str,
+    listener: Option<&str>,
     window: &str,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let r = call(
-        target,
-        Method::GET,
-        &format!(
+    let path = match listener {
+        Some(l) => format!(
             "/api/readiness?listener={}&window={}",
-            encode(listener),
+            encode(l),
             encode(window)
         ),
-        None,
-    )
-    .await?;
+        None => format!("/api/readiness?window={}", encode(window)),
+    };
+    let r = call(target, Method::GET, &path, None).await?;
     if as_json {
         outln!("{r}");
         return Ok(());
     }
+    match r["listeners"].as_array() {
+        Some(all) => {
+            for (i, one) in all.iter().enumerate() {
+                if i > 0 {
+                    outln!();
+                }
+                print_report(one, window);
+            }
+        }
+        None => print_report(&r, window),
+    }
+    Ok(())
+}
+
+/// One listener's report.
+fn print_report(r: &serde_json::Value, window: &str) {
+    let listener = r["listener"].as_str().unwrap_or("?");
+    let mode = r["mode"].as_str().unwrap_or("");
     let total = r["total"].as_u64().unwrap_or(0);
-    outln!("Listener \"{listener}\", last {window}: {total} connection attempt(s)");
+    outln!(
+        "Listener \"{listener}\" (mode = \"{mode}\"), last {window}: {total} connection attempt(s)"
+    );
     outln!();
     outln!("{:<16} {:>8} {:>8}", "STATUS", "COUNT", "SHARE");
     for s in r["by_status"].as_array().into_iter().flatten() {
@@ -57,13 +76,27 @@ pub(crate) async fn readiness(
     }
     let refuse = r["would_refuse"].as_array().cloned().unwrap_or_default();
     outln!();
+    // The words follow the mode: an enforcing listener refuses these
+    // clients now; an observing one would refuse them once enforcing.
+    let enforcing = mode == "required";
     if refuse.is_empty() {
-        outln!("Enforcing now (mode = \"required\") would refuse no client seen in this window.");
+        if enforcing {
+            outln!("No client seen in this window was refused.");
+        } else {
+            outln!("Enforcing (mode = \"required\") would refuse no client seen in this window.");
+        }
     } else {
-        outln!(
-            "Enforcing now (mode = \"required\") would refuse {} client(s):",
-            refuse.len()
-        );
+        if enforcing {
+            outln!(
+                "Refused now (mode = \"required\"): {} client(s):",
+                refuse.len()
+            );
+        } else {
+            outln!(
+                "Enforcing (mode = \"required\") would refuse {} client(s):",
+                refuse.len()
+            );
+        }
         outln!(
             "{:<15} {:<18} {:<16} {:<32} {:>8}  LAST SEEN",
             "STATUS",
@@ -78,7 +111,10 @@ pub(crate) async fn readiness(
                 c["status"].as_str().unwrap_or("?"),
                 c["reason"].as_str().unwrap_or("?"),
                 c["fingerprint"].as_str().map_or("-".to_string(), short),
-                cut(c["subject"].as_str().unwrap_or("-"), 32),
+                cut(
+                    &super::print::cn_first(c["subject"].as_str().unwrap_or("-")),
+                    32
+                ),
                 c["attempts"].as_u64().unwrap_or(0),
                 when(c["last_seen"].as_i64()),
                 c["peer"].as_str().unwrap_or("?"),
@@ -133,5 +169,4 @@ pub(crate) async fn readiness(
             );
         }
     }
-    Ok(())
 }
