@@ -53,6 +53,9 @@ impl ClientCertVerifier for PolicyVerifier {
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let fp = crate::identity::fingerprint(end_entity);
+        // Noted before the chain cache runs, so it does not hash the
+        // certificate a second time.
+        let _ = HANDSHAKE.try_with(|n| n.borrow_mut().fingerprint = Some(fp));
         let ca = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
