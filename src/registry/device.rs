@@ -318,13 +318,15 @@ impl Device {
 /// The device id a first certificate gives: the first 16 hex digits of
 /// its fingerprint, longer when that is taken by another device.
 pub(crate) fn device_id(fingerprint: &str, taken: impl Fn(&str) -> bool) -> String {
-    let mut n = 16.min(fingerprint.len());
+    // By character: a record read from disk may hold anything.
+    let chars: Vec<char> = fingerprint.chars().collect();
+    let mut n = 16.min(chars.len());
     loop {
-        let id = &fingerprint[..n];
-        if !taken(id) || n >= fingerprint.len() {
-            return id.to_string();
+        let id: String = chars[..n].iter().collect();
+        if !taken(&id) || n >= chars.len() {
+            return id;
         }
-        n = (n + 8).min(fingerprint.len());
+        n = (n + 8).min(chars.len());
     }
 }
 
@@ -573,6 +575,11 @@ mod tests {
         assert_eq!(
             device_id(&fp, |id| id.len() == 16),
             "0123456789abcdef01234567"
+        );
+        // A corrupt record's "fingerprint" does not panic the migration.
+        assert_eq!(
+            device_id("ééééééééééééééééé", |_| false).chars().count(),
+            16
         );
     }
 }
