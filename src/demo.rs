@@ -35,6 +35,9 @@ pub(crate) enum DemoError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The demo's own first check-in as the pending device went wrong.
+    #[error("demo: the pending device's first check-in: {0}")]
+    Handshake(String),
     /// The echo backend could not bind.
     #[error("demo backend: cannot listen on 127.0.0.1: {0}")]
     Backend(std::io::Error),
@@ -55,10 +58,22 @@ pub(crate) struct DemoPki {
     pub server_rsa_key: PathBuf,
     /// CA that signs device certificates.
     pub client_ca: PathBuf,
-    /// One device certificate.
+    /// The approved demo device's certificate.
     pub client_cert: PathBuf,
-    /// The device's key.
+    /// Its key.
     pub client_key: PathBuf,
+    /// The approved device's certificate (DER), to approve it with.
+    pub client_der: Vec<u8>,
+    /// The pending demo device's certificate.
+    pub pending_cert: PathBuf,
+    /// Its key.
+    pub pending_key: PathBuf,
+    /// The pending device's certificate (DER).
+    pub pending_der: Vec<u8>,
+    /// Its key (PKCS#8 DER), for the demo's own first handshake.
+    pending_key_der: Vec<u8>,
+    /// The server CA (DER), for the demo's own first handshake.
+    server_ca_der: Vec<u8>,
 }
 
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), DemoError> {
@@ -95,9 +110,20 @@ fn validity(p: &mut CertificateParams, days: i64) {
     p.not_after = now + time::Duration::days(days);
 }
 
+fn device(cn: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::OrganizationName, "certgate demo");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut p, 30);
+    Ok(p)
+}
+
 /// Generates a fresh demo PKI into `dir` (created if needed): a server CA
-/// and an ECDSA and an RSA server certificate for localhost, a client CA and one device
-/// certificate (`CN=demo-device`).
+/// and an ECDSA and an RSA server certificate for localhost, a client CA
+/// and two device certificates (`CN=demo-device`, `CN=demo-pending`).
 pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
         path: dir.to_path_buf(),
@@ -127,15 +153,10 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     let mut p = ca_params("certgate demo client CA")?;
     validity(&mut p, 30);
     let client_ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::OrganizationName, "certgate demo");
-    p.distinguished_name.push(DnType::CommonName, "demo-device");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    validity(&mut p, 30);
     let client_key = KeyPair::generate()?;
-    let client = p.signed_by(&client_key, &client_ca)?;
+    let client = device("demo-device")?.signed_by(&client_key, &client_ca)?;
+    let pending_key = KeyPair::generate()?;
+    let pending = device("demo-pending")?.signed_by(&pending_key, &client_ca)?;
 
     let pki = DemoPki {
         server_ca: f("server-ca.pem"),
@@ -146,6 +167,12 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
         client_ca: f("client-ca.pem"),
         client_cert: f("client.pem"),
         client_key: f("client.key"),
+        client_der: client.der().to_vec(),
+        pending_cert: f("pending.pem"),
+        pending_key: f("pending.key"),
+        pending_der: pending.der().to_vec(),
+        pending_key_der: pending_key.serialize_der(),
+        server_ca_der: server_ca.der().to_vec(),
     };
     write(&pki.server_ca, &server_ca.pem(), false)?;
     write(&pki.server_cert, &server.pem(), false)?;
@@ -155,7 +182,15 @@ pub(crate) fn write_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     write(&pki.client_ca, &client_ca.pem(), false)?;
     write(&pki.client_cert, &client.pem(), false)?;
     write(&pki.client_key, &client_key.serialize_pem(), true)?;
+    write(&pki.pending_cert, &pending.pem(), false)?;
+    write(&pki.pending_key, &pending_key.serialize_pem(), true)?;
     Ok(pki)
+}
+
+/// The demo device registry's files in `dir`: removed before each run, so
+/// the registry holds this run's devices only.
+pub(crate) fn registry_files(dir: &Path) -> [PathBuf; 2] {
+    [dir.join("devices.redb"), dir.join("audit.log")]
 }
 
 /// Writes a certgate config for the demo gateway into `dir` and returns
@@ -192,6 +227,12 @@ key = "server-rsa.key"
 mode = "required"
 ca = ["client-ca.pem"]
 
+# Every device with a certificate from client-ca.pem is recorded; a new one
+# is refused and listed as pending until an admin approves it.
+[registry]
+path = "devices.redb"
+approval = "manual"
+
 [[upstream]]
 name = "echo"
 servers = ["{backend}"]
@@ -199,6 +240,62 @@ servers = ["{backend}"]
     );
     write(&path, &text, false)?;
     Ok(path)
+}
+
+/// Connects to the demo gateway at `addr` as the pending demo device, the
+/// way a new agent's first check-in would: the handshake is refused
+/// (access_denied) and the registry lists the device as pending, with its
+/// certificate's details and the address it came from.
+pub(crate) async fn first_check_in(pki: &DemoPki, addr: SocketAddr) -> Result<(), DemoError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let handshake = |e: String| DemoError::Handshake(e);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(pki.server_ca_der.clone()))
+        .map_err(|e| handshake(e.to_string()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .map_err(|e| handshake(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(pki.pending_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.pending_key_der.clone())),
+        )
+        .map_err(|e| handshake(e.to_string()))?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| handshake(e.to_string()))?;
+    let name = ServerName::try_from("localhost").map_err(|e| handshake(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    // TLS 1.2: the client's last flight is sent before the server decides,
+    // so the refusal shows up on the first read.
+    let attempt = async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        tls.read(&mut buf).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(n)) if n > 0 => Err(handshake(
+            "the gateway admitted the pending demo device".into(),
+        )),
+        Ok(Ok(_)) => Err(handshake("the gateway closed without a TLS alert".into())),
+        Ok(Err(e)) => {
+            let alert = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            match alert {
+                Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+                    Ok(())
+                }
+                _ => Err(handshake(e.to_string())),
+            }
+        }
+        Err(_) => Err(handshake("no answer within 5 s".into())),
+    }
 }
 
 /// Starts the built-in echo backend on an ephemeral loopback port: it

@@ -152,6 +152,11 @@ impl Gateway {
         self.view.load().listeners.clone()
     }
 
+    /// The device registry, when the config has one.
+    pub(crate) fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
+    }
+
     /// The bound address of the admin listener.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.view.load().admin

@@ -1,20 +1,47 @@
 //! Behaviour: `certgate demo`, tried as a newcomer would: run it from an
-//! empty directory, paste the printed curl commands.
+//! empty directory and paste every command it prints, in its order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::io::BufRead;
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
 
+/// The numbered steps the demo printed: (number, the command under it).
+fn steps(printed: &[String]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let mut number = None;
+    for line in printed {
+        if let Some((n, _)) = line.split_once(". ")
+            && let Ok(n) = n.parse::<u32>()
+        {
+            number = Some(n);
+        } else if let (Some(n), Some(cmd)) = (number, line.strip_prefix("  ")) {
+            out.push((n, cmd.to_string()));
+            number = None;
+        }
+    }
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 #[test]
-fn demo_prints_curl_commands_that_work_as_described() {
+fn demo_prints_commands_that_work_as_described() {
     require_tool("curl");
     let cwd = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(certgate_bin())
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .current_dir(cwd.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -46,15 +73,14 @@ fn demo_prints_curl_commands_that_work_as_described() {
             break;
         }
     }
-    let curls: Vec<&String> = printed
-        .iter()
-        .filter(|l| l.trim_start().starts_with("curl --cacert"))
-        .collect();
-    assert!(
-        curls.len() >= 2,
-        "expected curl commands, got:\n{}",
-        printed.join("\n")
-    );
+    let all = printed.join("\n");
+    let steps = steps(&printed);
+    let numbers: Vec<u32> = steps.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>(), "{all}");
+    let cmd = |n: u32| steps[n as usize - 1].1.clone();
+    // Never a bare `certgate` that the shell cannot find: this binary is
+    // not on PATH, so the demo names it by its path.
+    assert!(cmd(5).starts_with(certgate_bin()), "{all}");
 
     let run = |cmd: &str| {
         std::process::Command::new("timeout")
@@ -63,38 +89,78 @@ fn demo_prints_curl_commands_that_work_as_described() {
             .output()
             .unwrap()
     };
-    let with_cert = run(curls[0].trim());
-    let out = String::from_utf8_lossy(&with_cert.stdout);
-    assert!(
-        with_cert.status.success(),
-        "{}",
-        String::from_utf8_lossy(&with_cert.stderr)
-    );
+    let ok = |n: u32| {
+        let o = run(&cmd(n));
+        assert!(o.status.success(), "step {n}: {}\n{}", cmd(n), text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let refused = |n: u32| {
+        let o = run(&cmd(n));
+        assert!(
+            !o.status.success(),
+            "step {n} must be refused: {}\n{}",
+            cmd(n),
+            text(&o)
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("x-client-verify"),
+            "step {n} reached the backend: {}",
+            text(&o)
+        );
+    };
+
+    // 1. The approved device reaches the backend with its identity.
+    let out = ok(1);
     assert!(out.contains("x-client-verify: SUCCESS"), "{out}");
     assert!(
         out.contains("x-client-cert-subject: CN=demo-device"),
         "{out}"
     );
+    // 2. The pending device and 3. a client without a certificate are
+    // refused.
+    refused(2);
+    refused(3);
+    // 4. A forged identity header is replaced by the real one.
+    let out = ok(4);
+    assert!(!out.contains("forged"), "{out}");
     assert!(out.contains("x-client-cert-fingerprint: "), "{out}");
-
-    let without = run(curls[1].trim());
+    // 5. The registry lists both devices with the status the demo said.
+    let out = ok(5);
+    let row = |cn: &str| {
+        out.lines()
+            .find(|l| l.contains(cn))
+            .unwrap_or_else(|| panic!("no row for {cn}:\n{out}"))
+            .to_string()
+    };
+    assert!(row("demo-device").contains("approved"), "{out}");
+    assert!(row("demo-pending").contains("pending"), "{out}");
+    // 6. Approving the pending device lets command 2 through.
+    ok(6);
+    let o = run(&cmd(2));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "after approval: {}", text(&o));
     assert!(
-        !without.status.success(),
-        "the request without a cert must be refused"
+        out.contains("x-client-cert-subject: CN=demo-pending"),
+        "{out}"
     );
-    assert!(!String::from_utf8_lossy(&without.stdout).contains("x-client-verify"));
-
-    // The demo's own config passes `certgate check`.
-    let check = std::process::Command::new(certgate_bin())
-        .args(["check", "--config", "certs/demo/certgate.toml"])
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    // 7. Blocking the approved device refuses command 1.
+    ok(7);
+    refused(1);
+    // 8. The readiness report counts what happened above.
+    // 8. The readiness report counts what happened above, and names the
+    // device that is refused now (the one just blocked) by its subject.
+    let out = ok(8);
+    assert!(out.contains("Listener \"demo\""), "{out}");
+    let refused_row = out
+        .lines()
+        .find(|l| l.starts_with("blocked") && l.contains("CN=demo-device"))
+        .unwrap_or_else(|| panic!("no refused row for the blocked device:\n{out}"));
+    assert!(refused_row.contains("from 127.0.0.1"), "{out}");
+    // 9. Metrics answer, with the registry's families.
+    let out = ok(9);
+    assert!(out.contains("certgate_devices{"), "{out}");
+    // 10. The demo's own config passes `check`.
+    ok(10);
 
     // Ctrl-C stops it cleanly.
     let _ = std::process::Command::new("kill")

@@ -89,16 +89,19 @@ pub(super) enum Command {
     },
     /// Print the man page (roff), e.g. `certgate man | man -l -`.
     Man,
-    /// Try certgate out: throwaway PKI, built-in echo backend, real gateway.
+    /// Try certgate out: a real gateway with a throwaway PKI, a built-in
+    /// echo backend and a device registry in manual mode (one approved, one
+    /// pending device), and the commands to try against it.
     Demo {
         /// Where the demo PKI and config are written.
         #[arg(long, default_value = "certs/demo")]
         dir: PathBuf,
-        /// Address of the demo gateway.
+        /// Address of the demo gateway; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
-        /// Address of the demo admin listener (metrics).
-        #[arg(long, default_value = "127.0.0.1:0")]
+        /// Address of the demo admin API (devices, readiness, metrics);
+        /// port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
     },
 }

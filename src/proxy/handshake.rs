@@ -108,7 +108,9 @@ pub(super) fn observe(
     }
     reg.observe(Observation {
         fingerprint: fp,
-        der: note.der.clone(),
+        // Only what the writer needs: a certificate it already has is not
+        // copied into the queue.
+        der: note.der.clone().filter(|_| record != Record::Seen),
         peer,
         at: crate::clock::now_unix(),
         refused,
@@ -323,7 +325,10 @@ pub(super) async fn connection(
                     policy_refusal.filter(|_| legacy.is_none()),
                     Some(reason),
                 );
-                record(&state, peer, class, &note, None, legacy);
+                // The refused device's subject (the verifier kept the
+                // certificate), so the report names who would be locked out.
+                let subject = note.der.as_deref().and_then(identity::subject_of);
+                record(&state, peer, class, &note, subject, legacy);
             }
             observe(&tls_state, &note, peer, Some(reason.as_str()), false);
             return;
@@ -333,12 +338,13 @@ pub(super) async fn connection(
             info!(listener = %name, %peer, reason = reason.as_str(), error = %detail,
                 "TLS connection refused after the handshake (a resumed session re-verified, or the OCSP answer of a device not seen before); closed");
             if tls_state.mode != ClientAuthMode::Off {
+                let subject = note.der.as_deref().and_then(identity::subject_of);
                 record(
                     &state,
                     peer,
                     classify(&note, policy, Some(reason)),
                     &note,
-                    None,
+                    subject,
                     None,
                 );
             }

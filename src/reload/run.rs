@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc, watch};
-use tracing::info;
+use tracing::warn;
 
 use crate::admin;
 use crate::clock::now_unix;
@@ -67,7 +67,9 @@ impl Controller {
             .apply(settings, built, &mut inherited, Phase::Start)
             .await?;
         for s in inherited {
-            info!(name = %s.name, addr = %s.local, "inherited socket not in the config; closed");
+            // Warned: with socket activation, connections to it would
+            // queue in systemd's copy and never be served.
+            warn!(name = %s.name, addr = %s.local, "inherited socket no listener names (add a [[listener]] with this listen address, or remove it from the socket unit); closed");
         }
         controller.metrics.loaded(now_unix());
         controller.check_crls();

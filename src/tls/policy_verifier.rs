@@ -74,11 +74,13 @@ impl ClientCertVerifier for PolicyVerifier {
             (Err(_), _) => None,
         };
         let ca_failure = ca.as_ref().err().map(failure_reason);
-        let keep_der = matches!(
-            verdict,
-            Some(Verdict::Admit { record, .. } | Verdict::Refuse { record, .. })
-                if record != Record::Seen
-        );
+        // Kept when the registry may need to create a record, and on every
+        // refusal, so the readiness report can name the refused device's
+        // subject (refusals are the rare case; admits copy nothing).
+        let keep_der = match verdict {
+            None | Some(Verdict::Refuse { .. }) => true,
+            Some(Verdict::Admit { record, .. }) => record != Record::Seen,
+        };
         let _ = HANDSHAKE.try_with(|n| {
             let mut n = n.borrow_mut();
             n.fingerprint = Some(fp);
