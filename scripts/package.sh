@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
 done
 
 if ! cargo deb --version >/dev/null 2>&1; then
-  cargo install cargo-deb --locked
+  cargo install cargo-deb --version '~3.8' --locked
 fi
 if [ -n "$build" ]; then
   cargo build --locked --profile "$profile" --bin certgate
@@ -39,7 +39,7 @@ fi
 # drift from the options it has.
 assets=target/package-assets
 mkdir -p "$assets"
-"$bin" man | gzip -9n > "$assets/certgate.1.gz"
+rm -rf "$assets/man" && "$bin" man --dir "$assets/man" && gzip -9nf "$assets"/man/*.1
 "$bin" completions bash > "$assets/certgate.bash"
 "$bin" completions zsh > "$assets/_certgate"
 "$bin" completions fish > "$assets/certgate.fish"

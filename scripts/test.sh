@@ -3,14 +3,15 @@
 # openssl as real clients, systemd-socket-activate for socket activation,
 # promtool and a Prometheus server from the prometheus package, unshare,
 # nsenter and mount for the full-disk registry test, prlimit for the
-# 10,000-connection test),
+# 10,000-connection test; cargo-deb, adduser, systemd-analyze, setpriv, ip
+# and runuser for the package test, which installs the .deb as root),
 # then checks formatting, lints, the API docs and known advisories, and runs
 # the whole suite once, in the dev profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount; do
+for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount systemd-analyze:systemd setpriv:util-linux runuser:util-linux ip:iproute2 adduser:adduser dpkg-deb:dpkg; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,6 +32,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
+fi
+# 3.8: later versions may refuse to package the dev-profile build the
+# package test uses (3.8 warns that this will become an error).
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --version '~3.8' --locked
 fi
 
 cargo fmt --all -- --check

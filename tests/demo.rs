@@ -134,6 +134,23 @@ fn demo_prints_commands_that_work_as_described() {
     };
     assert!(row("demo-device").contains("approved"), "{out}");
     assert!(row("demo-pending").contains("pending"), "{out}");
+    // Durations in days and weeks, as the README shows them: the demo's
+    // certificates expire in 30 days.
+    let expiring = |within: &str| {
+        let o = run(&format!("{} --expiring {within}", cmd(5)));
+        assert!(o.status.success(), "--expiring {within}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let soon = expiring("2w");
+    assert!(
+        !soon.contains("demo-device") && !soon.contains("demo-pending"),
+        "{soon}"
+    );
+    let later = expiring("5w");
+    assert!(
+        later.contains("demo-device") && later.contains("demo-pending"),
+        "{later}"
+    );
     // 6. Approving the pending device lets command 2 through.
     ok(6);
     let o = run(&cmd(2));

@@ -87,8 +87,14 @@ pub(super) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `certgate man | man -l -`.
-    Man,
+    /// Print the man page (roff), e.g. `certgate man | man -l -`; with
+    /// --dir, write it and one page per subcommand (certgate-run.1, ...)
+    /// there, as the package installs them.
+    Man {
+        /// Write every page into this directory instead of printing one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Try certgate out: a real gateway with a throwaway PKI, a built-in
     /// echo backend and a device registry in manual mode (one approved, one
     /// pending device), and the commands to try against it.

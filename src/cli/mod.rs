@@ -76,7 +76,13 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "certgate", &mut out);
             write_stdout(&out)
         }
-        Command::Man => {
+        Command::Man { dir: Some(dir) } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                .map_err(|e| anyhow::anyhow!("{}: cannot write the man pages: {e}", dir.display()))
+        }
+        Command::Man { dir: None } => {
             let cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
             clap_mangen::Man::new(cmd)

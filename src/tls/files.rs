@@ -32,14 +32,17 @@ pub(super) fn file_error(
 
 pub(super) fn read_file(context: &str, path: &ConfigPath) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(&path.resolved).map_err(|e| {
+        // The OS's own words only where ours do not already say it all.
         let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => "file not found; check the path",
-            std::io::ErrorKind::PermissionDenied => {
-                "permission denied; make it readable by the certgate user"
+            std::io::ErrorKind::NotFound => {
+                "file not found; put the file there, or correct the path".to_string()
             }
-            _ => "cannot be read",
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied; make it readable by the user certgate runs as".to_string()
+            }
+            _ => format!("cannot be read ({e})"),
         };
-        file_error(context.to_string(), path, format!("{hint} ({e})"))
+        file_error(context.to_string(), path, hint)
     })
 }
 
