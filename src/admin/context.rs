@@ -26,4 +26,8 @@ pub(crate) struct AdminContext {
     pub access: Arc<ArcSwap<Access>>,
     /// Listeners and their upstreams as running now.
     pub view: Arc<ArcSwap<crate::control::View>>,
+    /// Console sessions.
+    pub sessions: Arc<super::console::session::Sessions>,
+    /// Whether the listener speaks TLS (session cookies are `Secure`).
+    pub tls: bool,
 }

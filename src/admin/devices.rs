@@ -83,7 +83,7 @@ pub(super) async fn devices(
         (Method::GET, ["expiry"]) => {
             let mut active = 30 * 86_400;
             for (k, v) in query_pairs(&req) {
-                match k {
+                match k.as_str() {
                     "active" => match seconds("active", &v) {
                         Ok(s) => active = s,
                         Err(e) => {

@@ -132,15 +132,27 @@ pub(crate) fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Checks one `/api/*` request. `has_body` says whether a body follows
-/// the head (any `Content-Length` but 0, chunked, or HTTP/2 data).
+/// What a state-changing request's body must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The API: JSON only, which no cross-site form can send.
+    Json,
+    /// The console: its own HTML forms (`application/x-www-form-urlencoded`),
+    /// each carrying the session's anti-forgery token, which the console
+    /// checks.
+    Form,
+}
+
+/// Checks one `/api/*` request (`Body::Json`) or console request
+/// (`Body::Form`). `has_body` says whether a body follows the head (any
+/// `Content-Length` but 0, chunked, or HTTP/2 data).
 pub(crate) fn check(
     rules: &HostRules,
     local: SocketAddr,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    has_body: bool,
+    (body, has_body): (Body, bool),
 ) -> Result<(), Refused> {
     let refuse = |reason, message: String| Err(Refused { reason, message });
     // Without a Host (HTTP/1.0 tools) there is no browser: browsers always
@@ -198,6 +210,19 @@ pub(crate) fn check(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or(""));
+    if body == Body::Form {
+        return match content_type {
+            Some(ct) if media_type_is(ct, "application/x-www-form-urlencoded") => Ok(()),
+            _ if !has_body => Ok(()),
+            other => refuse(
+                Refusal::ContentType,
+                format!(
+                    "refused: Content-Type \"{}\"; the console accepts its own forms only",
+                    other.unwrap_or("(none)")
+                ),
+            ),
+        };
+    }
     match content_type {
         Some(ct) if !is_json(ct) => refuse(
             Refusal::ContentType,
@@ -218,10 +243,15 @@ pub(crate) fn check(
 
 /// `application/json`, with or without parameters (`; charset=utf-8`).
 fn is_json(content_type: &str) -> bool {
+    media_type_is(content_type, "application/json")
+}
+
+/// Whether a Content-Type names `media` (parameters ignored).
+fn media_type_is(content_type: &str, media: &str) -> bool {
     content_type
         .split(';')
         .next()
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media))
 }
 
 /// Whether an `Origin` value is the origin the request was sent to:
@@ -271,7 +301,7 @@ mod tests {
             &method,
             &Uri::from_static("/api/reload"),
             &h,
-            has_body,
+            (Body::Json, has_body),
         )
         .map_err(|r| r.reason)
     }
@@ -374,7 +404,7 @@ mod tests {
             &Method::GET,
             &Uri::from_static("/api/devices"),
             &headers,
-            false,
+            (Body::Json, false),
         );
         assert_eq!(got.map_err(|r| r.reason), Err(Refusal::Host));
     }

@@ -13,7 +13,9 @@
 //! - `tokens` — bearer tokens and the access rules in force.
 //! - `devices`, `readiness`, `readyz`, `reload`, `revocation` — the endpoints.
 //! - `query`, `reply` — query strings in, JSON and text out.
+//! - `console/` — the web console, on every other path.
 
+pub(crate) mod console;
 mod context;
 mod devices;
 pub(crate) mod guard;

@@ -3,25 +3,19 @@
 use http::Request;
 use hyper::body::Incoming;
 
-use crate::registry::{DeviceStatus, Query};
+use crate::registry::{DeviceStatus, Query, Sort};
 
 /// The query string as (key, decoded value) pairs.
-pub(super) fn query_pairs(req: &Request<Incoming>) -> impl Iterator<Item = (&str, String)> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k, percent_decode(v))
-        })
+pub(super) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 pub(super) fn query(req: &Request<Incoming>) -> Result<Query, String> {
     let mut q = Query::default();
     for (k, v) in query_pairs(req) {
-        match k {
+        match k.as_str() {
             "status" => {
                 q.status =
                     Some(DeviceStatus::parse(&v).ok_or_else(|| {
@@ -42,6 +36,17 @@ pub(super) fn query(req: &Request<Incoming>) -> Result<Query, String> {
                         .map_err(|_| format!("limit \"{v}\" is not a number"))?,
                 )
             }
+            "sort" => {
+                q.sort = Sort::parse(&v)
+                    .ok_or_else(|| format!("sort \"{v}\": use first_seen, last_seen or expiry"))?
+            }
+            "order" => {
+                q.descending = match v.as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(format!("order \"{v}\": use asc or desc")),
+                }
+            }
             other => return Err(format!("unknown query parameter \"{other}\"")),
         }
     }
@@ -58,27 +63,4 @@ pub(super) fn seconds(key: &str, v: &str) -> Result<i64, String> {
     };
     let d = crate::config::parse_duration(&with_unit).map_err(|e| format!("{key}: {e}"))?;
     Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Decodes `%XX` and `+` in a query value. Hand-written: a URL crate for
-/// one query string of a loopback admin API is not worth a dependency.
-pub(super) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 3 <= b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -19,7 +19,7 @@ pub(super) async fn readiness(
     let mut listener = None;
     let mut window = 24 * 3600;
     for (k, v) in query_pairs(req) {
-        match k {
+        match k.as_str() {
             "listener" => listener = Some(v),
             "window" => match crate::config::parse_duration(&v) {
                 Ok(d) => window = i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(60),
@@ -38,14 +38,36 @@ pub(super) async fn readiness(
             }
         }
     }
-    let Some(r) = &ctx.readiness else {
-        return json(
+    match reports(ctx, listener.as_deref(), window).await {
+        Err(Missing::Off) => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": "readiness tracking is off"}),
-        );
+        ),
+        Err(Missing::Listener(e)) => json(StatusCode::NOT_FOUND, serde_json::json!({"error": e})),
+        Ok(mut all) if listener.is_some() => json(StatusCode::OK, serde_json::json!(all.pop())),
+        Ok(all) => json(StatusCode::OK, serde_json::json!({ "listeners": all })),
+    }
+}
+
+/// Why there is no report.
+pub(super) enum Missing {
+    /// Readiness tracking is off.
+    Off,
+    /// No such listener (the message lists the listeners).
+    Listener(String),
+}
+
+/// The report of `listener` (or of every listener) over the last `window`
+/// seconds, each with the listener's mode now.
+pub(super) async fn reports(
+    ctx: &AdminContext,
+    listener: Option<&str>,
+    window: i64,
+) -> Result<Vec<crate::readiness::Report>, Missing> {
+    let Some(r) = &ctx.readiness else {
+        return Err(Missing::Off);
     };
     let modes = ctx.view.load().modes.clone();
-    let mode_of = |name: &str| modes.iter().find(|(n, _)| n == name).map(|(_, m)| *m);
     let one = |name: String, mode: &'static str| async move {
         let mut report =
             r.report(&name, window)
@@ -66,22 +88,23 @@ pub(super) async fn readiness(
         report
     };
     match listener {
-        Some(name) => match mode_of(&name) {
-            Some(mode) => json(StatusCode::OK, serde_json::json!(one(name, mode).await)),
-            None => json(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"error": format!(
-                    "no listener \"{name}\"; listeners: {}",
-                    modes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                )}),
-            ),
+        Some(name) => match modes.iter().find(|(n, _)| n == name) {
+            Some((_, mode)) => Ok(vec![one(name.to_string(), mode).await]),
+            None => Err(Missing::Listener(format!(
+                "no listener \"{name}\"; listeners: {}",
+                modes
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         },
         None => {
             let mut all = Vec::new();
             for (name, mode) in &modes {
                 all.push(one(name.clone(), mode).await);
             }
-            json(StatusCode::OK, serde_json::json!({ "listeners": all }))
+            Ok(all)
         }
     }
 }

@@ -48,7 +48,7 @@ pub(super) async fn route(
         _ => {}
     }
     if !path.starts_with("/api/") {
-        return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+        return super::console::handle(ctx, local, req).await;
     }
     let access = ctx.access.load();
     let has_body = !hyper::body::Body::is_end_stream(req.body());
@@ -58,7 +58,7 @@ pub(super) async fn route(
         req.method(),
         req.uri(),
         req.headers(),
-        has_body,
+        (guard::Body::Json, has_body),
     ) {
         let reason = refused.reason.as_str();
         ctx.metrics.admin_refused(reason);

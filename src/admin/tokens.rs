@@ -76,16 +76,36 @@ impl Tokens {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(StatusCode::UNAUTHORIZED)?;
+        self.named(&token_digest(given))
+            .map(str::to_string)
+            .ok_or(StatusCode::UNAUTHORIZED)
+    }
+
+    /// Whether tokens are configured (else the listener is loopback-only
+    /// and everyone is `local`).
+    pub(super) fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The name of the token `token` and its digest (what a console
+    /// session keeps, never the token itself), if it is one of ours.
+    pub(super) fn sign_in(&self, token: &str) -> Option<(String, [u8; 32])> {
+        let digest = token_digest(token.trim());
+        self.named(&digest).map(|n| (n.to_string(), digest))
+    }
+
+    /// The name of the token whose digest is `digest`: a console session
+    /// ends when its token leaves the token file.
+    pub(super) fn named(&self, digest: &[u8; 32]) -> Option<&str> {
         // Every token is compared, in constant time each, so the time taken
         // says neither which token nor how much of one matched.
-        let given = token_digest(given);
         let mut who = None;
-        for (name, digest) in &self.tokens {
-            let equal = aws_lc_rs::constant_time::verify_slices_are_equal(digest, &given).is_ok();
+        for (name, d) in &self.tokens {
+            let equal = aws_lc_rs::constant_time::verify_slices_are_equal(d, digest).is_ok();
             if equal && who.is_none() {
-                who = Some(name);
+                who = Some(name.as_str());
             }
         }
-        who.cloned().ok_or(StatusCode::UNAUTHORIZED)
+        who
     }
 }

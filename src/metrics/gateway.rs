@@ -45,6 +45,8 @@ pub struct Metrics {
     pub(super) last_reload_ok: Gauge,
     pub(super) last_reload_success: Gauge,
     pub(super) cert_not_after: Family<CertLabels, Gauge>,
+    /// The certificates behind `cert_not_after`, for the console.
+    certificates: std::sync::Mutex<Vec<CertExpiry>>,
     pub(super) devices: Family<StatusLabel, Gauge>,
     pub(super) decisions: Family<DecisionLabels, Counter>,
     pub(super) registry_dropped: Counter,
@@ -168,6 +170,7 @@ impl Metrics {
                 "config_last_reload_success_timestamp_seconds",
                 "When the configuration in force was loaded, seconds since the Unix epoch",
             ),
+            certificates: std::sync::Mutex::new(Vec::new()),
             cert_not_after: add(
                 &mut registry,
                 "certificate_not_after_timestamp_seconds",
@@ -494,6 +497,23 @@ impl Metrics {
         self.last_reload_success.set(unix_seconds);
     }
 
+    /// The served certificates and trusted client CAs, with their expiry.
+    pub fn certificates(&self) -> Vec<CertExpiry> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the last reload attempt succeeded, and when the config in
+    /// force was loaded (Unix seconds).
+    pub fn last_reload(&self) -> (bool, i64) {
+        (
+            self.last_reload_ok.get() == 1,
+            self.last_reload_success.get(),
+        )
+    }
+
     /// Counts a reload attempt.
     pub fn reload(&self, ok: bool, unix_seconds: i64) {
         let result = if ok { "success" } else { "failure" };
@@ -512,6 +532,7 @@ impl Metrics {
     /// Replaces the certificate expiry series with `certs`: series of
     /// certificates no longer loaded disappear.
     pub fn set_certificates(&self, certs: &[CertExpiry]) {
+        *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = certs.to_vec();
         self.cert_not_after.clear();
         for c in certs {
             self.cert_not_after

@@ -110,6 +110,7 @@ impl Registry {
             updates,
             commands,
             metrics,
+            audit_path: settings.audit_log.resolved.clone(),
         });
         info!(
             path = %settings.path,
@@ -134,6 +135,11 @@ impl Registry {
         writer.count();
         tokio::spawn(writer.run(updates_rx, commands_rx));
         Ok(Registry { shared })
+    }
+
+    /// The audit log's file: one JSON line per admin change.
+    pub(crate) fn audit_path(&self) -> &std::path::Path {
+        &self.shared.audit_path
     }
 
     /// The status of the device a certificate belongs to, from the

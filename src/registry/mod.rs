@@ -40,7 +40,7 @@ pub(crate) use error::RegistryError;
 pub(crate) use expiry::Forecast;
 pub use handle::Registry;
 pub(crate) use handle::warn_if_changed;
-pub(crate) use requests::{Change, Observation, Page, Query, Record};
+pub(crate) use requests::{Change, Observation, Page, Query, Record, Sort};
 pub use shared::RegistryMetrics;
 pub(crate) use snapshot::{Candidate, Snapshot};
 pub(crate) use store::RedbStore;

@@ -93,6 +93,43 @@ pub struct Query {
     pub offset: usize,
     /// At most this many results (default 100, max 1000).
     pub limit: Option<usize>,
+    /// The order of the results.
+    pub sort: Sort,
+    /// Reversed (newest or latest first).
+    pub descending: bool,
+}
+
+/// What a device list is ordered by (ties by device id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// First handshake of any of its certificates (never seen first).
+    #[default]
+    FirstSeen,
+    /// Latest handshake of any of its certificates (never seen first).
+    LastSeen,
+    /// The current certificate's notAfter (unknown first).
+    Expiry,
+}
+
+impl Sort {
+    /// From the query parameter (`first_seen`, `last_seen`, `expiry`).
+    pub fn parse(s: &str) -> Option<Sort> {
+        match s {
+            "first_seen" => Some(Sort::FirstSeen),
+            "last_seen" => Some(Sort::LastSeen),
+            "expiry" => Some(Sort::Expiry),
+            _ => None,
+        }
+    }
+
+    /// The query parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::FirstSeen => "first_seen",
+            Sort::LastSeen => "last_seen",
+            Sort::Expiry => "expiry",
+        }
+    }
 }
 
 /// One page of devices.

@@ -34,4 +34,6 @@ pub(super) struct Shared {
     pub(super) updates: mpsc::Sender<Observation>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) metrics: RegistryMetrics,
+    /// The audit log's file (the console reads it back).
+    pub(super) audit_path: std::path::PathBuf,
 }

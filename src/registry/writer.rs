@@ -12,7 +12,7 @@ use tracing::{error, info};
 use crate::config::RenewalIdentity;
 
 use super::device::{device_id, hex32};
-use super::requests::{Command, Record};
+use super::requests::{Command, Record, Sort};
 use super::shared::Shared;
 use super::snapshot::Snapshot;
 use super::{
@@ -782,7 +782,7 @@ impl Writer {
                         || c.last_peer.as_ref().is_some_and(|p| p.contains(t))
                 })
         };
-        let mut matching: Vec<&Device> = self
+        let matching: Vec<&Device> = self
             .records
             .values()
             .filter(|d| q.status.is_none_or(|s| d.status == s))
@@ -803,11 +803,20 @@ impl Writer {
             })
             .filter(|d| text.as_ref().is_none_or(|t| matches_text(d, t)))
             .collect();
-        matching.sort_by(|a, b| {
-            first_seen(a)
-                .cmp(&first_seen(b))
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        let last_seen = |d: &Device| d.certificates.iter().filter_map(|c| c.last_seen).max();
+        let key = |d: &Device| match q.sort {
+            Sort::FirstSeen => first_seen(d),
+            Sort::LastSeen => last_seen(d),
+            Sort::Expiry => d.current().map(|c| c.not_after).filter(|&t| t != 0),
+        };
+        // Keys computed once per device: a sort compares O(n log n) times.
+        let mut keyed: Vec<(Option<i64>, &Device)> =
+            matching.into_iter().map(|d| (key(d), d)).collect();
+        keyed.sort_unstable_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| a.id.cmp(&b.id)));
+        if q.descending {
+            keyed.reverse();
+        }
+        let matching: Vec<&Device> = keyed.into_iter().map(|(_, d)| d).collect();
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
         Page {
             total: matching.len(),

@@ -244,6 +244,8 @@ impl Controller {
                 readiness: self.readiness.clone(),
                 access: self.access.clone(),
                 view: self.view.clone(),
+                sessions: self.console_sessions.clone(),
+                tls: false,
             },
             stop_rx,
         ));

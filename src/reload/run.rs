@@ -57,6 +57,7 @@ impl Controller {
             view: Arc::new(ArcSwap::from_pointee(View::default())),
             handle,
             access: Arc::new(ArcSwap::from_pointee(admin::Access::default())),
+            console_sessions: Arc::default(),
             digest,
             refused: None,
             watcher,
