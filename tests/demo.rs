@@ -74,6 +74,13 @@ fn demo_prints_commands_that_work_as_described() {
         }
     }
     let all = printed.join("\n");
+    // The console the demo points to answers.
+    let console = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("Web console: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console URL:\n{}", printed.join("\n")))
+        .to_string();
     let steps = steps(&printed);
     let numbers: Vec<u32> = steps.iter().map(|(n, _)| *n).collect();
     assert_eq!(numbers, (1..=10).collect::<Vec<_>>(), "{all}");
@@ -178,6 +185,13 @@ fn demo_prints_commands_that_work_as_described() {
     assert!(out.contains("certgate_devices{"), "{out}");
     // 10. The demo's own config passes `check`.
     ok(10);
+    let page = run(&format!("curl -sf {console}devices"));
+    let html = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.status.success() && html.contains("demo-pending"),
+        "{}",
+        text(&page)
+    );
 
     // Ctrl-C stops it cleanly.
     let _ = std::process::Command::new("kill")

@@ -124,6 +124,7 @@ pub(super) fn run_demo(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> any
         outln!();
         outln!("certgate demo is running: gateway https://{addr} -> echo backend http://{backend}");
         outln!("Admin API: http://{admin} (device registry in manual mode)");
+        outln!("Web console: http://{admin}/ (open it in a browser on this machine: approve, block, readiness)");
         outln!("PKI, config and registry in {}/ (config: {})", dir.display(), config.display());
         outln!("Run these from this directory, in this order.");
         outln!();

@@ -70,6 +70,7 @@ pub(crate) fn page(title: &str, current: &str, caller: &Caller, body: Markup) ->
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · certgate" }
                 link rel="stylesheet" href="/assets/console.css";
+                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
                 script src="/assets/console.js" defer {}
             }
             body {

@@ -54,6 +54,7 @@ use session::Caller;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const ICON: &str = include_str!("assets/icon.svg");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -102,8 +103,8 @@ pub(super) async fn handle(
         (&Method::GET, "/assets/console.js") => {
             return asset("text/javascript; charset=utf-8", JS);
         }
-        (&Method::GET, "/favicon.ico") => {
-            return error_page(StatusCode::NOT_FOUND, "Not found", "no icon", None);
+        (&Method::GET, "/assets/icon.svg" | "/favicon.ico") => {
+            return asset("image/svg+xml", ICON);
         }
         _ => {}
     }
