@@ -27,7 +27,7 @@ pub(crate) struct AdminContext {
     /// Listeners and their upstreams as running now.
     pub view: Arc<ArcSwap<crate::control::View>>,
     /// Console sessions.
-    pub sessions: Arc<super::console::session::Sessions>,
+    pub sessions: Arc<super::sessions::Sessions>,
     /// Whether the listener speaks TLS (session cookies are `Secure`).
     pub tls: bool,
 }

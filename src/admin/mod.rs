@@ -13,7 +13,8 @@
 //! - `tokens` — bearer tokens and the access rules in force.
 //! - `devices`, `readiness`, `readyz`, `reload`, `revocation` — the endpoints.
 //! - `query`, `reply` — query strings in, JSON and text out.
-//! - `console/` — the web console, on every other path.
+//! - `console/` — the web console, on every other path; `sessions` — its
+//!   sign-in sessions and anti-forgery tokens.
 
 pub(crate) mod console;
 mod context;
@@ -27,6 +28,7 @@ mod reply;
 mod revocation;
 mod route;
 mod serve;
+pub(crate) mod sessions;
 mod tokens;
 
 pub(crate) use context::AdminContext;

@@ -54,7 +54,7 @@ pub(crate) struct Controller {
     pub(super) handle: ReloadHandle,
     pub(super) access: Arc<ArcSwap<admin::Access>>,
     /// Console sessions: kept when the admin listener is rebound.
-    pub(super) console_sessions: Arc<admin::console::session::Sessions>,
+    pub(super) console_sessions: Arc<admin::sessions::Sessions>,
     /// Digest of the config text and every file it names, as in force.
     pub(super) digest: [u8; 32],
     /// Digest of the last refused attempt: the same bytes are not retried

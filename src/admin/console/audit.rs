@@ -12,9 +12,9 @@ use maud::{Markup, html};
 use crate::registry::Registry;
 
 use super::super::context::AdminContext;
+use super::super::sessions::Caller;
 use super::form::Form;
 use super::layout::{common_name, error_page, html_response, page as shell, query_string, when};
-use super::session::Caller;
 
 /// The newest part of the log that is read (the file is append-only and
 /// may be years long; older lines stay in the file for `grep`).

@@ -9,8 +9,8 @@ use maud::html;
 use crate::revocation::status::CrlView;
 
 use super::super::context::AdminContext;
+use super::super::sessions::Caller;
 use super::layout::{html_response, page as shell, when};
-use super::session::Caller;
 
 /// `GET /certificates`.
 pub(super) fn page(ctx: &AdminContext, caller: &Caller) -> Response<Full<Bytes>> {

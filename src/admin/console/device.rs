@@ -9,13 +9,13 @@ use maud::html;
 use crate::registry::{Change, DeviceStatus};
 
 use super::super::context::AdminContext;
+use super::super::sessions::Caller;
 use super::audit;
 use super::devices::status_badge;
 use super::form::Form;
 use super::layout::{
     common_name, error_page, html_response, page as shell, query_string, see_other, when,
 };
-use super::session::Caller;
 
 /// `GET /devices/{id}`.
 pub(super) async fn page(

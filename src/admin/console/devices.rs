@@ -9,11 +9,11 @@ use maud::{Markup, html};
 use crate::registry::{Change, DeviceStatus, DeviceView, Query, Registry, Sort};
 
 use super::super::context::AdminContext;
+use super::super::sessions::Caller;
 use super::form::Form;
 use super::layout::{
     common_name, date, error_page, html_response, page as shell, query_string, see_other, when,
 };
-use super::session::Caller;
 
 /// Page sizes offered.
 const PER_PAGE: &[usize] = &[50, 100, 500];

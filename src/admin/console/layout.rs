@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use maud::{DOCTYPE, Markup, html};
 
-use super::session::Caller;
+use super::super::sessions::Caller;
 
 /// The pages in the navigation: (path, label).
 const NAV: &[(&str, &str)] = &[

@@ -8,10 +8,10 @@ use maud::{DOCTYPE, html};
 use tracing::info;
 
 use super::super::context::AdminContext;
+use super::super::sessions::{self as session, Caller};
 use super::super::tokens::Tokens;
 use super::form;
 use super::layout::{html_response, see_other};
-use super::session::{self, Caller};
 
 /// The sign-in page; `failed` says why the last attempt was refused.
 pub(super) fn form(caller: Option<&Caller>, failed: Option<&str>) -> Response<Full<Bytes>> {

@@ -20,7 +20,7 @@
 //!
 //! # Layout
 //!
-//! - `session` — sign-in sessions and anti-forgery tokens.
+//! - `../sessions` (admin::sessions) — sign-in sessions and anti-forgery tokens.
 //! - `layout` — the page shell, answers and formatting helpers.
 //! - `form` — reading a posted form.
 //! - `overview`, `devices`, `device`, `readiness`, `certificates`,
@@ -37,7 +37,6 @@ mod layout;
 mod login;
 mod overview;
 mod readiness;
-pub(crate) mod session;
 
 use std::net::SocketAddr;
 
@@ -49,8 +48,8 @@ use tracing::warn;
 
 use super::context::AdminContext;
 use super::guard;
+use super::sessions::{self as session, Caller};
 use layout::error_page;
-use session::Caller;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");

@@ -14,9 +14,9 @@ use crate::registry::{DeviceStatus, Query};
 
 use super::super::context::AdminContext;
 use super::super::readiness::reports;
+use super::super::sessions::Caller;
 use super::devices::status_badge;
 use super::layout::{date, html_response, page as shell, when};
-use super::session::Caller;
 
 /// What "soon" means for an expiry.
 const SOON: i64 = 30 * 86_400;

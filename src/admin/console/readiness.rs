@@ -9,10 +9,10 @@ use maud::html;
 
 use super::super::context::AdminContext;
 use super::super::readiness::{Missing, reports};
+use super::super::sessions::Caller;
 use super::chart::chart;
 use super::form::Form;
 use super::layout::{error_page, html_response, page as shell, when};
-use super::session::Caller;
 
 /// Windows offered: (query value, seconds, words).
 const WINDOWS: &[(&str, i64, &str)] = &[
