@@ -5,7 +5,8 @@
 # nsenter and mount for the full-disk registry test, prlimit for the
 # 10,000-connection test; cargo-deb, adduser, systemd-analyze, setpriv, ip
 # and runuser for the package test, which installs the .deb as root;
-# Debian's Chromium and chromedriver for the console's browser tests),
+# Debian's Chromium and chromedriver for the console's browser tests, and
+# axe-core from npm to check their pages' accessibility),
 # then checks formatting, lints, the API docs and known advisories, and runs
 # the whole suite once, in the dev profile, with cargo-nextest.
 set -euo pipefail
@@ -38,6 +39,14 @@ fi
 # package test uses (3.8 warns that this will become an error).
 if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --version '~3.8' --locked
+fi
+
+# axe-core (npm), the accessibility checker the console's browser test runs
+# in the page; pinned, kept in target/ beside the build.
+axe=target/axe/node_modules/axe-core/axe.min.js
+if [ ! -f "$axe" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "npm is needed to install axe-core (Node 20 provides it)" >&2; exit 1; }
+  npm install --prefix target/axe --no-audit --no-fund --loglevel=error axe-core@4.14.1
 fi
 
 cargo fmt --all -- --check

@@ -192,6 +192,25 @@ impl Drop for Browser {
     }
 }
 
+/// Writes a PNG of the page to the test output
+/// (`target/tmp/console-screenshots/NAME.png`) and, with
+/// `CERTGATE_DOCS_SCREENSHOTS=1`, to `docs/NAME.png` for the README.
+async fn screenshot(b: &Browser, name: &str) -> std::path::PathBuf {
+    let png = b.client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, &png).unwrap();
+    println!("screenshot: {}", path.display());
+    if std::env::var_os("CERTGATE_DOCS_SCREENSHOTS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(format!("console-{name}.png")), &png).unwrap();
+    }
+    path
+}
+
 /// `POST /session/{id}/se/log {"type": "browser"}`: chromedriver's (pre-W3C,
 /// still supported) way to read the page's console.
 #[derive(Debug)]
@@ -225,6 +244,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(adjust: impl FnOnce(&mut ConfigBuilder)) -> Setup {
     let pki = Pki::new();
     let backend = Backend::start().await;
     let tokens = pki.path("admin.tokens");
@@ -232,6 +255,7 @@ async fn setup() -> Setup {
     let mut cb = ConfigBuilder::new(&pki, backend.addr);
     cb.extra_admin = format!("token_file = \"{}\"\n", tokens.display());
     cb.extra_top = registry_table(pki.dir.path(), "manual");
+    adjust(&mut cb);
     let gw = start_gateway(&cb.write(pki.dir.path())).await;
     let addr = gw.addr("agents").unwrap();
     let admin = gw.admin_addr().unwrap();
@@ -497,4 +521,419 @@ impl Setup {
     fn has_pending(&self) -> bool {
         metric(&self.gw, "certgate_devices{status=\"pending\"}") >= 1.0
     }
+}
+
+/// The number of devices with `status`, from the API.
+async fn count(admin: SocketAddr, status: &str) -> f64 {
+    let (s, v) = admin_call(
+        admin,
+        "GET",
+        &format!("/api/devices?status={status}&limit=1"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["total"].as_f64().unwrap()
+}
+
+/// First handshakes of `clients` (each refused: unapproved), 32 at a time.
+async fn knock(addr: SocketAddr, clients: Vec<std::sync::Arc<rustls::ClientConfig>>) {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for cfg in clients {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let e = tls_handshake_error(addr, cfg).await;
+            drop(permit);
+            alert_of(&e)
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            Some(rustls::AlertDescription::AccessDenied)
+        );
+    }
+}
+
+/// Must-show 3: 500 of 520 pending devices are found with the filter
+/// (status and search), selected (the page and "all matching"), and
+/// approved with one confirmation that says 500; the other 20 stay
+/// pending, and an approved one connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_pending_devices_are_approved_at_once_from_a_filtered_list() {
+    let s = setup().await;
+    let bulk = s
+        .pki
+        .fleet(500, |i| format!("bulk-{i:03}"), -86_400, 1 << 41);
+    let other = s
+        .pki
+        .fleet(20, |i| format!("other-{i:02}"), -86_400, 1 << 42);
+    let (first_bulk, first_other) = (bulk[0].0.clone(), other[0].0.clone());
+    knock(
+        s.addr,
+        bulk.iter().chain(&other).map(|(c, _)| c.clone()).collect(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || metric(
+            &s.gw,
+            "certgate_devices{status=\"pending\"}"
+        ) >= 520.0)
+        .await
+    );
+
+    let b = Browser::start().await;
+    sign_in(&b, s.admin, TOKEN).await;
+    b.wait_path("/").await;
+    b.client
+        .goto(&format!("http://{}/devices", s.admin))
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form.filters select[name=status]"))
+        .await
+        .unwrap()
+        .select_by_value("pending")
+        .await
+        .unwrap();
+    b.fill("form.filters input[name=q]", "bulk-").await;
+    b.click("form.filters button[type=submit]").await;
+    b.wait_text("#count", "500 device(s) match").await;
+    screenshot(&b, "devices").await;
+    b.click("input[data-select-all]").await;
+    b.click("input[name=scope][value=all]").await;
+    b.click("button[name=action][value=approve]").await;
+    b.wait_text("h1", "Approve 500 devices?").await;
+    let list = b.text("main").await;
+    assert!(list.contains("… and 450 more."), "{list}");
+    b.click("button.primary").await;
+    b.wait_text("[role=status]", "500 devices approved.").await;
+
+    assert_eq!(count(s.admin, "approved").await, 500.0);
+    assert_eq!(count(s.admin, "pending").await, 20.0);
+    let (status, _) = get(s.addr, first_bulk, "/approved-in-bulk", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        get(s.addr, first_other, "/still-pending", &[])
+            .await
+            .is_err()
+    );
+    let log = std::fs::read_to_string(s.pki.dir.path().join("audit.log")).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("\"who\":\"alice\"") && l.contains("approve"))
+        .count();
+    assert!(
+        lines >= 1,
+        "the bulk approval is audited under alice: {log}"
+    );
+    b.client.clone().close().await.unwrap();
+    s.gw.shutdown().await;
+}
+
+/// Must-show 4: an observe-mode listener's readiness chart, for clients
+/// that authenticate, are unapproved, send no certificate, come from
+/// another CA and offer only TLS 1.0: each bar's count in the DOM is the
+/// report's, and "enforcing would refuse" names the API's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readiness_chart_shows_how_an_observe_listeners_clients_authenticate() {
+    require_tool("openssl");
+    let mut s = setup_with(|cb| cb.mode = "observe").await;
+    let good = s.pki.client("approved-agent", Kind::Good);
+    let unapproved = s.pki.client("new-agent", Kind::Good);
+    let foreign = s.pki.client("foreign-agent", Kind::ForeignCa);
+    let (st, _) = admin_call(
+        s.admin,
+        "POST",
+        &format!("/api/devices/{}/approve", sha256_hex(&good.der)),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let mixed: [(Option<&ClientCert>, usize); 4] = [
+        (Some(&good), 3),
+        (Some(&unapproved), 2),
+        (None, 1),
+        (Some(&foreign), 1),
+    ];
+    for (cert, n) in mixed {
+        for _ in 0..n {
+            let cfg = no_resumption(&client_config(&s.pki, cert, &[]));
+            let (st, _) = get(s.addr, cfg, "/observed", &[]).await.unwrap();
+            assert_eq!(st, 200, "observe mode admits everyone");
+        }
+    }
+    // An agent that speaks only TLS 1.0.
+    let out = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", s.addr.port()))
+        .args(["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"])
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Cipher is ECDHE"));
+
+    let want = [
+        ("authenticated", 3),
+        ("unapproved", 2),
+        ("no_credentials", 1),
+        ("failed", 1),
+        ("upgrade_required", 1),
+    ];
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, v) = admin_call(
+            s.admin,
+            "GET",
+            "/api/readiness?listener=agents&window=1h",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        report = v;
+        if report["total"].as_u64() == Some(8) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["total"].as_u64(), Some(8), "{report}");
+    let would_refuse = report["would_refuse"].as_array().unwrap().len();
+    assert!(would_refuse >= 3, "{report}");
+
+    let b = Browser::start().await;
+    sign_in(&b, s.admin, TOKEN).await;
+    b.wait_path("/").await;
+    b.client
+        .goto(&format!(
+            "http://{}/readiness?listener=agents&window=1h",
+            s.admin
+        ))
+        .await
+        .unwrap();
+    b.wait_text("h2", "Listener agents").await;
+    let section = "section[data-listener=agents]";
+    for (status, n) in want {
+        let bar = b
+            .client
+            .find(Locator::Css(&format!(
+                "{section} svg g[data-status={status}]"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no bar for {status}: {e}"));
+        assert_eq!(
+            bar.attr("data-count").await.unwrap().as_deref(),
+            Some(n.to_string().as_str()),
+            "{status}"
+        );
+        // Drawn as wide as its share (the bar is 480 of the chart's 800
+        // units), and its number is drawn, not only present in the DOM.
+        let drawn = b
+            .client
+            .execute(
+                "const g = arguments[0]; const svg = g.ownerSVGElement.getBoundingClientRect();\
+                 const bar = g.querySelector('rect[data-bar]').getBoundingClientRect();\
+                 const label = g.querySelectorAll('text')[1].getBoundingClientRect();\
+                 return [bar.width / svg.width * 800, label.width];",
+                vec![serde_json::to_value(&bar).unwrap()],
+            )
+            .await
+            .unwrap();
+        let share = 480.0 * n as f64 / 8.0;
+        let width = drawn[0].as_f64().unwrap();
+        assert!(
+            (width - share).abs() < 3.0,
+            "{status}: drawn {width} wide, its share is {share}"
+        );
+        assert!(
+            drawn[1].as_f64().unwrap() > 10.0,
+            "{status}: its count is not drawn"
+        );
+        // Each bar says its name and number in text, not only in colour.
+        let text = bar.text().await.unwrap();
+        assert!(
+            text.contains(&status.replace('_', " ")) && text.contains(&format!("{n} (")),
+            "{status}: {text:?}"
+        );
+    }
+    let notice = b
+        .client
+        .find(Locator::Css(&format!("{section} p[data-would-refuse]")))
+        .await
+        .unwrap();
+    assert_eq!(
+        notice.attr("data-would-refuse").await.unwrap(),
+        Some(would_refuse.to_string())
+    );
+    assert!(
+        notice
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("would refuse {would_refuse} client(s)")),
+    );
+    let page = b.text("main").await;
+    for who in ["new-agent", "foreign-agent", "TLS 1.0"] {
+        assert!(page.contains(who), "{who} missing from the page:\n{page}");
+    }
+    let shot = screenshot(&b, "readiness").await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    let errors = b.severe_logs().await;
+    assert!(errors.is_empty(), "console errors {errors:?}");
+    b.client.clone().close().await.unwrap();
+    s.gw.shutdown().await;
+}
+
+/// WebDriver key codes.
+const TAB: &str = "\u{E004}";
+const SHIFT_TAB: &str = "\u{E008}\u{E004}";
+const ENTER: &str = "\u{E007}";
+
+impl Browser {
+    /// Presses `keys` (Tab or Shift+Tab) until the focused element
+    /// matches `css` (at most 100 presses).
+    async fn focus_by_keys(&self, keys: &str, css: &str) {
+        let script = format!(
+            "return document.activeElement !== null && document.activeElement.matches({});",
+            serde_json::to_string(css).unwrap()
+        );
+        for _ in 0..100 {
+            if self.client.execute(&script, vec![]).await.unwrap() == serde_json::json!(true) {
+                return;
+            }
+            self.press(keys).await;
+        }
+        panic!("{css} never got the focus:\n{}", self.source().await);
+    }
+
+    async fn press(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+
+    /// axe-core's violations on the current page (from npm, run in the
+    /// page): (rule, impact, help, nodes).
+    async fn axe(&self, source: &str) -> Vec<serde_json::Value> {
+        self.client.execute(source, vec![]).await.unwrap();
+        let v = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 axe.run(document)\
+                   .then(r => done({ passes: r.passes.length, violations: r.violations.map(v => ({ \
+                      id: v.id, impact: v.impact, help: v.help, \
+                      nodes: v.nodes.map(n => n.target.join(' ')) })) }))\
+                   .catch(e => done({ passes: 0, violations: [{ id: 'axe-error', impact: 'critical', help: String(e) }] }));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        // A run that checked nothing proves nothing.
+        assert!(
+            v["passes"].as_u64().unwrap_or(0) > 10,
+            "axe did not run: {v}"
+        );
+        v["violations"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// axe-core's script, installed from npm by `scripts/test.sh` into
+/// `target/axe`.
+fn axe_source() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/axe/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/test.sh, which installs axe-core from npm",
+            path.display()
+        )
+    })
+}
+
+/// Must-show 6: an admin signs in and approves a device with the keyboard
+/// only (Tab, Shift+Tab, Space, Enter); no page has a critical or serious
+/// accessibility violation by axe-core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_approved_with_the_keyboard_alone_and_pages_pass_axe() {
+    let mut s = setup().await;
+    let device = s.pki.client("keyboard-device", Kind::Good);
+    let fp = sha256_hex(&device.der);
+    let cfg = no_resumption(&client_config(&s.pki, Some(&device), &[]));
+    assert!(get(s.addr, cfg.clone(), "/", &[]).await.is_err());
+    assert!(eventually(Duration::from_secs(5), || s.has_pending()).await);
+    let axe = axe_source();
+
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("http://{}/", s.admin))
+        .await
+        .unwrap();
+    b.wait_path("/login").await;
+    let mut violations = Vec::new();
+    violations.extend(
+        b.axe(&axe)
+            .await
+            .into_iter()
+            .map(|v| ("/login".to_string(), v)),
+    );
+    b.focus_by_keys(TAB, "#token").await;
+    b.press(TOKEN).await;
+    b.press(ENTER).await;
+    b.wait_path("/").await;
+
+    // Overview → the pending devices, by keyboard.
+    b.focus_by_keys(TAB, "a[href='/devices?status=pending']")
+        .await;
+    b.press(ENTER).await;
+    b.wait_text("#devices tbody", "keyboard-device").await;
+    let tick = format!("input[name=id][value='{}']", &fp[..16]);
+    b.focus_by_keys(TAB, &tick).await;
+    b.press(" ").await;
+    b.focus_by_keys(SHIFT_TAB, "button[name=action][value=approve]")
+        .await;
+    b.press(ENTER).await;
+    b.wait_text("h1", "Approve 1 device?").await;
+    // The confirmation's button has the focus: Enter confirms.
+    b.focus_by_keys(TAB, "button.primary").await;
+    b.press(ENTER).await;
+    b.wait_text("[role=status]", "1 device approved.").await;
+    assert_eq!(device_status(s.admin, &fp).await, "approved");
+    let (status, _) = get(s.addr, cfg, "/keyboard", &[]).await.unwrap();
+    assert_eq!(status, 200);
+
+    let origin = format!("http://{}", s.admin);
+    for path in [
+        "/",
+        "/devices",
+        &format!("/devices/{}", &fp[..16]),
+        "/readiness",
+        "/certificates",
+        "/audit",
+    ] {
+        b.client.goto(&format!("{origin}{path}")).await.unwrap();
+        b.wait_path(path).await;
+        b.text("h1").await;
+        violations.extend(b.axe(&axe).await.into_iter().map(|v| (path.to_string(), v)));
+    }
+    for (path, v) in &violations {
+        println!("axe on {path}: {v}");
+    }
+    let bad: Vec<_> = violations
+        .iter()
+        .filter(|(_, v)| matches!(v["impact"].as_str(), Some("critical" | "serious")))
+        .collect();
+    assert!(bad.is_empty(), "accessibility violations: {bad:#?}");
+    b.client.clone().close().await.unwrap();
+    s.gw.shutdown().await;
 }

@@ -70,8 +70,11 @@ pub(super) fn chart(report: &Report, id: &str) -> Markup {
                     @let w = if report.total == 0 { 0 } else { ((BAR as f64) * percent / 100.0).round() as u32 };
                     g data-status=(status.as_str()) data-count=(n) {
                         text x="0" y=(y + 20) { (status.as_str().replace('_', " ")) }
-                        rect x=(LABEL) y=(y + 4) width=(BAR) height="22" fill="none" stroke="#d0d7de";
-                        rect x=(LABEL) y=(y + 4) width=(w) height="22" fill={"url(#p-" (pattern) ")"} stroke=(colour);
+                        // `{}`, not `;`: maud writes `;` as an HTML void tag
+                        // (`<rect>`), which the parser leaves open inside
+                        // SVG, swallowing the elements after it.
+                        rect x=(LABEL) y=(y + 4) width=(BAR) height="22" fill="none" stroke="#d0d7de" {}
+                        rect data-bar x=(LABEL) y=(y + 4) width=(w) height="22" fill={"url(#p-" (pattern) ")"} stroke=(colour) {}
                         text x=(LABEL + BAR + 10) y=(y + 20) { (n) " (" (format!("{percent:.1}")) "%)" }
                     }
                 }
@@ -119,5 +122,7 @@ mod tests {
         assert!(svg.contains("3 (75.0%)"), "{svg}");
         assert!(svg.contains("no credentials"), "{svg}");
         assert!(svg.contains(r#"width="360""#), "75% of the bar: {svg}");
+        // Every element is closed (an open `<rect>` hides what follows).
+        assert_eq!(svg.matches("<rect").count(), svg.matches("</rect>").count());
     }
 }

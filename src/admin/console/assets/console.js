@@ -20,7 +20,9 @@ document.addEventListener("DOMContentLoaded", () => {
   if (live) {
     const every = 5000;
     const refresh = async () => {
-      const busy = document.querySelector("input[name=id]:checked, input[data-select-all]:checked");
+      // Anything ticked (a device, "select all", "all matching") is the
+      // admin's work in progress: never replaced under them.
+      const busy = live.querySelector("input:checked");
       if (document.hidden || busy || live.contains(document.activeElement)) {
         return;
       }
