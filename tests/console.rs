@@ -56,6 +56,8 @@ impl Browser {
                 ],
             },
             "goog:loggingPrefs": { "browser": "ALL" },
+            // The HTTPS test's admin certificate is from the test's own CA.
+            "acceptInsecureCerts": true,
         });
         let caps = caps.as_object().unwrap().clone();
         let url = format!("http://127.0.0.1:{port}");
@@ -241,6 +243,7 @@ struct Setup {
     _backend: Backend,
     addr: SocketAddr,
     admin: SocketAddr,
+    config: std::path::PathBuf,
 }
 
 async fn setup() -> Setup {
@@ -256,7 +259,8 @@ async fn setup_with(adjust: impl FnOnce(&mut ConfigBuilder)) -> Setup {
     cb.extra_admin = format!("token_file = \"{}\"\n", tokens.display());
     cb.extra_top = registry_table(pki.dir.path(), "manual");
     adjust(&mut cb);
-    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let config = cb.write(pki.dir.path());
+    let gw = start_gateway(&config).await;
     let addr = gw.addr("agents").unwrap();
     let admin = gw.admin_addr().unwrap();
     Setup {
@@ -265,11 +269,16 @@ async fn setup_with(adjust: impl FnOnce(&mut ConfigBuilder)) -> Setup {
         _backend: backend,
         addr,
         admin,
+        config,
     }
 }
 
 async fn sign_in(b: &Browser, admin: SocketAddr, token: &str) {
-    b.client.goto(&format!("http://{admin}/")).await.unwrap();
+    sign_in_at(b, &format!("http://{admin}"), token).await;
+}
+
+async fn sign_in_at(b: &Browser, origin: &str, token: &str) {
+    b.client.goto(&format!("{origin}/")).await.unwrap();
     // Not signed in: the console sends the browser to the sign-in page.
     b.wait_path("/login").await;
     b.fill("#token", token).await;
@@ -936,4 +945,225 @@ async fn a_device_is_approved_with_the_keyboard_alone_and_pages_pass_axe() {
     assert!(bad.is_empty(), "accessibility violations: {bad:#?}");
     b.client.clone().close().await.unwrap();
     s.gw.shutdown().await;
+}
+
+/// `certgate devices ARGS --config CONFIG` (a copy that names the admin
+/// port the gateway bound): (success, stdout, stderr).
+fn devices_with_config(s: &Setup, args: &[&str]) -> (bool, String, String) {
+    let text = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"{}\"", s.admin),
+        1,
+    );
+    let config = s.pki.path("cli.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(certgate_bin())
+        .arg("devices")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `curl -si ARGS URL` (bounded): (exit code, what it printed).
+fn curl(args: &[&str], url: &str) -> (i32, String) {
+    require_tool("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-si", "--max-time", "10"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn write_pair(pki: &Pki, pair: &ServerPair) {
+    std::fs::write(pki.path("admin.pem"), &pair.cert_pem).unwrap();
+    std::fs::write(pki.path("admin.key"), &pair.key_pem).unwrap();
+}
+
+/// `[admin.tls]`: the console and API over HTTPS (curl with the CA, the CLI
+/// with --config, Chromium), session cookies `Secure`, plain HTTP on that
+/// port answered by nothing, and a renewed admin certificate served from
+/// the next connection on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_over_https_with_secure_cookies_and_a_renewed_certificate() {
+    let pki_for_pair = Pki::new();
+    let first = pki_for_pair.server_pair("admin-one");
+    let s = setup_with(|cb| {
+        let dir = cb.cert.parent().unwrap().to_path_buf();
+        std::fs::write(dir.join("admin.pem"), &first.cert_pem).unwrap();
+        std::fs::write(dir.join("admin.key"), &first.key_pem).unwrap();
+        cb.extra_admin.push_str(&format!(
+            "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.join("admin.pem").display(),
+            dir.join("admin.key").display()
+        ));
+    })
+    .await;
+    // The admin certificate is from another CA than the gateway's own
+    // server certificate: curl is told which.
+    let ca = pki_for_pair.server_ca.to_str().unwrap().to_string();
+    let origin = format!("https://localhost:{}", s.admin.port());
+
+    let (code, out) = curl(&["--cacert", &ca], &format!("{origin}/login"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("HTTP/2 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    assert!(out.contains("Sign in"), "{out}");
+    let (code, out) = curl(
+        &[
+            "--cacert",
+            &ca,
+            "--data-urlencode",
+            &format!("token={TOKEN}"),
+        ],
+        &format!("{origin}/login"),
+    );
+    assert_eq!(code, 0, "{out}");
+    let cookie = out
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no session cookie: {out}"));
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age="] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let (code, out) = curl(&[], &format!("http://127.0.0.1:{}/login", s.admin.port()));
+    assert_ne!(code, 0, "plain HTTP was answered: {out}");
+    assert!(!out.contains("Sign in"), "{out}");
+
+    // The CLI reads the config and speaks HTTPS, trusting that certificate.
+    let (ok, stdout, stderr) = devices_with_config(&s, &["list"]);
+    assert!(ok, "devices list over HTTPS: {stderr}");
+    assert!(!stdout.is_empty());
+
+    // In Chromium: sign in and see the overview, over HTTPS.
+    let b = Browser::start().await;
+    sign_in_at(&b, &origin, TOKEN).await;
+    b.wait_path("/").await;
+    b.wait_text("header .who", "alice").await;
+
+    // A renewed certificate (cert and key rewritten in place) is served
+    // from the next connection on; the signed-in browser stays signed in.
+    let second = pki_for_pair.server_pair("admin-two");
+    let since = Instant::now();
+    write_pair(&s.pki, &second);
+    let roots = {
+        let mut r = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject as _;
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&pki_for_pair.server_ca).unwrap()
+        {
+            r.add(c.unwrap()).unwrap();
+        }
+        r
+    };
+    let cfg = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let took = wait_for_cert(s.admin, cfg, &second.der, since, Duration::from_secs(10))
+        .await
+        .expect("the renewed admin certificate is served");
+    println!("renewed admin certificate served after {took:?}");
+    b.client.refresh().await.unwrap();
+    b.wait_text("header .who", "alice").await;
+    let (ok, _, stderr) = devices_with_config(&s, &["list"]);
+    assert!(ok, "devices list after the renewal: {stderr}");
+    b.client.clone().close().await.unwrap();
+    s.gw.shutdown().await;
+}
+
+/// `[admin.client_auth]`: the admin listener's handshake needs a
+/// certificate from the admin CA (none, or another CA's, is refused before
+/// any HTTP), the CLI presents one with --client-cert and --client-key and
+/// says so when it is missing; and the pair needs `[admin.tls]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_client_certificate_is_required_when_admin_client_auth_is_set() {
+    let mut s = setup_with(|cb| {
+        let dir = cb.cert.parent().unwrap().to_path_buf();
+        cb.extra_admin.push_str(&format!(
+            "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"\n[admin.client_auth]\nca = [\"{}\"]\n",
+            cb.cert.display(),
+            cb.key.display(),
+            dir.join("client-ca.pem").display(),
+        ));
+    })
+    .await;
+    let admin_cert = s.pki.client("alice-laptop", Kind::Good);
+    let stranger = s.pki.client("stranger", Kind::ForeignCa);
+    let ca = s.pki.server_ca.to_str().unwrap().to_string();
+    let url = format!("https://localhost:{}/healthz", s.admin.port());
+
+    let (code, out) = curl(&["--cacert", &ca], &url);
+    assert_ne!(code, 0, "no client certificate was admitted: {out}");
+    let (code, out) = curl(
+        &[
+            "--cacert",
+            &ca,
+            "--cert",
+            stranger.cert.to_str().unwrap(),
+            "--key",
+            stranger.key.to_str().unwrap(),
+        ],
+        &url,
+    );
+    assert_ne!(code, 0, "another CA's certificate was admitted: {out}");
+    let (code, out) = curl(
+        &[
+            "--cacert",
+            &ca,
+            "--cert",
+            admin_cert.cert.to_str().unwrap(),
+            "--key",
+            admin_cert.key.to_str().unwrap(),
+        ],
+        &url,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok"), "{out}");
+
+    let (ok, _, stderr) = devices_with_config(&s, &["list"]);
+    assert!(!ok);
+    assert!(stderr.contains("--client-cert"), "{stderr}");
+    let (ok, _, stderr) = devices_with_config(
+        &s,
+        &[
+            "list",
+            "--client-cert",
+            admin_cert.cert.to_str().unwrap(),
+            "--client-key",
+            admin_cert.key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    s.gw.shutdown().await;
+
+    // [admin.client_auth] without [admin.tls] is refused by check.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let start = text.find("[admin.tls]").unwrap();
+    let end = text.find("[admin.client_auth]").unwrap();
+    let broken = s.pki.path("no-tls.toml");
+    std::fs::write(&broken, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let err = certgate_fails("check", &broken);
+    assert!(
+        err.contains("admin.client_auth") && err.contains("[admin.tls]"),
+        "{err}"
+    );
 }

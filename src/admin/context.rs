@@ -28,6 +28,15 @@ pub(crate) struct AdminContext {
     pub view: Arc<ArcSwap<crate::control::View>>,
     /// Console sessions.
     pub sessions: Arc<super::sessions::Sessions>,
-    /// Whether the listener speaks TLS (session cookies are `Secure`).
-    pub tls: bool,
+}
+
+/// What a request's connection is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conn {
+    /// The address the client connected to: a Host naming it is this
+    /// listener, whatever the configured address (0.0.0.0, a socket from
+    /// systemd).
+    pub local: std::net::SocketAddr,
+    /// Whether it came over TLS (console cookies are then `Secure`).
+    pub secure: bool,
 }

@@ -146,6 +146,42 @@ pub(crate) enum Body {
 /// Checks one `/api/*` request (`Body::Json`) or console request
 /// (`Body::Form`). `has_body` says whether a body follows the head (any
 /// `Content-Length` but 0, chunked, or HTTP/2 data).
+/// [`check`] for a request about to be served, with the refusal counted
+/// (`certgate_admin_requests_refused_total`) and logged at most once a
+/// second; `what` names the surface ("admin", "console") in the log.
+pub(crate) fn screen<B>(
+    metrics: &crate::metrics::Metrics,
+    what: &str,
+    rules: &HostRules,
+    local: SocketAddr,
+    req: &http::Request<B>,
+    body: Body,
+) -> Result<(), Refused>
+where
+    B: hyper::body::Body,
+{
+    let has_body = !req.body().is_end_stream();
+    let r = check(
+        rules,
+        local,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        (body, has_body),
+    );
+    if let Err(refused) = &r {
+        let reason = refused.reason.as_str();
+        metrics.admin_refused(reason);
+        if crate::log_limit::ADMIN_REFUSAL_LOG.should_log() {
+            tracing::warn!(method = %req.method(), path = %req.uri().path(), reason,
+                "{what} request refused: {} (further refusals are counted in \
+                 certgate_admin_requests_refused_total, logged at most once a second)",
+                refused.message);
+        }
+    }
+    r
+}
+
 pub(crate) fn check(
     rules: &HostRules,
     local: SocketAddr,

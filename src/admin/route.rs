@@ -4,9 +4,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tracing::warn;
 
-use super::context::AdminContext;
+use super::context::{AdminContext, Conn};
 use super::devices::devices;
 use super::guard;
 use super::readiness::readiness;
@@ -16,7 +15,7 @@ use super::reply::{json, text};
 
 pub(super) async fn route(
     ctx: &AdminContext,
-    local: std::net::SocketAddr,
+    conn: Conn,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
@@ -48,29 +47,20 @@ pub(super) async fn route(
         _ => {}
     }
     if !path.starts_with("/api/") {
-        return super::console::handle(ctx, local, req).await;
+        return super::console::handle(ctx, conn, req).await;
     }
     let access = ctx.access.load();
-    let has_body = !hyper::body::Body::is_end_stream(req.body());
-    if let Err(refused) = guard::check(
+    if let Err(refused) = guard::screen(
+        &ctx.metrics,
+        "admin",
         &access.hosts,
-        local,
-        req.method(),
-        req.uri(),
-        req.headers(),
-        (guard::Body::Json, has_body),
+        conn.local,
+        &req,
+        guard::Body::Json,
     ) {
-        let reason = refused.reason.as_str();
-        ctx.metrics.admin_refused(reason);
-        if crate::log_limit::ADMIN_REFUSAL_LOG.should_log() {
-            warn!(method = %req.method(), path = %path, reason,
-                "admin request refused: {} (further refusals are counted in \
-                 certgate_admin_requests_refused_total, logged at most once a second)",
-                refused.message);
-        }
         return json(
             StatusCode::FORBIDDEN,
-            serde_json::json!({"error": refused.message, "reason": reason}),
+            serde_json::json!({"error": refused.message, "reason": refused.reason.as_str()}),
         );
     }
     let who = match access.tokens.authorize(req.headers()) {

@@ -2,8 +2,11 @@
 
 use http::{StatusCode, header};
 
+use std::sync::Arc;
+
 use crate::config::ConfigPath;
 use crate::error::ConfigError;
+use crate::tls::admin::AdminTls;
 
 use super::guard;
 
@@ -14,6 +17,9 @@ pub(crate) struct Access {
     pub tokens: Tokens,
     /// The names `Host` may carry.
     pub hosts: guard::HostRules,
+    /// `[admin.tls]`: the TLS each new admin connection is served with
+    /// (`None`: plain HTTP).
+    pub tls: Option<Arc<AdminTls>>,
 }
 
 /// The admin API's bearer tokens, from `[admin] token_file`: lines of

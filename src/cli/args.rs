@@ -56,6 +56,12 @@ pub(super) enum Command {
         /// Token file (name:token lines) instead of the one in --config.
         #[arg(long, global = true)]
         token_file: Option<PathBuf>,
+        /// Admin client certificate (PEM), when [admin.client_auth] asks for one.
+        #[arg(long, global = true, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, global = true, requires = "client_cert")]
+        client_key: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long, global = true)]
         json: bool,
@@ -204,6 +210,12 @@ pub(crate) struct ApiArgs {
     /// Token file instead of the one in --config.
     #[arg(long)]
     pub(crate) token_file: Option<PathBuf>,
+    /// Admin client certificate (PEM), when [admin.client_auth] asks for one.
+    #[arg(long, requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,

@@ -73,13 +73,10 @@ pub(super) fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyh
 }
 
 pub(super) fn run_devices(
-    config: Option<PathBuf>,
-    admin: Option<SocketAddr>,
-    token_file: Option<PathBuf>,
+    target: &devices::Target,
     json: bool,
     action: DevicesCommand,
 ) -> anyhow::Result<()> {
-    let target = target(config, admin, token_file)?;
     let action = match action {
         DevicesCommand::List {
             status,
@@ -106,7 +103,7 @@ pub(super) fn run_devices(
         DevicesCommand::Import { file } => devices::Action::Import(file),
         DevicesCommand::Export => devices::Action::Export,
     };
-    current_thread()?.block_on(devices::run(&target, action, json))
+    current_thread()?.block_on(devices::run(target, action, json))
 }
 
 pub(super) fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -116,18 +113,22 @@ pub(super) fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The admin API to talk to: from --config, or --admin (default
-/// 127.0.0.1:9900), with --token-file overriding the config's token.
+/// The admin API to talk to: from --config (HTTPS when it has
+/// [admin.tls]), or --admin (default 127.0.0.1:9900, plain HTTP), with
+/// --token-file overriding the config's token and an admin client
+/// certificate when given.
 pub(super) fn target(
     config: Option<PathBuf>,
     admin: Option<SocketAddr>,
     token_file: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<devices::Target> {
     let mut target = match (&config, admin) {
-        (Some(c), None) => devices::Target::from_config(c)?,
+        (Some(c), None) => devices::Target::from_config(c, client.as_ref())?,
         (None, a) => devices::Target {
             addr: a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900))),
             token: None,
+            tls: None,
         },
         (Some(_), Some(_)) => anyhow::bail!("give --config or --admin, not both"),
     };
@@ -135,4 +136,14 @@ pub(super) fn target(
         target.token = Some(devices::first_token(&t)?);
     }
     Ok(target)
+}
+
+/// [`target`] for the report commands' arguments.
+pub(super) fn api_target(api: &crate::cli::args::ApiArgs) -> anyhow::Result<devices::Target> {
+    target(
+        api.config.clone(),
+        api.admin,
+        api.token_file.clone(),
+        api.client_cert.clone().zip(api.client_key.clone()),
+    )
 }

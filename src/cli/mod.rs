@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use args::{Cli, Command};
-use commands::{check, current_thread, run, run_devices, target};
+use commands::{api_target, check, current_thread, run, run_devices, target};
 use demo::run_demo;
 
 /// Writes generated text to stdout (a closed pipe ends quietly).
@@ -53,14 +53,17 @@ pub fn main() -> ExitCode {
             config,
             admin,
             token_file,
+            client_cert,
+            client_key,
             json,
             action,
-        } => run_devices(config, admin, token_file, json, action),
+        } => target(config, admin, token_file, client_cert.zip(client_key))
+            .and_then(|t| run_devices(&t, json, action)),
         Command::Readiness {
             listener,
             window,
             api,
-        } => target(api.config, api.admin, api.token_file).and_then(|t| {
+        } => api_target(&api).and_then(|t| {
             current_thread()?.block_on(devices::readiness(
                 &t,
                 listener.as_deref(),
@@ -68,7 +71,7 @@ pub fn main() -> ExitCode {
                 api.json,
             ))
         }),
-        Command::Revocation { api } => target(api.config, api.admin, api.token_file)
+        Command::Revocation { api } => api_target(&api)
             .and_then(|t| current_thread()?.block_on(devices::revocation(&t, api.json))),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

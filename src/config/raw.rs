@@ -33,6 +33,24 @@ pub(super) struct RawAdmin {
     pub(super) token_file: Option<String>,
     #[serde(default)]
     pub(super) allowed_hosts: Vec<String>,
+    pub(super) tls: Option<RawAdminTls>,
+    pub(super) client_auth: Option<RawAdminClientAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdminTls {
+    pub(super) cert: String,
+    pub(super) key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdminClientAuth {
+    #[serde(default)]
+    pub(super) ca: Vec<String>,
+    #[serde(default)]
+    pub(super) crl: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,10 +256,12 @@ mod tests {
     #[test]
     fn the_annotated_example_lists_every_key() {
         let example = example_keys();
-        let schema: [(&str, BTreeSet<&'static str>); 10] = [
+        let schema: [(&str, BTreeSet<&'static str>); 12] = [
             ("", fields::<RawConfig>()),
             ("log", fields::<RawLog>()),
             ("admin", fields::<RawAdmin>()),
+            ("admin.tls", fields::<RawAdminTls>()),
+            ("admin.client_auth", fields::<RawAdminClientAuth>()),
             ("registry", fields::<RawRegistry>()),
             ("listener", fields::<RawListener>()),
             ("listener.tls", fields::<RawTls>()),

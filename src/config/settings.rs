@@ -78,6 +78,30 @@ pub struct AdminSettings {
     /// the loopback names: what admins type to reach it through a DNS name
     /// or a reverse proxy.
     pub allowed_hosts: Vec<String>,
+    /// `[admin.tls]`: serve the admin listener (API and console) over
+    /// HTTPS with this certificate; reloaded like the listeners'.
+    pub tls: Option<AdminTlsSettings>,
+    /// `[admin.client_auth]`: require a client certificate from these CAs
+    /// in the admin listener's TLS handshake (needs `tls`).
+    pub client_auth: Option<AdminClientAuth>,
+}
+
+/// `[admin.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminTlsSettings {
+    /// PEM chain, leaf first.
+    pub cert: ConfigPath,
+    /// Its PEM private key.
+    pub key: ConfigPath,
+}
+
+/// `[admin.client_auth]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminClientAuth {
+    /// PEM files of the CAs whose certificates admins present.
+    pub ca: Vec<ConfigPath>,
+    /// DER or PEM CRLs of those CAs (optional).
+    pub crl: Vec<ConfigPath>,
 }
 
 /// How a first-seen device with a valid certificate is treated.
@@ -467,8 +491,15 @@ impl Settings {
             out.extend(tls.client_auth.ca.iter().map(|p| p.resolved.clone()));
             out.extend(tls.client_auth.crl.iter().map(|p| p.resolved.clone()));
         }
-        if let Some(t) = self.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-            out.push(t.resolved.clone());
+        if let Some(a) = &self.admin {
+            out.extend(a.token_file.iter().map(|t| t.resolved.clone()));
+            if let Some(t) = &a.tls {
+                out.push(t.cert.resolved.clone());
+                out.push(t.key.resolved.clone());
+            }
+            if let Some(c) = &a.client_auth {
+                out.extend(c.ca.iter().chain(&c.crl).map(|p| p.resolved.clone()));
+            }
         }
         out.dedup();
         out

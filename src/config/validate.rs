@@ -12,9 +12,9 @@ use super::raw::{RawAdmin, RawConfig, RawLog, RawRegistry};
 use super::upstream::validate_upstream;
 use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
 use super::{
-    AUDIT_LOG_NAME, AccessTarget, AdminSettings, Approval, ConfigPath, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat, LogSettings, RegistrySettings,
-    RenewalIdentity, UpstreamSettings, defaults::CRL_CACHE_NAME,
+    AUDIT_LOG_NAME, AccessTarget, AdminClientAuth, AdminSettings, AdminTlsSettings, Approval,
+    ConfigPath, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat,
+    LogSettings, RegistrySettings, RenewalIdentity, UpstreamSettings, defaults::CRL_CACHE_NAME,
 };
 
 /// Validates every section of `raw`, one function per section; every
@@ -196,10 +196,36 @@ fn admin_section(a: RawAdmin, base: &Path, errors: &mut Vec<ConfigError>) -> Opt
                     Err(m) => errors.push(invalid(format!("admin.allowed_hosts[{i}]"), m)),
                 }
             }
+            let tls = a.tls.map(|t| AdminTlsSettings {
+                cert: resolve(base, t.cert),
+                key: resolve(base, t.key),
+            });
+            let client_auth = a.client_auth.map(|c| AdminClientAuth {
+                ca: c.ca.into_iter().map(|p| resolve(base, p)).collect(),
+                crl: c.crl.into_iter().map(|p| resolve(base, p)).collect(),
+            });
+            if let Some(c) = &client_auth {
+                if tls.is_none() {
+                    errors.push(invalid(
+                        "admin.client_auth",
+                        "a client certificate is asked for in a TLS handshake: add [admin.tls] \
+                         (cert, key), or remove [admin.client_auth]",
+                    ));
+                }
+                if c.ca.is_empty() {
+                    errors.push(invalid(
+                        "admin.client_auth.ca",
+                        "name the PEM file(s) of the CA that issues the admins' certificates \
+                         (ca = [\"admin-ca.pem\"])",
+                    ));
+                }
+            }
             Some(AdminSettings {
                 listen,
                 token_file,
                 allowed_hosts,
+                tls,
+                client_auth,
             })
         }
         Err(m) => {

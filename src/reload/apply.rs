@@ -21,7 +21,7 @@ use super::bind::{Inherited, take_or_bind};
 use super::build::{Built, BuiltListener};
 use super::changes::{describe_change, describe_stop};
 use super::controller::{Controller, Running, RunningAdmin};
-use super::expiry::{expiries, warn_expiring};
+use super::expiry::{admin_expiries, expiries, warn_expiring};
 use super::plan::{AdminSocket, Plan, Slot, Socket, plan};
 
 /// Whether `apply` starts the gateway or replaces running state.
@@ -82,7 +82,7 @@ impl Controller {
         // has not been configured yet.
         let mut report = ReloadReport::default();
         self.access.store(Arc::new(built.access));
-        let expiry = self.commit_listeners(
+        let mut expiry = self.commit_listeners(
             &settings,
             &plan,
             bound.listeners,
@@ -91,6 +91,9 @@ impl Controller {
             &mut report,
         );
         self.commit_admin(&settings, plan.admin, bound.admin, &mut report);
+        if let Some(t) = &self.access.load().tls {
+            expiry.extend(admin_expiries(t));
+        }
         self.report_upstreams(&settings, phase, &mut report);
         if phase == Phase::Reload {
             crate::registry::warn_if_changed(
@@ -245,7 +248,6 @@ impl Controller {
                 access: self.access.clone(),
                 view: self.view.clone(),
                 sessions: self.console_sessions.clone(),
-                tls: false,
             },
             stop_rx,
         ));

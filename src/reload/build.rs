@@ -15,7 +15,7 @@ use crate::proxy::upstream::Upstream;
 use crate::registry::Registry;
 use crate::tls::ListenerTls;
 
-use super::expiry::{expiries, expiry_warning};
+use super::expiry::{admin_expiries, expiries, expiry_warning};
 
 /// The listener and upstream state built from one [`Settings`], nothing
 /// bound yet.
@@ -72,6 +72,18 @@ impl Built {
                 },
             }
         }
+        let admin_tls = match settings
+            .admin
+            .as_ref()
+            .map(crate::tls::admin::AdminTls::build)
+        {
+            Some(Ok(t)) => t.map(Arc::new),
+            Some(Err(e)) => {
+                errors.extend(e.into_list());
+                None
+            }
+            None => None,
+        };
         let tokens = match settings.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
             Some(path) => match admin::Tokens::load(path) {
                 Ok(t) => t,
@@ -157,6 +169,7 @@ impl Built {
                             .map(|a| a.allowed_hosts.clone())
                             .unwrap_or_default(),
                     },
+                    tls: admin_tls,
                 },
             }),
         }
@@ -175,6 +188,13 @@ impl Built {
             .filter_map(|c| {
                 expiry_warning(&c, now).map(|w| format!("listener \"{}\": {w}", c.listener))
             });
+        let admin = self
+            .access
+            .tls
+            .iter()
+            .flat_map(|t| admin_expiries(t))
+            .filter_map(|c| expiry_warning(&c, now).map(|w| format!("[admin.tls]: {w}")));
+        let expiring = expiring.chain(admin);
         let key_types = self.listeners.iter().flat_map(|l| {
             l.tls
                 .iter()

@@ -25,6 +25,20 @@ pub(super) fn expiries(listener: &str, tls: &ListenerTls) -> Vec<CertExpiry> {
         .collect()
 }
 
+/// The expiry rows of the admin listener's TLS (listener `admin`): its
+/// certificate and the CAs of admin certificates.
+pub(super) fn admin_expiries(tls: &crate::tls::admin::AdminTls) -> Vec<CertExpiry> {
+    std::iter::once((&tls.served, "server"))
+        .chain(tls.trusted.iter().map(|c| (c, "client_ca")))
+        .map(|(c, role)| CertExpiry {
+            listener: "admin".to_string(),
+            role,
+            subject: c.subject.clone(),
+            not_after: c.not_after,
+        })
+        .collect()
+}
+
 /// The warning about a certificate that has expired or expires within
 /// [`EXPIRY_WARNING_DAYS`], if it does: what `run` logs and `check` prints.
 pub(super) fn expiry_warning(c: &CertExpiry, now: i64) -> Option<String> {

@@ -94,8 +94,24 @@ pub(super) fn load_certified_key(
     key_path: &ConfigPath,
     provider: &CryptoProvider,
 ) -> Result<LoadedKey, ConfigError> {
-    let cert_ctx = format!("listener \"{listener}\": tls.certificate[{index}].cert");
-    let key_ctx = format!("listener \"{listener}\": tls.certificate[{index}].key");
+    load_key_pair(
+        format!("listener \"{listener}\": tls.certificate[{index}].cert"),
+        format!("listener \"{listener}\": tls.certificate[{index}].key"),
+        cert_path,
+        key_path,
+        provider,
+    )
+}
+
+/// Loads a cert/key pair named by the config keys `cert_ctx` and
+/// `key_ctx`, and checks that they belong together and are valid now.
+pub(super) fn load_key_pair(
+    cert_ctx: String,
+    key_ctx: String,
+    cert_path: &ConfigPath,
+    key_path: &ConfigPath,
+    provider: &CryptoProvider,
+) -> Result<LoadedKey, ConfigError> {
     let chain = read_pem_certs(&cert_ctx, cert_path);
     let key = read_file(&key_ctx, key_path).and_then(|bytes| {
         PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {

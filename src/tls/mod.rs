@@ -18,6 +18,7 @@
 //! - [`note`], [`failure`]: what a handshake tells its connection task.
 //! - [`state`]: one listener's TLS state, built whole.
 
+pub(crate) mod admin;
 mod alert;
 mod chain_cache;
 mod delegate;

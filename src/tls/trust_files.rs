@@ -23,7 +23,6 @@ use crate::revocation::{self, Cache, Crl, Inputs, Loaded, Revocation, Revocation
 use super::digest::finish;
 use super::files::{file_error, read_crls, read_pem_certs};
 use super::{CertSummary, rfc4514_subject, trust};
-use crate::identity::sha256_hex;
 
 /// The client CA and CRL files of a listener, read once per (re)load.
 pub(super) struct TrustFiles {
@@ -235,13 +234,7 @@ impl TrustFiles {
                 // A CA issued by another configured CA is not an anchor: it
                 // is validated and revocation-checked as part of the path.
                 if !anchors.contains(c) {
-                    if let Ok((_, x509)) = X509Certificate::from_der(c) {
-                        trusted.push(CertSummary {
-                            fingerprint: sha256_hex(c),
-                            subject: rfc4514_subject(&x509),
-                            not_after: x509.validity().not_after.timestamp(),
-                        });
-                    }
+                    trusted.extend(CertSummary::from_der(c));
                     continue;
                 }
                 if let Err(e) = roots.add(c.clone()) {
@@ -250,12 +243,8 @@ impl TrustFiles {
                         path,
                         format!("certificate #{} is not usable as a CA ({e})", j + 1),
                     ));
-                } else if let Ok((_, x509)) = X509Certificate::from_der(c) {
-                    trusted.push(CertSummary {
-                        fingerprint: sha256_hex(c),
-                        subject: rfc4514_subject(&x509),
-                        not_after: x509.validity().not_after.timestamp(),
-                    });
+                } else {
+                    trusted.extend(CertSummary::from_der(c));
                 }
             }
         }

@@ -57,6 +57,7 @@ pub(super) fn form(caller: Option<&Caller>, failed: Option<&str>) -> Response<Fu
 pub(super) async fn sign_in(
     ctx: &AdminContext,
     tokens: &Tokens,
+    secure: bool,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if tokens.is_empty() {
@@ -84,7 +85,7 @@ pub(super) async fn sign_in(
     };
     info!(who = %who, "console: signed in");
     let mut r = see_other("/");
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, ctx.tls)) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, secure)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -98,12 +99,16 @@ fn form_page_refused() -> Response<Full<Bytes>> {
 }
 
 /// `POST /logout`.
-pub(super) fn sign_out(ctx: &AdminContext, cookie: Option<&str>) -> Response<Full<Bytes>> {
+pub(super) fn sign_out(
+    ctx: &AdminContext,
+    secure: bool,
+    cookie: Option<&str>,
+) -> Response<Full<Bytes>> {
     if let Some(id) = cookie {
         ctx.sessions.close(id);
     }
     let mut r = see_other("/login");
-    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(ctx.tls)) {
+    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(secure)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

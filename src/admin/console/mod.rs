@@ -38,15 +38,12 @@ mod login;
 mod overview;
 mod readiness;
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tracing::warn;
 
-use super::context::AdminContext;
+use super::context::{AdminContext, Conn};
 use super::guard;
 use super::sessions::{self as session, Caller};
 use layout::error_page;
@@ -72,27 +69,18 @@ fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>
 /// `/healthz` and `/readyz`).
 pub(super) async fn handle(
     ctx: &AdminContext,
-    local: SocketAddr,
+    conn: Conn,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let access = ctx.access.load_full();
-    let has_body = !hyper::body::Body::is_end_stream(req.body());
-    if let Err(refused) = guard::check(
+    if let Err(refused) = guard::screen(
+        &ctx.metrics,
+        "console",
         &access.hosts,
-        local,
-        req.method(),
-        req.uri(),
-        req.headers(),
-        (guard::Body::Form, has_body),
+        conn.local,
+        &req,
+        guard::Body::Form,
     ) {
-        let reason = refused.reason.as_str();
-        ctx.metrics.admin_refused(reason);
-        if crate::log_limit::ADMIN_REFUSAL_LOG.should_log() {
-            warn!(method = %req.method(), path = %req.uri().path(), reason,
-                "console request refused: {} (further refusals are counted in \
-                 certgate_admin_requests_refused_total, logged at most once a second)",
-                refused.message);
-        }
         return error_page(StatusCode::FORBIDDEN, "Refused", &refused.message, None);
     }
     let path = req.uri().path().to_string();
@@ -118,7 +106,9 @@ pub(super) async fn handle(
     };
     match (&method, path.as_str()) {
         (&Method::GET, "/login") => return login::form(caller.as_ref(), None),
-        (&Method::POST, "/login") => return login::sign_in(ctx, &access.tokens, req).await,
+        (&Method::POST, "/login") => {
+            return login::sign_in(ctx, &access.tokens, conn.secure, req).await;
+        }
         _ => {}
     }
     let Some(caller) = caller else {
@@ -148,7 +138,7 @@ pub(super) async fn handle(
             );
         }
         return match path.as_str() {
-            "/logout" => login::sign_out(ctx, cookie.as_deref()),
+            "/logout" => login::sign_out(ctx, conn.secure, cookie.as_deref()),
             "/devices/confirm" => devices::confirm(ctx, &caller, &form).await,
             "/devices/apply" => devices::apply(ctx, &caller, &form).await,
             p => match p

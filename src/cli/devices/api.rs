@@ -36,8 +36,26 @@ pub(super) async fn call(
             target.addr, target.addr
         )
     })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
+    let mut sender = match &target.tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::from(target.addr.ip());
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .with_context(|| {
+                    format!("TLS to the certgate admin API at {} failed", target.addr)
+                })?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(path)
