@@ -323,6 +323,7 @@ async fn an_admin_signs_in_and_approves_the_pending_device_by_clicking() {
     b.click("button[type=submit]").await;
     b.wait_path("/").await;
     b.wait_text("header .who", "alice").await;
+    screenshot(&b, "overview").await;
 
     b.click("a[href='/devices?status=pending']").await;
     let row = b.wait_text("#devices tbody tr", "console-device").await;

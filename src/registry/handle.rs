@@ -275,6 +275,18 @@ impl Registry {
         rx.await.map_err(|_| RegistryError::Closed)?
     }
 
+    /// The devices these ids or fingerprints name, in one call (unknown
+    /// ones left out, each device once).
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Device>, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::GetMany { keys, reply })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        rx.await.map_err(|_| RegistryError::Closed)
+    }
+
     /// A page of devices.
     pub async fn list(&self, query: Query) -> Result<Page, RegistryError> {
         let (reply, rx) = oneshot::channel();

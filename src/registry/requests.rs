@@ -157,6 +157,10 @@ pub(super) enum Command {
         fingerprint: String,
         reply: oneshot::Sender<Result<Option<Device>, RegistryError>>,
     },
+    GetMany {
+        keys: Vec<String>,
+        reply: oneshot::Sender<Vec<Device>>,
+    },
     Import {
         devices: Vec<Device>,
         who: String,

@@ -401,6 +401,16 @@ impl Writer {
                     .map(|id| id.and_then(|id| self.records.get(&id).cloned()));
                 let _ = reply.send(d);
             }
+            Command::GetMany { keys, reply } => {
+                let mut seen = HashSet::new();
+                let found = keys
+                    .iter()
+                    .filter_map(|k| self.resolve(k).ok().flatten())
+                    .filter(|id| seen.insert(id.clone()))
+                    .filter_map(|id| self.records.get(&id).cloned())
+                    .collect();
+                let _ = reply.send(found);
+            }
             Command::List { query, reply } => {
                 let _ = reply.send(self.page(&query));
             }
@@ -770,15 +780,19 @@ impl Writer {
         let now = crate::clock::now_unix();
         let text = q.text.as_ref().map(|t| t.to_ascii_lowercase());
         let first_seen = |d: &Device| d.certificates.iter().filter_map(|c| c.first_seen).min();
+        // Ids and fingerprints are lowercase hex: only a hex query can
+        // match them. Nothing is allocated per device (a search scans all
+        // of them).
+        let hex = text
+            .as_deref()
+            .is_some_and(|t| t.bytes().all(|b| b.is_ascii_hexdigit()));
         let matches_text = |d: &Device, t: &str| {
-            d.id.contains(t)
-                || d.label
-                    .as_ref()
-                    .is_some_and(|l| l.to_ascii_lowercase().contains(t))
+            (hex && d.id.contains(t))
+                || d.label.as_ref().is_some_and(|l| contains_ci(l, t))
                 || d.certificates.iter().any(|c| {
-                    c.fingerprint.contains(t)
-                        || c.subject.to_ascii_lowercase().contains(t)
-                        || c.sans.iter().any(|s| s.to_ascii_lowercase().contains(t))
+                    (hex && c.fingerprint.contains(t))
+                        || contains_ci(&c.subject, t)
+                        || c.sans.iter().any(|s| contains_ci(s, t))
                         || c.last_peer.as_ref().is_some_and(|p| p.contains(t))
                 })
         };
@@ -831,6 +845,22 @@ impl Writer {
     }
 }
 
+/// Whether `hay` contains `needle` (lowercase) in any ASCII case.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let upper = first.to_ascii_uppercase();
+    (0..=hay.len() - needle.len()).any(|i| {
+        (hay[i] == first || hay[i] == upper)
+            && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
+    })
+}
+
 /// Runs store I/O off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -841,4 +871,18 @@ async fn blocking<T: Send + 'static>(
             message: format!("writer task failed: {e}"),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_ci;
+
+    #[test]
+    fn search_text_matches_in_any_ascii_case() {
+        assert!(contains_ci("CN=Agent-042,O=Fleet", "agent-04"));
+        assert!(contains_ci("CN=Agent-042,O=Fleet", "o=fleet"));
+        assert!(contains_ci("x", ""));
+        assert!(!contains_ci("CN=Agent", "agent-0"));
+        assert!(!contains_ci("ab", "abc"));
+    }
 }

@@ -284,13 +284,9 @@ async fn selected(reg: &Registry, form: &Form) -> Result<Vec<DeviceView>, String
         out.truncate(MAX_BULK);
         return Ok(out);
     }
-    let mut out = Vec::new();
-    for id in form.all("id").take(MAX_BULK) {
-        if let Some(d) = reg.get(id).await.map_err(|e| e.to_string())? {
-            out.push(d.view());
-        }
-    }
-    Ok(out)
+    let ids = form.all("id").take(MAX_BULK).map(str::to_string).collect();
+    let found = reg.get_many(ids).await.map_err(|e| e.to_string())?;
+    Ok(found.iter().map(|d| d.view()).collect())
 }
 
 /// `POST /devices/confirm`: what the action would do, and a button that

@@ -88,7 +88,7 @@ pub(super) async fn page(ctx: &AdminContext, caller: &Caller) -> Response<Full<B
     };
     let body = html! {
         div.cards {
-            section.card aria-labelledby="h-listeners" {
+            section.card.wide aria-labelledby="h-listeners" {
                 h2 #h-listeners { "Listeners" }
                 table {
                     thead { tr { th scope="col" { "Name" } th scope="col" { "Address" } th scope="col" { "Client certificates" } } }
