@@ -6,14 +6,15 @@
 # 10,000-connection test; cargo-deb, adduser, systemd-analyze, setpriv, ip
 # and runuser for the package test, which installs the .deb as root;
 # Debian's Chromium and chromedriver for the console's browser tests, and
-# axe-core from npm to check their pages' accessibility),
+# axe-core from npm to check their pages' accessibility; HAProxy as the L4
+# balancer in front of a PROXY-protocol listener),
 # then checks formatting, lints, the API docs and known advisories, and runs
 # the whole suite once, in the dev profile, with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount systemd-analyze:systemd setpriv:util-linux runuser:util-linux ip:iproute2 adduser:adduser dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver; do
+for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount systemd-analyze:systemd setpriv:util-linux runuser:util-linux ip:iproute2 adduser:adduser dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver haproxy:haproxy; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1114,29 +1114,22 @@ async fn an_admin_client_certificate_is_required_when_admin_client_auth_is_set()
 
     let (code, out) = curl(&["--cacert", &ca], &url);
     assert_ne!(code, 0, "no client certificate was admitted: {out}");
-    let (code, out) = curl(
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            stranger.cert.to_str().unwrap(),
-            "--key",
-            stranger.key.to_str().unwrap(),
-        ],
-        &url,
-    );
+    let with = |c: &ClientCert| {
+        curl(
+            &[
+                "--cacert",
+                &ca,
+                "--cert",
+                c.cert.to_str().unwrap(),
+                "--key",
+                c.key.to_str().unwrap(),
+            ],
+            &url,
+        )
+    };
+    let (code, out) = with(&stranger);
     assert_ne!(code, 0, "another CA's certificate was admitted: {out}");
-    let (code, out) = curl(
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            admin_cert.cert.to_str().unwrap(),
-            "--key",
-            admin_cert.key.to_str().unwrap(),
-        ],
-        &url,
-    );
+    let (code, out) = with(&admin_cert);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok"), "{out}");
 

@@ -17,7 +17,8 @@ use super::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_URI_BYTES,
     DEFAULT_REQUEST_HEADER_TIMEOUT, DEFAULT_SESSION_CACHE, ListenerLimits, ListenerSettings,
-    OcspMode, RenewalIdentity, RenewalSettings, TlsSettings, TlsVersion,
+    OcspMode, ProxySettings, ProxyVersion, RenewalIdentity, RenewalSettings, TlsSettings,
+    TlsVersion,
 };
 
 pub(super) fn listener_limits(
@@ -405,6 +406,12 @@ pub(super) fn validate_listener(
     let (Some(listen), Some(tls)) = (listen, tls) else {
         return None;
     };
+    let proxy = proxy_settings(
+        l.proxy_protocol.as_deref(),
+        l.proxy_from.as_deref(),
+        &ctx,
+        errors,
+    );
     Some(ListenerSettings {
         name: l.name,
         listen,
@@ -412,6 +419,64 @@ pub(super) fn validate_listener(
         tls,
         allow_from,
         limits,
+        proxy,
+    })
+}
+
+/// `proxy_protocol` and `proxy_from`: both or neither, so a listener never
+/// trusts a header from anyone, nor takes a balancer's address for every
+/// client.
+fn proxy_settings(
+    version: Option<&str>,
+    from: Option<&[String]>,
+    ctx: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ProxySettings> {
+    let Some(version) = version else {
+        if from.is_some() {
+            errors.push(invalid(
+                format!("{ctx}: proxy_from"),
+                "proxy_from names the balancers that send a PROXY header: set \
+                 proxy_protocol = \"v2\" (or \"v1\") too, or remove proxy_from",
+            ));
+        }
+        return None;
+    };
+    let version = match version {
+        "v2" => ProxyVersion::V2,
+        "v1" => ProxyVersion::V1,
+        other => {
+            errors.push(invalid(
+                format!("{ctx}: proxy_protocol"),
+                format!(
+                    "\"{other}\" is not a PROXY protocol version; use \"v2\" (HAProxy send-proxy-v2) \
+                     or \"v1\" (send-proxy)"
+                ),
+            ));
+            return None;
+        }
+    };
+    let mut nets = Vec::new();
+    for (j, c) in from.unwrap_or_default().iter().enumerate() {
+        match parse_cidr(c) {
+            Some(n) => nets.push(n),
+            None => errors.push(invalid(
+                format!("{ctx}: proxy_from[{j}]"),
+                format!("\"{c}\" is not an address or CIDR block (e.g. \"10.0.0.5/32\")"),
+            )),
+        }
+    }
+    if from.is_none_or(<[String]>::is_empty) {
+        errors.push(invalid(
+            format!("{ctx}: proxy_from"),
+            "with proxy_protocol, list the balancers' addresses (proxy_from = [\"10.0.0.5\"]): \
+             only they may send a PROXY header, and every other connection is closed",
+        ));
+        return None;
+    }
+    Some(ProxySettings {
+        version,
+        from: nets,
     })
 }
 

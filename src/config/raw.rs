@@ -81,6 +81,8 @@ pub(super) struct RawListener {
     pub(super) tls: Option<RawTls>,
     pub(super) client_auth: Option<RawClientAuth>,
     pub(super) allow_from: Option<Vec<String>>,
+    pub(super) proxy_protocol: Option<String>,
+    pub(super) proxy_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -167,6 +167,28 @@ pub struct ListenerSettings {
     pub allow_from: Vec<ipnet::IpNet>,
     /// Timeouts and size limits.
     pub limits: ListenerLimits,
+    /// `proxy_protocol` and `proxy_from`: behind an L4 balancer, the
+    /// client address comes from a PROXY header sent by these addresses.
+    pub proxy: Option<ProxySettings>,
+}
+
+/// The PROXY protocol a listener expects from its balancers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// Which header.
+    pub version: ProxyVersion,
+    /// The balancers' addresses: only they may connect, and each of their
+    /// connections must start with a valid header.
+    pub from: Vec<ipnet::IpNet>,
+}
+
+/// PROXY protocol version (HAProxy's `send-proxy` / `send-proxy-v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// Per-listener timeouts and limits; every one has a safe default.

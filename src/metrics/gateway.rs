@@ -273,7 +273,7 @@ impl Metrics {
             conn_refused: add(
                 &mut registry,
                 "connections_refused",
-                "Connections closed at accept, before TLS, by reason (per_source_limit, handshake_rate)",
+                "Connections closed at accept, before TLS, by reason (per_source_limit, handshake_rate, proxy_from, proxy_header)",
             ),
             timed_out: add(
                 &mut registry,

@@ -1,14 +1,19 @@
-//! The accept loop: connection cap, per-source limits and handshake rate
-//! (`source_limits`), before any TLS work.
+//! The accept loop: connection cap, the balancer's PROXY header
+//! (`proxy_header`, read in the connection's task), per-source limits and
+//! handshake rate (`source_limits`) on the client's address, before any
+//! TLS work.
 
 use super::ListenerShared;
 use super::handshake::connection;
 use super::lifeline::Lifeline;
 use super::plain::plain;
-use super::source_limits::{HandshakeRates, SourceCounts};
+use super::proxy_header;
+use super::source_limits::{HandshakeRates, SourceCounts, SourceSlot};
+use super::state::ListenerState;
 use crate::log_limit::LogLimit;
 use crate::shutdown::stopped;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -23,8 +28,10 @@ pub(crate) async fn serve(
     drain: mpsc::Sender<()>,
 ) {
     let sources = Arc::new(SourceCounts::default());
-    let mut rates = HandshakeRates::default();
-    let refusal_log = LogLimit::default();
+    // Shared with the tasks of proxied connections, which learn their
+    // client's address only from its header.
+    let rates = Arc::new(Mutex::new(HandshakeRates::default()));
+    let refusal_log = Arc::new(LogLimit::default());
     let full_log = LogLimit::default();
     let mut cap = shared.current().limits.max_connections;
     let mut slots = Arc::new(Semaphore::new(cap));
@@ -74,26 +81,38 @@ pub(crate) async fn serve(
         };
         let state = shared.current();
         state.metrics.accepted.inc();
-        if !rates.admit(peer.ip(), state.limits.handshake_rate_per_source) {
-            state.metrics.connection_refused("handshake_rate");
+        if let Some(proxy) = &state.proxy
+            && !proxy
+                .from
+                .iter()
+                .any(|n| n.contains(&peer.ip().to_canonical()))
+        {
+            state.metrics.connection_refused("proxy_from");
             if refusal_log.should_log() {
-                info!(listener = %state.name, %peer, rate = state.limits.handshake_rate_per_source,
-                    "too many new connections per second from this source (handshake_rate_per_source); \
-                     closed before TLS (further refusals are counted in certgate_connections_refused_total, \
-                     logged at most once a second)");
+                info!(listener = %state.name, %peer,
+                    "connection from an address not in proxy_from (this listener takes connections \
+                     only from its balancers); closed before TLS (further refusals are counted in \
+                     certgate_connections_refused_total, logged at most once a second)");
             }
             drop(tcp);
             continue;
         }
-        let Some(slot) = sources.admit(peer.ip(), state.limits.max_connections_per_source) else {
-            state.metrics.connection_refused("per_source_limit");
-            if refusal_log.should_log() {
-                info!(listener = %state.name, %peer, limit = state.limits.max_connections_per_source,
-                    "too many connections from this source (max_connections_per_source); closed before TLS \
-                     (further refusals are counted in certgate_connections_refused_total, logged at most once a second)");
+        let limits = Limits {
+            rates: rates.clone(),
+            sources: sources.clone(),
+            log: refusal_log.clone(),
+        };
+        let proxied = state.proxy.is_some();
+        let admitted = if proxied {
+            None
+        } else {
+            match limits.admit(&state, peer) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(tcp);
+                    continue;
+                }
             }
-            drop(tcp);
-            continue;
         };
         let shared = shared.clone();
         let lifeline = Lifeline {
@@ -101,6 +120,51 @@ pub(crate) async fn serve(
             drain: drain.clone(),
         };
         tokio::spawn(async move {
+            let mut tcp = tcp;
+            let (peer, slot) = match (admitted, &state.proxy) {
+                (Some(slot), _) => (peer, slot),
+                (None, Some(proxy)) => {
+                    let client = match proxy_header::read(
+                        &mut tcp,
+                        proxy.version,
+                        state.limits.handshake_timeout,
+                    )
+                    .await
+                    {
+                        Ok(Some(client)) => client,
+                        // The balancer's own connection: a health check
+                        // closes without a byte; anything else is served
+                        // under the balancer's address.
+                        Ok(None) => {
+                            if !proxy_header::sends_data(&tcp, state.limits.handshake_timeout).await
+                            {
+                                drop(permit);
+                                return;
+                            }
+                            peer
+                        }
+                        Err(e) => {
+                            state.metrics.connection_refused("proxy_header");
+                            if limits.log.should_log() {
+                                info!(listener = %state.name, balancer = %peer, error = %e,
+                                    "PROXY header refused; connection closed before TLS (further \
+                                     refusals are counted in certgate_connections_refused_total, \
+                                     logged at most once a second)");
+                            }
+                            drop(permit);
+                            return;
+                        }
+                    };
+                    match limits.admit(&state, client) {
+                        Some(slot) => (client, slot),
+                        None => {
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+                (None, None) => return,
+            };
             let metrics = state.metrics.clone();
             metrics.active.inc();
             let _ = tcp.set_nodelay(true);
@@ -112,5 +176,49 @@ pub(crate) async fn serve(
             drop(slot);
             drop(permit);
         });
+    }
+}
+
+/// The per-source limits, on the client's address (the TCP peer, or the
+/// one a PROXY header names).
+struct Limits {
+    rates: Arc<Mutex<HandshakeRates>>,
+    sources: Arc<SourceCounts>,
+    log: Arc<LogLimit>,
+}
+
+impl Limits {
+    /// The client's slot, or `None` (counted, logged) when a limit refuses
+    /// it.
+    fn admit(&self, state: &ListenerState, peer: SocketAddr) -> Option<Option<SourceSlot>> {
+        let rate = state.limits.handshake_rate_per_source;
+        let rate_ok = rate == 0
+            || self
+                .rates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(peer.ip(), rate);
+        if !rate_ok {
+            state.metrics.connection_refused("handshake_rate");
+            if self.log.should_log() {
+                info!(listener = %state.name, %peer, rate = state.limits.handshake_rate_per_source,
+                    "too many new connections per second from this source (handshake_rate_per_source); \
+                     closed before TLS (further refusals are counted in certgate_connections_refused_total, \
+                     logged at most once a second)");
+            }
+            return None;
+        }
+        let slot = self
+            .sources
+            .admit(peer.ip(), state.limits.max_connections_per_source);
+        if slot.is_none() {
+            state.metrics.connection_refused("per_source_limit");
+            if self.log.should_log() {
+                info!(listener = %state.name, %peer, limit = state.limits.max_connections_per_source,
+                    "too many connections from this source (max_connections_per_source); closed before TLS \
+                     (further refusals are counted in certgate_connections_refused_total, logged at most once a second)");
+            }
+        }
+        slot
     }
 }

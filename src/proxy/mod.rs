@@ -34,6 +34,7 @@ mod handshake;
 pub(crate) mod headers;
 mod lifeline;
 mod plain;
+pub(crate) mod proxy_header;
 mod recheck;
 mod replies;
 mod request;

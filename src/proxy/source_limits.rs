@@ -50,8 +50,9 @@ impl Drop for SourceSlot {
 }
 
 /// Token buckets of new connections per source address, for
-/// `handshake_rate_per_source`. Only the accept loop touches it, so no
-/// lock. A handful of fields per address; written here because the
+/// `handshake_rate_per_source`, behind the accept loop's mutex (it and
+/// proxied connections' tasks, once their header names the client, take
+/// it only when a rate is set). A handful of fields per address; written here because the
 /// rate-limit crates bring their own clocks and maps for what is ten lines.
 #[derive(Debug, Default)]
 pub(super) struct HandshakeRates {

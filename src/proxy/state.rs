@@ -23,6 +23,8 @@ pub(crate) struct ListenerState {
     pub tls: Option<Arc<ListenerTls>>,
     /// Sources a plain-HTTP listener admits.
     pub allow_from: Vec<ipnet::IpNet>,
+    /// The PROXY header its balancers send, and who they are.
+    pub proxy: Option<crate::config::ProxySettings>,
     /// Where connection classifications go (readiness report).
     pub readiness: Option<Readiness>,
     /// Where requests go.
@@ -71,6 +73,7 @@ impl ListenerState {
             name: settings.name.as_str().into(),
             tls,
             allow_from: settings.allow_from.clone(),
+            proxy: settings.proxy.clone(),
             readiness,
             upstream,
             limits,
