@@ -44,6 +44,9 @@ rm -rf "$assets/man" && "$bin" man --dir "$assets/man" && gzip -9nf "$assets"/ma
 "$bin" completions zsh > "$assets/_certgate"
 "$bin" completions fish > "$assets/certgate.fish"
 
-fast=()
-[ "$profile" = release ] || fast=(--fast)
-cargo deb --no-build --locked --profile "$profile" "${fast[@]}"
+# Release: the binary stripped, its debug symbols (line tables, for
+# backtraces) in the Debian way, a separate certgate-dbgsym .ddeb beside
+# the .deb. Other profiles (the test suite's): fast, unstripped.
+opts=(--dbgsym --compress-debug-symbols=zlib)
+[ "$profile" = release ] || opts=(--fast)
+cargo deb --no-build --locked --profile "$profile" "${opts[@]}"
