@@ -57,6 +57,8 @@ for f in "$W"/import-*.json; do
   "$BIN" devices --admin "$ADMIN" import "$f" >/dev/null
 done
 total=$(curl -s "http://$ADMIN/api/devices?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+audit=$(find "$W/demo" -name 'audit*.log' | head -1)
+[ -n "$audit" ] && echo "audit log: $(wc -l < "$audit") lines, $(du -h "$audit" | cut -f1)"
 python3 -c "import sys; print(f'imported {sys.argv[1]} devices in {float(sys.argv[2]) - float(sys.argv[3]):.1f} s'); print()" "$total" "$(date +%s.%N)" "$started"
 
 # One curl, REQUESTS transfers of the same URL on one connection; per
@@ -86,6 +88,9 @@ for row in \
   "search: fingerprint prefix|/devices?q=$fp" \
   "search: last address|/devices?q=10.1.2." \
   "search: no match|/devices?q=nothing-matches-this" \
+  "device page (details, certificates, audit trail)|/devices/$(printf 'bench device 4242' | sha256sum | cut -c1-16)" \
+  "audit log (newest 100)|/audit" \
+  "audit log, one action|/audit?action=approve" \
   "API: GET /api/devices?limit=50|/api/devices?limit=50"; do
   name=${row%%|*} path=${row#*|}
   echo "| $name | $(measure "$base$path") |"

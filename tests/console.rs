@@ -345,6 +345,24 @@ async fn an_admin_signs_in_and_approves_the_pending_device_by_clicking() {
         .unwrap();
     let audit = b.wait_text("main table tbody tr", "alice").await;
     assert!(audit.contains("approve"), "{audit}");
+    b.client
+        .goto(&format!(
+            "http://{}/audit?who=alice&action=approve",
+            s.admin
+        ))
+        .await
+        .unwrap();
+    b.wait_text("main", "1 change(s)").await;
+    // The device's own page carries its trail.
+    b.client
+        .goto(&format!("http://{}/devices/{}", s.admin, &fp[..16]))
+        .await
+        .unwrap();
+    let trail = b.text("main").await;
+    assert!(
+        trail.contains("alice") && trail.contains("approve"),
+        "no trail on the device page:\n{trail}"
+    );
     let log = std::fs::read_to_string(s.pki.dir.path().join("audit.log")).unwrap();
     assert!(log.contains("\"who\":\"alice\""), "{log}");
 

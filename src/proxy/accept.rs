@@ -27,11 +27,13 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
-    let sources = Arc::new(SourceCounts::default());
     // Shared with the tasks of proxied connections, which learn their
     // client's address only from its header.
-    let rates = Arc::new(Mutex::new(HandshakeRates::default()));
-    let refusal_log = Arc::new(LogLimit::default());
+    let limits = Arc::new(Limits {
+        rates: Mutex::new(HandshakeRates::default()),
+        sources: Arc::new(SourceCounts::default()),
+        log: LogLimit::default(),
+    });
     let full_log = LogLimit::default();
     let mut cap = shared.current().limits.max_connections;
     let mut slots = Arc::new(Semaphore::new(cap));
@@ -88,7 +90,7 @@ pub(crate) async fn serve(
                 .any(|n| n.contains(&peer.ip().to_canonical()))
         {
             state.metrics.connection_refused("proxy_from");
-            if refusal_log.should_log() {
+            if limits.log.should_log() {
                 info!(listener = %state.name, %peer,
                     "connection from an address not in proxy_from (this listener takes connections \
                      only from its balancers); closed before TLS (further refusals are counted in \
@@ -97,11 +99,6 @@ pub(crate) async fn serve(
             drop(tcp);
             continue;
         }
-        let limits = Limits {
-            rates: rates.clone(),
-            sources: sources.clone(),
-            log: refusal_log.clone(),
-        };
         let proxied = state.proxy.is_some();
         let admitted = if proxied {
             None
@@ -119,11 +116,13 @@ pub(crate) async fn serve(
             stop: stop.clone(),
             drain: drain.clone(),
         };
+        let limits = proxied.then(|| limits.clone());
         tokio::spawn(async move {
             let mut tcp = tcp;
             let (peer, slot) = match (admitted, &state.proxy) {
                 (Some(slot), _) => (peer, slot),
                 (None, Some(proxy)) => {
+                    let Some(limits) = limits else { return };
                     let client = match proxy_header::read(
                         &mut tcp,
                         proxy.version,
@@ -182,9 +181,9 @@ pub(crate) async fn serve(
 /// The per-source limits, on the client's address (the TCP peer, or the
 /// one a PROXY header names).
 struct Limits {
-    rates: Arc<Mutex<HandshakeRates>>,
+    rates: Mutex<HandshakeRates>,
     sources: Arc<SourceCounts>,
-    log: Arc<LogLimit>,
+    log: LogLimit,
 }
 
 impl Limits {
