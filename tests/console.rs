@@ -1179,3 +1179,79 @@ async fn an_admin_client_certificate_is_required_when_admin_client_auth_is_set()
         "{err}"
     );
 }
+
+/// `certgate check` names the admin TLS key whose file is missing or
+/// wrong, as it does for a listener's.
+#[test]
+fn check_names_the_admin_tls_file_that_is_missing_or_does_not_match() {
+    let pki = Pki::new();
+    let other = pki.server_pair("another");
+    std::fs::write(pki.path("other.key"), &other.key_pem).unwrap();
+    for (cert, key, want) in [
+        (
+            pki.path("missing-admin.pem"),
+            pki.server_key.clone(),
+            "admin.tls.cert",
+        ),
+        (
+            pki.server_cert.clone(),
+            pki.path("other.key"),
+            "does not match",
+        ),
+    ] {
+        let mut cb = ConfigBuilder::new(&pki, "127.0.0.1:9".parse().unwrap());
+        cb.extra_admin = format!(
+            "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let err = certgate_fails("check", &cb.write(pki.dir.path()));
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(err.contains("admin.tls"), "{err}");
+    }
+}
+
+/// A device that tries to connect while the admin looks at the pending
+/// list appears in it without a reload (the list refreshes itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pending_device_appears_in_the_open_list_without_a_reload() {
+    let mut s = setup().await;
+    let b = Browser::start().await;
+    sign_in(&b, s.admin, TOKEN).await;
+    b.wait_path("/").await;
+    b.client
+        .goto(&format!("http://{}/devices?status=pending", s.admin))
+        .await
+        .unwrap();
+    b.wait_text("#count", "0 device(s) match").await;
+    // A mark on this page's window: a reload would lose it.
+    b.client
+        .execute("window.certgateMark = 42; return true;", vec![])
+        .await
+        .unwrap();
+
+    let device = s.pki.client("late-arrival", Kind::Good);
+    let cfg = no_resumption(&client_config(&s.pki, Some(&device), &[]));
+    assert!(get(s.addr, cfg, "/", &[]).await.is_err());
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let body = b.text("#devices").await;
+        if body.contains("late-arrival") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new device never appeared:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.wait_text("#count", "1 device(s) match").await;
+    let mark = b
+        .client
+        .execute("return window.certgateMark === 42;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(mark, serde_json::json!(true), "the page was reloaded");
+    b.client.clone().close().await.unwrap();
+    s.gw.shutdown().await;
+}
