@@ -152,7 +152,10 @@ fn v1_client(line: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
     let h = Header::try_from(line).map_err(|e| invalid("v1", e.to_string()))?;
     Ok(match h.addresses {
         Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-        Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        Addresses::Tcp6(a) => Some(SocketAddr::new(
+            std::net::IpAddr::V6(a.source_address).to_canonical(),
+            a.source_port,
+        )),
         Addresses::Unknown => None,
     })
 }
@@ -202,6 +205,10 @@ mod tests {
         assert_eq!(
             v1_client(b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\n"),
             Ok(Some("[2001:db8::1]:4000".parse().unwrap()))
+        );
+        assert_eq!(
+            v1_client(b"PROXY TCP6 ::ffff:10.1.2.3 2001:db8::2 4000 443\r\n"),
+            Ok(Some("10.1.2.3:4000".parse().unwrap()))
         );
         assert_eq!(v1_client(b"PROXY UNKNOWN\r\n"), Ok(None));
         assert!(v1_client(b"PROXY TCP4 10.1.2.999 192.0.2.1 1 443\r\n").is_err());
