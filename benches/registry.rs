@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
     };
     let settings = RegistrySettings {
         path: path("unused.redb"),
+        backend: certgate::config::RegistryBackend::Redb,
         approval: Approval::Manual,
         audit_log: path("unused-audit.log"),
         update_queue: 1024,

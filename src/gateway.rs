@@ -86,7 +86,7 @@ impl Gateway {
         };
         inherited.extend(activated);
         let registry = match &settings.registry {
-            Some(r) => Some(Registry::open(r, metrics.registry()).map_err(|e| {
+            Some(r) => Some(Registry::open(r, metrics.registry()).await.map_err(|e| {
                 RunError::Config(ConfigError::File {
                     context: "registry.path".into(),
                     message: e.to_string(),

@@ -64,7 +64,7 @@ pub mod internals {
     pub use crate::registry::snapshot::Snapshot;
     pub use crate::registry::{
         Certificate, CertificateView, Device, DeviceStatus, DeviceStore, DeviceView, Registry,
-        RegistryMetrics, StoreError, fingerprint,
+        RegistryMetrics, Remote, RemoteChange, StoreError, fingerprint,
     };
     pub use crate::reload::QUIET;
     pub use crate::tls::hello::{Offered, offered};

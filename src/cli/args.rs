@@ -86,6 +86,12 @@ pub(super) enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The device store itself: migrations of the shared registry, and
+    /// copies between a redb file and PostgreSQL.
+    Registry {
+        #[command(subcommand)]
+        action: RegistryCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell), e.g. `certgate completions bash >
     /// /usr/share/bash-completion/completions/certgate`.
@@ -115,6 +121,37 @@ pub(super) enum Command {
         /// port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RegistryCommand {
+    /// Run the shared registry's schema migrations and exit (certgate
+    /// also runs them at start).
+    Migrate {
+        /// The gateway's config file ([registry] backend = "postgres").
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Copy every device (statuses, labels, certificates, counters) and
+    /// the audit log from one registry to another: a redb file to
+    /// PostgreSQL or back. Stop the gateways that use the target first.
+    Copy {
+        /// A redb file (registry.path) or a postgres:// URL.
+        #[arg(long)]
+        from: String,
+        /// A redb file or a postgres:// URL.
+        #[arg(long)]
+        to: String,
+        /// The redb side's audit log (default: audit.log next to the file).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// The CA (PEM) that signed the database server's certificate.
+        #[arg(long)]
+        database_ca: Option<PathBuf>,
+        /// Overwrite a target that already holds devices or audit lines.
+        #[arg(long)]
+        replace: bool,
     },
 }
 

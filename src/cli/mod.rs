@@ -20,6 +20,7 @@ mod commands;
 mod demo;
 mod devices;
 mod logging;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -73,6 +74,25 @@ pub fn main() -> ExitCode {
         }),
         Command::Revocation { api } => api_target(&api)
             .and_then(|t| current_thread()?.block_on(devices::revocation(&t, api.json))),
+        Command::Registry {
+            action: args::RegistryCommand::Migrate { config },
+        } => registry::migrate(&config),
+        Command::Registry {
+            action:
+                args::RegistryCommand::Copy {
+                    from,
+                    to,
+                    audit_log,
+                    database_ca,
+                    replace,
+                },
+        } => registry::copy(
+            &from,
+            &to,
+            audit_log.as_deref(),
+            database_ca.as_deref(),
+            replace,
+        ),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

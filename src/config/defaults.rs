@@ -47,6 +47,8 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_URI_BYTES: usize = 8192;
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often an instance of a shared registry reads it whole again.
+pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(600);
 /// Default capacity of the registry's update queue.
 pub const DEFAULT_UPDATE_QUEUE: usize = 65_536;
 /// File name of the audit log when `registry.audit_log` is not given.

@@ -60,6 +60,12 @@ pub(super) struct RawRegistry {
     pub(super) approval: Option<String>,
     pub(super) audit_log: Option<String>,
     pub(super) update_queue: Option<usize>,
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_file: Option<String>,
+    pub(super) database_ca: Option<String>,
+    pub(super) instance: Option<String>,
+    pub(super) resync_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

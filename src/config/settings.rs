@@ -116,8 +116,11 @@ pub enum Approval {
 /// `[registry]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrySettings {
-    /// The redb device store.
+    /// The redb device store; with the PostgreSQL backend, the local copy
+    /// an instance serves from when it starts while the database is down.
     pub path: ConfigPath,
+    /// Where the devices are kept.
+    pub backend: RegistryBackend,
     /// First-seen policy.
     pub approval: Approval,
     /// Append-only log of every admin change.
@@ -128,6 +131,48 @@ pub struct RegistrySettings {
     /// What the listeners' renewal rules match devices on: the registry
     /// keeps an index for each (from the listeners, not a key of its own).
     pub renewal_identities: Vec<RenewalIdentity>,
+}
+
+/// `[registry] backend`: one gateway's embedded file, or a database that
+/// several gateways share.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RegistryBackend {
+    /// The embedded redb file at `registry.path` (the default).
+    #[default]
+    Redb,
+    /// PostgreSQL, shared by every instance that names it.
+    Postgres(PostgresSettings),
+}
+
+/// `[registry] backend = "postgres"`, validated.
+#[derive(Clone, PartialEq)]
+pub struct PostgresSettings {
+    /// The connection string (URL or `key=value` form). It may hold a
+    /// password: never logged, and `Debug` leaves it out.
+    pub url: String,
+    /// Where the connection string came from, for messages:
+    /// `registry.url` or the `url_file` path.
+    pub url_source: String,
+    /// The CA that signed the database server's certificate: TLS to the
+    /// database is verified against it (required when the connection
+    /// string asks for `sslmode=require`).
+    pub database_ca: Option<ConfigPath>,
+    /// This gateway's name in the shared tables (readiness rows, logs).
+    pub instance: String,
+    /// How often the whole registry is read again (counters that other
+    /// instances wrote; changes are followed as they happen).
+    pub resync_every: std::time::Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url_source", &self.url_source)
+            .field("database_ca", &self.database_ca)
+            .field("instance", &self.instance)
+            .field("resync_every", &self.resync_every)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Static pre-approval rules of a listener: a certificate matching any of

@@ -10,11 +10,14 @@ use crate::error::ConfigError;
 use super::listener::{Seen, validate_listener};
 use super::raw::{RawAdmin, RawConfig, RawLog, RawRegistry};
 use super::upstream::validate_upstream;
-use super::values::{duration_or, invalid, normalize_allowed_host, parse_addr, resolve};
+use super::values::{
+    duration_or, invalid, normalize_allowed_host, parse_addr, resolve, valid_name,
+};
 use super::{
     AUDIT_LOG_NAME, AccessTarget, AdminClientAuth, AdminSettings, AdminTlsSettings, Approval,
-    ConfigPath, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPDATE_QUEUE, ListenerSettings, LogFormat,
-    LogSettings, RegistrySettings, RenewalIdentity, UpstreamSettings, defaults::CRL_CACHE_NAME,
+    ConfigPath, DEFAULT_RESYNC_EVERY, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPDATE_QUEUE,
+    ListenerSettings, LogFormat, LogSettings, PostgresSettings, RegistryBackend, RegistrySettings,
+    RenewalIdentity, UpstreamSettings, defaults::CRL_CACHE_NAME,
 };
 
 /// Validates every section of `raw`, one function per section; every
@@ -235,6 +238,161 @@ fn admin_section(a: RawAdmin, base: &Path, errors: &mut Vec<ConfigError>) -> Opt
     }
 }
 
+/// `[registry] backend` and the keys that belong to it. PostgreSQL keys
+/// without `backend = "postgres"` are an error rather than ignored: an
+/// admin who wrote a `url` expects the gateways to share it.
+fn backend_section(r: &RawRegistry, base: &Path, errors: &mut Vec<ConfigError>) -> RegistryBackend {
+    let postgres_keys = [
+        ("url", r.url.is_some()),
+        ("url_file", r.url_file.is_some()),
+        ("database_ca", r.database_ca.is_some()),
+        ("instance", r.instance.is_some()),
+        ("resync_every", r.resync_every.is_some()),
+    ];
+    match r.backend.as_deref() {
+        None | Some("redb") => {
+            for (key, _) in postgres_keys.iter().filter(|(_, set)| *set) {
+                errors.push(invalid(
+                    format!("registry.{key}"),
+                    "belongs to the PostgreSQL backend; add backend = \"postgres\" to [registry], or remove it",
+                ));
+            }
+            RegistryBackend::Redb
+        }
+        Some("postgres") => match postgres_section(r, base, errors) {
+            Some(p) => RegistryBackend::Postgres(p),
+            None => RegistryBackend::Redb,
+        },
+        Some(other) => {
+            errors.push(invalid(
+                "registry.backend",
+                format!("\"{other}\" is not a registry backend; use \"redb\" (one gateway, the default) or \"postgres\" (several gateways sharing one registry)"),
+            ));
+            RegistryBackend::Redb
+        }
+    }
+}
+
+/// The PostgreSQL settings: exactly one of `url` and `url_file` (a file,
+/// so the password need not be in the config), checked as a connection
+/// string here so `check` reports a typo, never echoing a password.
+fn postgres_section(
+    r: &RawRegistry,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PostgresSettings> {
+    let (url, url_source) = match (&r.url, &r.url_file) {
+        (Some(_), Some(_)) => {
+            errors.push(invalid(
+                "registry.url",
+                "give either url or url_file, not both",
+            ));
+            return None;
+        }
+        (None, None) => {
+            errors.push(invalid(
+                "registry.url",
+                "backend = \"postgres\" needs url = \"postgres://USER@HOST/DB\" or url_file = \"FILE\" (a file holding it, so the password is not in the config)",
+            ));
+            return None;
+        }
+        (Some(u), None) => (u.trim().to_string(), "registry.url".to_string()),
+        (None, Some(f)) => {
+            let p = resolve(base, f.clone());
+            match std::fs::read_to_string(&p.resolved) {
+                Ok(s) => (
+                    s.trim().to_string(),
+                    format!("registry.url_file {}", p.resolved.display()),
+                ),
+                Err(e) => {
+                    errors.push(ConfigError::File {
+                        context: format!("registry.url_file {}", p.resolved.display()),
+                        message: format!("cannot be read ({e}); put the connection string in it, e.g. postgres://certgate:PASSWORD@db1,db2/certgate?target_session_attrs=read-write"),
+                    });
+                    return None;
+                }
+            }
+        }
+    };
+    let parsed: Result<postgres::Config, _> = url.parse();
+    let parsed = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            // The parser's message never contains the password; the string
+            // itself is not repeated.
+            errors.push(invalid(
+                url_source.clone(),
+                format!("is not a PostgreSQL connection string ({e}); write e.g. postgres://certgate@db.example/certgate"),
+            ));
+            return None;
+        }
+    };
+    if parsed.get_hosts().is_empty() {
+        errors.push(invalid(
+            url_source.clone(),
+            "names no database host; write e.g. postgres://certgate@db.example/certgate",
+        ));
+    }
+    let database_ca = r.database_ca.clone().map(|c| resolve(base, c));
+    if parsed.get_ssl_mode() == postgres::config::SslMode::Require && database_ca.is_none() {
+        errors.push(invalid(
+            "registry.database_ca",
+            format!("{url_source} asks for sslmode=require: give database_ca = \"FILE\", the CA (PEM) that signed the database server's certificate, so certgate can verify it"),
+        ));
+    }
+    let instance = match &r.instance {
+        Some(i) if valid_name(i) => i.clone(),
+        Some(i) => {
+            errors.push(invalid(
+                "registry.instance",
+                format!("\"{i}\" is not a name: use letters, digits, '.', '_' or '-' (at most 64)"),
+            ));
+            return None;
+        }
+        None => default_instance(),
+    };
+    let resync_every = duration_or(
+        r.resync_every.as_deref(),
+        DEFAULT_RESYNC_EVERY,
+        "registry.resync_every",
+        errors,
+    );
+    if resync_every < std::time::Duration::from_secs(1) {
+        errors.push(invalid("registry.resync_every", "must be at least \"1s\""));
+    }
+    Some(PostgresSettings {
+        url,
+        url_source,
+        database_ca,
+        instance,
+        resync_every,
+    })
+}
+
+/// The host name, cut to a valid name: what tells instances apart when
+/// the config does not name them.
+fn default_instance() -> String {
+    let uname = rustix::system::uname();
+    let host: String = uname
+        .nodename()
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if host.is_empty() {
+        "certgate".into()
+    } else {
+        host
+    }
+}
+
 /// `[registry]`: the store, the approval mode and the audit log (beside
 /// the store unless given).
 fn registry_section(
@@ -257,6 +415,7 @@ fn registry_section(
     if update_queue == 0 {
         errors.push(invalid("registry.update_queue", "must be at least 1"));
     }
+    let backend = backend_section(&r, base, errors);
     let path = resolve(base, r.path);
     let audit_log = match r.audit_log {
         Some(a) => resolve(base, a),
@@ -271,6 +430,7 @@ fn registry_section(
     };
     Some(RegistrySettings {
         path,
+        backend,
         approval,
         audit_log,
         update_queue,

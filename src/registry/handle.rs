@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::RegistrySettings;
+use crate::config::{RegistryBackend, RegistrySettings};
 
 use crate::config::RenewalIdentity;
 
@@ -20,6 +20,35 @@ use super::{
     Change, Device, DeviceStatus, DeviceStore, DeviceView, Forecast, Observation, Page, Query,
     RedbStore, RegistryError, RegistryMetrics, StoreError,
 };
+
+/// The store `settings` name: the redb file (a predecessor that is handing
+/// it over is waited for a few seconds) or the shared database.
+pub(super) fn open_store(settings: &RegistrySettings) -> Result<Arc<dyn DeviceStore>, StoreError> {
+    match &settings.backend {
+        RegistryBackend::Redb => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match RedbStore::open(&settings.path.resolved) {
+                    Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    other => break Ok(Arc::new(other?)),
+                }
+            }
+        }
+        RegistryBackend::Postgres(pg) => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match super::postgres::PgStore::open(pg, &settings.path.resolved) {
+                    Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    other => break Ok(Arc::new(other?)),
+                }
+            }
+        }
+    }
+}
 
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
@@ -36,23 +65,20 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Opens the store, loads every record and starts the writer task.
-    /// A store still held by a predecessor that is handing over is
-    /// retried for a few seconds.
-    pub fn open(
+    /// Opens the store the settings name, loads every record and starts
+    /// the writer task (the store's I/O off the async workers).
+    pub async fn open(
         settings: &RegistrySettings,
         metrics: RegistryMetrics,
     ) -> Result<Registry, StoreError> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let store = loop {
-            match RedbStore::open(&settings.path.resolved) {
-                Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => break other?,
-            }
-        };
-        Registry::with_store(Arc::new(store), settings, metrics)
+        let s = settings.clone();
+        let (store, loaded) = super::writer::blocking(move || {
+            let store = open_store(&s)?;
+            let loaded = store.load()?;
+            Ok((store, loaded))
+        })
+        .await?;
+        Ok(Registry::start(store, loaded, settings, metrics))
     }
 
     /// Flushes and closes the store so a successor process can open it
@@ -85,7 +111,16 @@ impl Registry {
         settings: &RegistrySettings,
         metrics: RegistryMetrics,
     ) -> Result<Registry, StoreError> {
-        let (devices, problems) = store.load()?;
+        let loaded = store.load()?;
+        Ok(Registry::start(store, loaded, settings, metrics))
+    }
+
+    fn start(
+        store: Arc<dyn DeviceStore>,
+        (devices, problems): (Vec<Device>, Vec<StoreError>),
+        settings: &RegistrySettings,
+        metrics: RegistryMetrics,
+    ) -> Registry {
         for p in problems {
             error!(problem = %p, "registry record skipped");
         }
@@ -131,10 +166,14 @@ impl Registry {
             audit_path: settings.audit_log.resolved.clone(),
             store_path: settings.path.resolved.clone(),
             failing: false,
+            settings: settings.clone(),
+            shared_store: matches!(settings.backend, RegistryBackend::Postgres(_)),
+            sync_failing: false,
+            generation: 0,
         };
         writer.count();
         tokio::spawn(writer.run(updates_rx, commands_rx));
-        Ok(Registry { shared })
+        Registry { shared }
     }
 
     /// The audit log's file: one JSON line per admin change.

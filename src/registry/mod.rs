@@ -21,12 +21,14 @@
 //! - `writer`: the single writer task (store, audit log).
 //! - `expiry`: the fleet's expiry forecast.
 //! - [`store`], `migrate`: the embedded redb store and its schema 1.
+//! - `postgres`: the store several gateways share.
 
 pub(crate) mod device;
 pub(crate) mod error;
 pub(crate) mod expiry;
 mod handle;
 mod migrate;
+pub(crate) mod postgres;
 mod requests;
 mod shared;
 pub(crate) mod snapshot;
@@ -44,4 +46,4 @@ pub(crate) use requests::{Change, Observation, Page, Query, Record, Sort};
 pub use shared::RegistryMetrics;
 pub(crate) use snapshot::{Candidate, Snapshot};
 pub(crate) use store::RedbStore;
-pub use store::{DeviceStore, StoreError};
+pub use store::{DeviceStore, Remote, RemoteChange, StoreError};

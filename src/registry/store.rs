@@ -1,6 +1,6 @@
-//! Where device records are kept. The [`DeviceStore`] trait is small so a
-//! shared database can back it later; [`RedbStore`] is the embedded
-//! default.
+//! Where device records are kept. The [`DeviceStore`] trait is small;
+//! [`RedbStore`] is the embedded default, `PgStore` (`registry::postgres`)
+//! the registry several gateways share.
 //!
 //! Why redb: pure Rust (no C toolchain, no system library), ACID with
 //! fsync'd commits by default (an approval acknowledged by the API survives
@@ -43,6 +43,20 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// The shared database cannot be used (unreachable, refused, failed).
+    #[error("shared registry: {message}")]
+    Database {
+        /// What went wrong, naming the database (never its password).
+        message: String,
+    },
+    /// Another gateway changed the device since this one read it.
+    #[error(
+        "device {id} was changed on another gateway at the same moment; nothing was saved, try again"
+    )]
+    Conflict {
+        /// The device.
+        id: String,
+    },
     /// A stored record cannot be decoded.
     #[error("registry {path}: record {key} is corrupt ({message}); it was skipped")]
     Corrupt {
@@ -74,6 +88,66 @@ pub trait DeviceStore: Send + Sync + 'static {
     fn put(&self, devices: &[Device]) -> Result<(), StoreError>;
     /// Removes a device; whether it existed. Durable when it returns.
     fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// What handshakes changed: `put` written and `removed` deleted (a
+    /// renewal moved their one certificate), in one transaction where the
+    /// store has them. A shared store leaves a record another instance
+    /// changed as it is, and reads it at the next [`DeviceStore::changes`].
+    fn write(&self, put: &[Device], removed: &[String]) -> Result<(), StoreError> {
+        if !put.is_empty() {
+            self.put(put)?;
+        }
+        for id in removed {
+            self.delete(id)?;
+        }
+        Ok(())
+    }
+    /// An administrator's change: all of it or nothing. A shared store
+    /// keeps the audit lines with it and refuses ([`StoreError::Conflict`])
+    /// when a record changed elsewhere since it was read.
+    fn commit(
+        &self,
+        put: &[Device],
+        forget: &[Device],
+        _audit: &[serde_json::Value],
+    ) -> Result<(), StoreError> {
+        if !put.is_empty() {
+            self.put(put)?;
+        }
+        for d in forget {
+            self.delete(&d.id)?;
+        }
+        Ok(())
+    }
+    /// Changes other instances made since the last call (a store of one
+    /// gateway has none).
+    fn changes(&self) -> Result<Remote, StoreError> {
+        Ok(Remote::None)
+    }
+    /// Wakes when [`DeviceStore::changes`] may have something; `None` for a
+    /// store nobody else writes.
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// What other instances changed.
+#[derive(Debug)]
+pub enum Remote {
+    /// Nothing.
+    None,
+    /// These devices.
+    Changed(Vec<RemoteChange>),
+    /// Everything was read again: the registry is exactly these devices.
+    All(Vec<Device>),
+}
+
+/// One device another instance changed.
+#[derive(Debug)]
+pub enum RemoteChange {
+    /// Added or changed (handshake counters: the fleet's).
+    Put(Device),
+    /// Forgotten (or merged into another device by a renewal).
+    Gone(String),
 }
 
 /// The embedded redb store: device id → JSON device, and the schema
@@ -319,6 +393,24 @@ impl RedbStore {
         Ok(db)
     }
 
+    /// Makes the store exactly `devices` (the local copy of a shared
+    /// registry after a full read), in one transaction.
+    pub(crate) fn replace(&self, devices: &[Device]) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.io(e))?;
+            tx.delete_table(DEVICES).map_err(|e| self.io(e))?;
+            {
+                let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+                for d in devices {
+                    table
+                        .insert(d.id.as_str(), d.encode().as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
+            }
+            tx.commit().map_err(|e| self.io(e))
+        })
+    }
+
     fn create(path: &Path) -> Result<redb::Database, String> {
         // redb's default page cache is 1 GiB; a gateway's memory must not
         // be able to grow toward that. Every record also lives in the
@@ -408,6 +500,34 @@ impl DeviceStore for RedbStore {
             }
             tx.commit().map_err(|e| self.io(e))
         })
+    }
+
+    fn write(&self, put: &[Device], removed: &[String]) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
+                for d in put {
+                    table
+                        .insert(d.id.as_str(), d.encode().as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
+                for id in removed {
+                    table.remove(id.as_str()).map_err(|e| self.io(e))?;
+                }
+            }
+            tx.commit().map_err(|e| self.io(e))
+        })
+    }
+
+    fn commit(
+        &self,
+        put: &[Device],
+        forget: &[Device],
+        _audit: &[serde_json::Value],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = forget.iter().map(|d| d.id.clone()).collect();
+        self.write(put, &ids)
     }
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {

@@ -17,7 +17,7 @@ use super::shared::Shared;
 use super::snapshot::Snapshot;
 use super::{
     Certificate, Change, Device, DeviceStatus, DeviceStore, DeviceView, Observation, Page, Query,
-    RedbStore, RegistryError, RegistryMetrics, StoreError, expiry, parse_fingerprint,
+    RegistryError, RegistryMetrics, Remote, RemoteChange, StoreError, expiry, parse_fingerprint,
 };
 
 /// How often queued handshake updates are written.
@@ -44,6 +44,31 @@ pub(super) struct Writer {
     pub(super) audit_path: PathBuf,
     pub(super) store_path: PathBuf,
     pub(super) failing: bool,
+    /// How the store is opened again after a hand-over that did not happen.
+    pub(super) settings: crate::config::RegistrySettings,
+    /// Other instances write the store too: sync before admin changes.
+    pub(super) shared_store: bool,
+    /// Reading other instances' changes failed (reported once).
+    pub(super) sync_failing: bool,
+    /// Bumped when the store is released or reopened (the change feed is
+    /// subscribed again).
+    pub(super) generation: u64,
+}
+
+/// How many times an admin change is tried again when another gateway
+/// changed one of its devices at the same moment.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Waits for the shared store's change feed; never for a store of one.
+async fn remote_changed(remote: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match remote {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *remote = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The store of a process that handed its registry to a successor.
@@ -96,13 +121,22 @@ impl Writer {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u32;
+        let mut remote = self.store.subscribe();
+        let mut generation = self.generation;
         loop {
+            if generation != self.generation {
+                generation = self.generation;
+                remote = self.store.subscribe();
+            }
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.command(c).await,
                     None => break,
                 },
+                _ = remote_changed(&mut remote) => {
+                    let _ = self.sync().await;
+                }
                 obs = updates.recv() => match obs {
                     Some(o) => {
                         let mut audit = Vec::new();
@@ -171,6 +205,13 @@ impl Writer {
                     Some(der) => Certificate::from_der(key.clone(), der),
                     None => Certificate::bare(key.clone()),
                 };
+                if self.failing && self.dirty.len() >= self.settings.update_queue {
+                    // The store has been failing for a while: new devices
+                    // wait in memory only up to the queue's size (counted
+                    // when dropped); known ones are still admitted.
+                    self.metrics.dropped.inc();
+                    return publish;
+                }
                 match o.record {
                     Record::Seen | Record::Fill => return publish,
                     Record::New(status) => self.create(cert(&o.der), status),
@@ -363,14 +404,7 @@ impl Writer {
             .collect();
         let removed: Vec<String> = self.removed.iter().cloned().collect();
         let store = self.store.clone();
-        let result = blocking(move || {
-            store.put(&batch)?;
-            for id in &removed {
-                store.delete(id)?;
-            }
-            Ok(())
-        })
-        .await;
+        let result = blocking(move || store.write(&batch, &removed)).await;
         match result {
             Ok(()) => {
                 if self.failing {
@@ -438,15 +472,17 @@ impl Writer {
             Command::Release { reply } => {
                 let r = self.flush().await;
                 self.store = Arc::new(Released(self.store_path.clone()));
+                self.generation += 1;
                 info!("device store closed for the successor process");
                 let _ = reply.send(r);
             }
             Command::Reopen { reply } => {
-                let path = self.store_path.clone();
-                let r = blocking(move || RedbStore::open(&path)).await;
+                let settings = self.settings.clone();
+                let r = blocking(move || super::handle::open_store(&settings)).await;
                 let _ = reply.send(match r {
                     Ok(s) => {
-                        self.store = Arc::new(s);
+                        self.store = s;
+                        self.generation += 1;
                         info!("device store reopened");
                         Ok(())
                     }
@@ -460,14 +496,37 @@ impl Writer {
                 who,
                 reply,
             } => {
-                let _ = reply.send(self.change(fingerprints, certificates, change, &who).await);
+                let mut r = Err(RegistryError::Closed);
+                for _ in 0..CONFLICT_RETRIES {
+                    r = match self.sync_first().await {
+                        Ok(()) => {
+                            self.change(fingerprints.clone(), &certificates, &change, &who)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if !conflict(&r) {
+                        break;
+                    }
+                }
+                let _ = reply.send(r);
             }
             Command::Import {
                 devices,
                 who,
                 reply,
             } => {
-                let _ = reply.send(self.import(devices, &who).await);
+                let mut r = Err(RegistryError::Closed);
+                for _ in 0..CONFLICT_RETRIES {
+                    r = match self.sync_first().await {
+                        Ok(()) => self.import(devices.clone(), &who).await,
+                        Err(e) => Err(e),
+                    };
+                    if !conflict(&r) {
+                        break;
+                    }
+                }
+                let _ = reply.send(r);
             }
         }
     }
@@ -486,11 +545,85 @@ impl Writer {
         Err(RegistryError::BadFingerprint(raw.to_string()))
     }
 
+    /// Before an admin change to a shared store: this instance's counters
+    /// written and every other instance's changes read, so the change is
+    /// made on the current records (and refused while the database
+    /// cannot be reached: it would not reach the other gateways).
+    async fn sync_first(&mut self) -> Result<(), RegistryError> {
+        if self.shared_store {
+            self.sync().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes this instance's changes, then reads the other instances'
+    /// and publishes them; a device that lost admission closes its open
+    /// connections here too.
+    async fn sync(&mut self) -> Result<(), RegistryError> {
+        // Counters first: the records read next replace the local ones.
+        self.flush().await?;
+        let store = self.store.clone();
+        let remote = match blocking(move || store.changes()).await {
+            Ok(r) => {
+                if self.sync_failing {
+                    info!("changes of the other gateways are read again");
+                }
+                self.sync_failing = false;
+                r
+            }
+            Err(e) => {
+                if !self.sync_failing {
+                    error!(error = %e, "cannot read the other gateways' changes; serving the registry as last read");
+                }
+                self.sync_failing = true;
+                return Err(e.into());
+            }
+        };
+        match remote {
+            Remote::None => {}
+            Remote::Changed(list) => {
+                let mut revoke = false;
+                for c in list {
+                    match c {
+                        RemoteChange::Put(d) => {
+                            revoke |= self
+                                .records
+                                .get(&d.id)
+                                .is_some_and(|old| loses_admission(old, &d));
+                            self.insert(d);
+                        }
+                        RemoteChange::Gone(id) => {
+                            revoke = true;
+                            self.remove(&id);
+                        }
+                    }
+                }
+                self.publish(revoke);
+            }
+            Remote::All(devices) => {
+                self.by_fp = devices
+                    .iter()
+                    .flat_map(|d| {
+                        d.certificates
+                            .iter()
+                            .map(|c| (c.fingerprint.clone(), d.id.clone()))
+                    })
+                    .collect();
+                self.records = devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+                self.dirty.clear();
+                self.removed.clear();
+                self.publish(true);
+            }
+        }
+        Ok(())
+    }
+
     async fn change(
         &mut self,
         mut fingerprints: Vec<String>,
-        certificates: Vec<Vec<u8>>,
-        change: Change,
+        certificates: &[Vec<u8>],
+        change: &Change,
         who: &str,
     ) -> Result<Vec<DeviceView>, RegistryError> {
         let now = crate::clock::now_unix();
@@ -504,7 +637,7 @@ impl Writer {
         fingerprints.extend(ders.keys().cloned());
         for raw in &fingerprints {
             let existing = self.resolve(raw)?;
-            let mut d = match (existing, &change) {
+            let mut d = match (existing, change) {
                 (Some(id), _) => match self.records.get(&id) {
                     Some(d) => d.clone(),
                     None => return Err(RegistryError::NotFound(raw.clone())),
@@ -541,7 +674,7 @@ impl Writer {
                     c.fill_from_der(der);
                 }
             }
-            match &change {
+            match change {
                 Change::Approve => d.status = DeviceStatus::Approved,
                 Change::Block => d.status = DeviceStatus::Blocked,
                 Change::Unblock => d.status = DeviceStatus::Pending,
@@ -550,7 +683,7 @@ impl Writer {
             }
             d.changed_at = Some(now);
             d.changed_by = Some(who.to_string());
-            if change == Change::Forget {
+            if *change == Change::Forget {
                 forget.push(d);
             } else {
                 updated.push(d);
@@ -577,15 +710,20 @@ impl Writer {
                             .collect::<Vec<_>>()
                     );
                 }
-                if let Change::Label(l) = &change {
+                if let Change::Label(l) = change {
                     line["label"] = serde_json::json!(l);
                 }
                 line
             })
             .collect();
-        let to_forget: Vec<String> = forget.iter().map(|d| d.id.clone()).collect();
-        self.commit(updated.clone(), to_forget, &lines, change.action(), who)
-            .await?;
+        self.commit(
+            updated.clone(),
+            forget.clone(),
+            &lines,
+            change.action(),
+            who,
+        )
+        .await?;
         let revoking = matches!(change, Change::Block | Change::Unblock | Change::Forget);
         for d in &updated {
             self.insert(d.clone());
@@ -705,23 +843,15 @@ impl Writer {
     async fn commit(
         &mut self,
         put: Vec<Device>,
-        forget: Vec<String>,
+        forget: Vec<Device>,
         lines: &[serde_json::Value],
         action: &str,
         who: &str,
     ) -> Result<(), RegistryError> {
         let audit_log = self.open_audit()?;
         let store = self.store.clone();
-        let result = blocking(move || {
-            if !put.is_empty() {
-                store.put(&put)?;
-            }
-            for id in &forget {
-                store.delete(id)?;
-            }
-            Ok(())
-        })
-        .await;
+        let audit = lines.to_vec();
+        let result = blocking(move || store.commit(&put, &forget, &audit)).await;
         if let Err(e) = result {
             self.metrics.write_errors.inc();
             error!(%action, %who, error = %e, "admin change NOT saved");
@@ -861,8 +991,24 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
     })
 }
 
+/// Whether an admin change met another gateway's change to its device.
+fn conflict<T>(r: &Result<T, RegistryError>) -> bool {
+    matches!(r, Err(RegistryError::Store(StoreError::Conflict { .. })))
+}
+
+/// Whether the change from `old` to `new` (another gateway's) may refuse
+/// a connection admitted under `old`: its status changed away from
+/// approved, or a certificate left it or was superseded.
+fn loses_admission(old: &Device, new: &Device) -> bool {
+    (old.status != new.status && new.status != DeviceStatus::Approved)
+        || old.certificates.iter().any(|c| {
+            new.certificate(&c.fingerprint)
+                .is_none_or(|n| n.superseded_at != c.superseded_at)
+        })
+}
+
 /// Runs store I/O off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {

@@ -14,17 +14,19 @@ mod config_builder;
 mod crl_der;
 mod crl_server;
 mod gateway;
+mod haproxy;
 mod load;
 mod ocsp_responder;
 mod pki;
+mod postgres;
 mod processes;
 mod rotation;
 
 // Each test binary uses a part of these.
 #[allow(unused_imports)]
 pub use {
-    backend::*, clients::*, config_builder::*, crl_der::*, crl_server::*, gateway::*, load::*,
-    ocsp_responder::*, pki::*, processes::*, rotation::*,
+    backend::*, clients::*, config_builder::*, crl_der::*, crl_server::*, gateway::*, haproxy::*,
+    load::*, ocsp_responder::*, pki::*, postgres::*, processes::*, rotation::*,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
