@@ -1,0 +1,215 @@
+//! Behaviour: several gateways sharing one device registry on a real
+//! PostgreSQL, behind a real HAProxy (TCP, send-proxy-v2). Three certgate
+//! processes; an admin change made on any of them takes effect on all.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+/// One certgate process of the fleet.
+struct Instance {
+    proc: Proc,
+    admin: SocketAddr,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// PostgreSQL, three gateways (a, b, c) in manual mode and HAProxy in
+/// front of them.
+struct Fleet {
+    pki: Pki,
+    backend: Backend,
+    pg: PgServer,
+    gws: Vec<Instance>,
+    lb: Haproxy,
+}
+
+fn instance_config(
+    pki: &Pki,
+    backend: SocketAddr,
+    url: &str,
+    name: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cb = ConfigBuilder::new(pki, backend);
+    cb.extra_listener = "proxy_protocol = \"v2\"\nproxy_from = [\"127.0.0.1\"]\n".into();
+    cb.extra_top = format!(
+        "[registry]\npath = \"{}\"\napproval = \"manual\"\nbackend = \"postgres\"\nurl = \"{url}\"\ninstance = \"{name}\"\n",
+        dir.path().join("devices.redb").display()
+    );
+    let config = cb.write(dir.path());
+    (dir, config)
+}
+
+fn start_instance(pki: &Pki, backend: SocketAddr, url: &str, name: &str) -> Instance {
+    let (dir, config) = instance_config(pki, backend, url, name);
+    let proc = spawn_certgate(&config);
+    let admin = proc.admin_addr();
+    Instance {
+        proc,
+        admin,
+        config,
+        _dir: dir,
+    }
+}
+
+async fn fleet() -> Fleet {
+    require_tool("haproxy");
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let pg = PgServer::start();
+    let gws: Vec<Instance> = ["a", "b", "c"]
+        .iter()
+        .map(|n| start_instance(&pki, backend.addr, &pg.url(), n))
+        .collect();
+    let lb = Haproxy::start_many(&gws.iter().map(|g| g.proc.addr).collect::<Vec<_>>());
+    Fleet {
+        pki,
+        backend,
+        pg,
+        gws,
+        lb,
+    }
+}
+
+/// A device's status as an instance's API reports it.
+async fn status_on(admin: SocketAddr, fp: &str) -> Option<String> {
+    let (s, v) = admin_call(admin, "GET", &format!("/api/devices/{fp}"), None, None).await;
+    (s == StatusCode::OK).then(|| v["status"].as_str().unwrap_or("").to_string())
+}
+
+async fn change_on(admin: SocketAddr, fp: &str, action: &str) -> (StatusCode, serde_json::Value) {
+    admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/{action}"),
+        None,
+        None,
+    )
+    .await
+}
+
+/// Waits (bounded) until every admin address reports `status` for `fp`;
+/// how long it took.
+async fn until_everywhere(
+    admins: &[SocketAddr],
+    fp: &str,
+    status: &str,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut pending: Vec<SocketAddr> = admins.to_vec();
+    while start.elapsed() < limit {
+        let mut left = Vec::new();
+        for a in pending {
+            if status_on(a, fp).await.as_deref() != Some(status) {
+                left.push(a);
+            }
+        }
+        if left.is_empty() {
+            return Some(start.elapsed());
+        }
+        pending = left;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// The sum of every series of a metric family scraped from an instance.
+async fn scraped_sum(admin: SocketAddr, prefix: &str) -> f64 {
+    let (_, text) = http_plain(admin, "GET", "/metrics").await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Must-show 1: a device approved through instance A's API is admitted by
+/// B and C (the handshake through the balancer reaches each in turn);
+/// propagation latency over 100 approvals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_one_gateway_admits_the_device_on_every_gateway() {
+    let mut f = fleet().await;
+    let device = f.pki.client("fleet-device", Kind::Good);
+    let fp = sha256_hex(&device.der);
+    let cfg = no_resumption(&client_config(&f.pki, Some(&device), &[]));
+
+    // Pending: refused by every instance (round robin reaches all three),
+    // and recorded once in the shared registry.
+    for i in 0..3 {
+        let r = get_over(
+            tcp_from("127.0.0.2", f.lb.addr).await,
+            cfg.clone(),
+            &format!("/before-{i}"),
+        )
+        .await;
+        assert!(r.is_err(), "a pending device was served");
+    }
+    let admins: Vec<SocketAddr> = f.gws.iter().map(|g| g.admin).collect();
+    assert!(
+        until_everywhere(&admins, &fp, "pending", Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the pending device is not listed on every instance"
+    );
+    let (s, v) = change_on(admins[0], &fp, "approve").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        until_everywhere(&admins[1..], &fp, "approved", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    for i in 0..6 {
+        let status = get_over(
+            tcp_from("127.0.0.2", f.lb.addr).await,
+            cfg.clone(),
+            &format!("/after-{i}"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("approved device refused on connection {i}: {e}"));
+        assert_eq!(status, 200);
+    }
+    for g in &f.gws {
+        let served = scraped_sum(g.admin, "certgate_http_requests_total{").await;
+        assert!(
+            served >= 2.0,
+            "instance at {} served {served} requests; round robin should give it 2",
+            g.admin
+        );
+    }
+
+    // 100 approvals on A, each timed until B and C report it.
+    let mut took = Vec::new();
+    for i in 0..100u32 {
+        let fp = sha256_hex(format!("pre-approved device {i}").as_bytes());
+        let (s, v) = change_on(admins[0], &fp, "approve").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let t = until_everywhere(&admins[1..], &fp, "approved", Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("approval {i} did not reach B and C within 5 s"));
+        took.push(t);
+    }
+    took.sort();
+    let (p50, p99) = (percentile(&took, 0.5), percentile(&took, 0.99));
+    println!(
+        "approval propagation A -> B and C over {} approvals: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        took.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        took[took.len() - 1].as_secs_f64() * 1e3
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+    drop(f.lb);
+    f.gws.clear();
+}
