@@ -213,3 +213,116 @@ async fn an_approval_on_one_gateway_admits_the_device_on_every_gateway() {
     drop(f.lb);
     f.gws.clear();
 }
+
+/// An open keep-alive TLS connection through the balancer; the task ends
+/// when the gateway closes it.
+struct Held {
+    sender: hyper::client::conn::http1::SendRequest<
+        http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+    >,
+    closed: tokio::task::JoinHandle<()>,
+}
+
+async fn hold(lb: SocketAddr, cfg: std::sync::Arc<rustls::ClientConfig>) -> Held {
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp_from("127.0.0.2", lb).await,
+        )
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender
+        .send_request(
+            http::Request::get("/held")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt as _;
+    resp.into_body().collect().await.unwrap();
+    Held { sender, closed }
+}
+
+/// Must-show 2: a block made on C closes the device's open keep-alive
+/// connections held on A and B (and C) within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_on_one_gateway_closes_the_devices_connections_on_every_gateway() {
+    let mut f = fleet().await;
+    let device = f.pki.client("blocked-everywhere", Kind::Good);
+    let fp = sha256_hex(&device.der);
+    let cfg = no_resumption(&client_config(&f.pki, Some(&device), &[]));
+    let admins: Vec<SocketAddr> = f.gws.iter().map(|g| g.admin).collect();
+    let (s, v) = change_on(admins[0], &fp, "approve").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        until_everywhere(&admins, &fp, "approved", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+
+    // Six connections, two per instance (round robin).
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(hold(f.lb.addr, cfg.clone()).await);
+    }
+    for a in &admins {
+        let open = scraped(*a, "certgate_connections_active{listener=\"agents\"}").await;
+        assert_eq!(
+            open, 2.0,
+            "instance {a} holds {open} of the device's connections"
+        );
+    }
+    let (s, v) = change_on(admins[2], &fp, "block").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let blocked = Instant::now();
+    for (i, h) in held.iter_mut().enumerate() {
+        let left = Duration::from_secs(1).saturating_sub(blocked.elapsed());
+        assert!(
+            tokio::time::timeout(left, &mut h.closed).await.is_ok(),
+            "connection {i} is still open {:?} after the block on C",
+            blocked.elapsed()
+        );
+    }
+    println!(
+        "all 6 connections (A, B, C) closed {:?} after the block on C",
+        blocked.elapsed()
+    );
+    for h in &mut held {
+        assert!(
+            h.sender.ready().await.is_err(),
+            "a closed connection still takes requests"
+        );
+    }
+    for a in &admins {
+        assert_eq!(status_on(*a, &fp).await.as_deref(), Some("blocked"));
+        assert_eq!(
+            scraped(*a, "certgate_connections_active{listener=\"agents\"}").await,
+            0.0
+        );
+    }
+    // And no new connection gets in anywhere.
+    for i in 0..3 {
+        assert!(
+            get_over(
+                tcp_from("127.0.0.2", f.lb.addr).await,
+                cfg.clone(),
+                &format!("/again-{i}")
+            )
+            .await
+            .is_err(),
+            "a blocked device was served"
+        );
+    }
+    drop(f.lb);
+    f.gws.clear();
+}
