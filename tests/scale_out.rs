@@ -326,3 +326,227 @@ async fn a_block_on_one_gateway_closes_the_devices_connections_on_every_gateway(
     drop(f.lb);
     f.gws.clear();
 }
+
+/// The number of rows a query counts.
+fn count(pg: &PgServer, query: &str) -> u64 {
+    pg.sql(query).parse().unwrap()
+}
+
+/// Must-show 3: PostgreSQL stopped under load (16 keep-alive clients and a
+/// new handshake every 10 ms across the balancer): no request of an
+/// approved device fails, admin writes answer 503 and are applied
+/// nowhere, a first-seen device is kept and written once the database is
+/// back; no acknowledged approval, block or audit line is lost; an
+/// instance restarted during the outage serves from its local copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_every_gateway_serves_from_its_snapshot_and_catches_up_after() {
+    let mut f = fleet().await;
+    let approved = f.pki.client("approved-before", Kind::Good);
+    let blocked = f.pki.client("blocked-before", Kind::Good);
+    let newcomer = f.pki.client("first-seen-during-outage", Kind::Good);
+    let (afp, bfp, nfp) = (
+        sha256_hex(&approved.der),
+        sha256_hex(&blocked.der),
+        sha256_hex(&newcomer.der),
+    );
+    let admins: Vec<SocketAddr> = f.gws.iter().map(|g| g.admin).collect();
+    assert_eq!(
+        change_on(admins[0], &afp, "approve").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(change_on(admins[1], &bfp, "block").await.0, StatusCode::OK);
+    assert!(
+        until_everywhere(&admins, &afp, "approved", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    assert!(
+        until_everywhere(&admins, &bfp, "blocked", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    let audit_before = count(&f.pg, "SELECT count(*) FROM certgate_audit");
+    assert_eq!(audit_before, 2);
+
+    let cfg = no_resumption(&client_config(&f.pki, Some(&approved), &[]));
+    let load = Load::start(f.lb.addr, cfg.clone(), 16, Duration::from_millis(10), false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.pg.down("fast");
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Admin writes: 503 with the reason, on every instance.
+    let refused_fp = sha256_hex(b"approved while the database was down");
+    for a in &admins {
+        let (s, v) = change_on(*a, &refused_fp, "approve").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("NOT saved") && e.contains("database"), "{e}");
+    }
+    // A device seen for the first time: refused (manual mode) by each
+    // instance, and kept in memory.
+    let ncfg = no_resumption(&client_config(&f.pki, Some(&newcomer), &[]));
+    let bcfg = no_resumption(&client_config(&f.pki, Some(&blocked), &[]));
+    // The balancer's round robin is shared with the load: try until each
+    // instance has met the newcomer (bounded).
+    let mut everywhere = false;
+    for i in 0..60 {
+        assert!(
+            get_over(
+                tcp_from("127.0.0.3", f.lb.addr).await,
+                ncfg.clone(),
+                &format!("/new-{i}")
+            )
+            .await
+            .is_err()
+        );
+        assert!(
+            get_over(
+                tcp_from("127.0.0.4", f.lb.addr).await,
+                bcfg.clone(),
+                &format!("/blocked-{i}")
+            )
+            .await
+            .is_err()
+        );
+        let mut all = true;
+        for a in &admins {
+            all &= status_on(*a, &nfp).await.as_deref() == Some("pending");
+        }
+        if all {
+            everywhere = true;
+            break;
+        }
+    }
+    assert!(
+        everywhere,
+        "the first-seen device is not pending on every instance"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = load.ok();
+    let (ok, failures) = load.finish().await;
+    println!(
+        "database down for {:?}: {ok} requests served ({during} before the load stopped), {} failed",
+        down.elapsed(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    for a in &admins {
+        let errors = scraped(*a, "certgate_registry_write_errors_total").await;
+        assert!(errors >= 1.0, "instance {a} counted no failed write");
+    }
+
+    // C restarts while the database is down: its local copy admits the
+    // approved device and refuses the blocked one.
+    let c = f.gws.pop().unwrap();
+    c.proc.signal("TERM");
+    let Instance {
+        mut proc,
+        config,
+        _dir,
+        ..
+    } = c;
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+    let proc = spawn_certgate(&config);
+    let c_admin = proc.admin_addr();
+    let only_c = Haproxy::start(proc.addr);
+    assert_eq!(
+        get_over(
+            tcp_from("127.0.0.2", only_c.addr).await,
+            cfg.clone(),
+            "/restarted"
+        )
+        .await
+        .unwrap(),
+        200
+    );
+    assert!(
+        get_over(
+            tcp_from("127.0.0.4", only_c.addr).await,
+            bcfg.clone(),
+            "/restarted-blocked"
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(status_on(c_admin, &bfp).await.as_deref(), Some("blocked"));
+    assert!(
+        proc.log.lock().unwrap().contains("local copy"),
+        "{}",
+        proc.log.lock().unwrap()
+    );
+    f.gws.push(Instance {
+        proc,
+        admin: c_admin,
+        config,
+        _dir,
+    });
+    let admins: Vec<SocketAddr> = f.gws.iter().map(|g| g.admin).collect();
+
+    // The database comes back: the first-seen device is written (once),
+    // nothing acknowledged is lost, the refused approval is nowhere.
+    f.pg.up();
+    let back = Instant::now();
+    let written = eventually(Duration::from_secs(10), || {
+        count(&f.pg, &format!("SELECT count(*) FROM certgate_devices WHERE doc->'certificates' @> '[{{\"fingerprint\": \"{nfp}\"}}]' AND NOT deleted")) == 1
+    })
+    .await;
+    assert!(
+        written,
+        "the device first seen during the outage was not written"
+    );
+    println!(
+        "first-seen device written {:?} after the database came back",
+        back.elapsed()
+    );
+    let seen_by: u64 = count(
+        &f.pg,
+        &format!("SELECT count(*) FROM certgate_observations WHERE fingerprint = '{nfp}'"),
+    );
+    assert!(
+        seen_by >= 2,
+        "the first-seen device's sightings of {seen_by} instance(s) were written"
+    );
+    assert_eq!(
+        count(&f.pg, "SELECT count(*) FROM certgate_audit"),
+        audit_before
+    );
+    assert_eq!(
+        count(
+            &f.pg,
+            &format!(
+                "SELECT count(*) FROM certgate_devices WHERE id = '{}'",
+                &refused_fp[..16]
+            )
+        ),
+        0
+    );
+    for a in &admins {
+        assert_eq!(
+            status_on(*a, &afp).await.as_deref(),
+            Some("approved"),
+            "instance {a}"
+        );
+        assert_eq!(
+            status_on(*a, &bfp).await.as_deref(),
+            Some("blocked"),
+            "instance {a}"
+        );
+        assert_eq!(status_on(*a, &refused_fp).await, None, "instance {a}");
+    }
+    // Admin writes work again, from the restarted instance too.
+    let (s, v) = change_on(admins[2], &nfp, "approve").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        until_everywhere(&admins, &nfp, "approved", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        count(&f.pg, "SELECT count(*) FROM certgate_audit"),
+        audit_before + 1
+    );
+    drop(only_c);
+    drop(f.lb);
+    f.gws.clear();
+}
