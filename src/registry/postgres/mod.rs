@@ -431,7 +431,7 @@ impl PgStore {
             let lines: Vec<String> = audit.iter().map(|l| l.to_string()).collect();
             tx.execute(
                 "INSERT INTO certgate_audit (time, instance, line) \
-                 SELECT t, $2, l::jsonb FROM unnest($1::int8[], $3::text[]) AS a(t, l)",
+                 SELECT t, $2, l FROM unnest($1::int8[], $3::text[]) AS a(t, l)",
                 &[&times, &self.settings.instance, &lines],
             )?;
         }
@@ -477,7 +477,7 @@ impl PgStore {
         self.with_client(|c, known| {
             let (devices, _) = self.read_all(c, known)?;
             let lines = c
-                .query("SELECT line::text FROM certgate_audit ORDER BY seq", &[])?
+                .query("SELECT line FROM certgate_audit ORDER BY seq", &[])?
                 .iter()
                 .map(|r| r.get::<_, String>(0))
                 .collect();
@@ -534,7 +534,7 @@ impl PgStore {
             for (t, l) in times.chunks(1000).zip(audit.chunks(1000)) {
                 tx.execute(
                     "INSERT INTO certgate_audit (time, instance, line) \
-                     SELECT t, $2, l::jsonb FROM unnest($1::int8[], $3::text[]) AS a(t, l)",
+                     SELECT t, $2, l FROM unnest($1::int8[], $3::text[]) AS a(t, l)",
                     &[&t, &self.settings.instance, &l],
                 )?;
             }

@@ -13,7 +13,9 @@
 //!   instance saw (first/last seen, last peer, connections, refusals).
 //!   Each instance writes only its own rows, whole (a retried write after
 //!   an outage cannot count twice); readers add them up.
-//! - `certgate_audit`: every admin change, with the instance that made it.
+//! - `certgate_audit`: every admin change, with the instance that made it;
+//!   the JSON line exactly as the audit log file has it (`line::jsonb`
+//!   to query it), so a copy back to a file is byte for byte.
 
 use super::super::StoreError;
 
@@ -45,7 +47,7 @@ CREATE TABLE certgate_audit (
     seq bigserial PRIMARY KEY,
     time bigint NOT NULL,
     instance text NOT NULL,
-    line jsonb NOT NULL
+    line text NOT NULL
 );
 "#];
 
