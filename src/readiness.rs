@@ -6,19 +6,31 @@
 //! Handshakes send events through a bounded queue to one task (they never
 //! wait; a full queue drops the event and counts it); the task keeps
 //! per-minute counts for a week and the latest state of each client.
+//!
+//! With a shared registry (PostgreSQL) the task also writes what changed
+//! to the database every [`FLEET_EVERY`], per instance, and a report is
+//! made from every instance's rows: the readiness of the fleet behind the
+//! balancer, whichever gateway is asked.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::admission::Failure;
+use crate::registry::postgres::readiness::{EntryRow, FleetReadiness, MinuteRow};
 use tokio::sync::{mpsc, oneshot};
 
+/// How often an instance writes its readiness rows to the shared registry.
+pub(crate) const FLEET_EVERY: Duration = Duration::from_secs(2);
+
 /// How a client authenticated (or failed to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Status {
     /// A valid, approved certificate.
@@ -87,7 +99,7 @@ pub(crate) struct Event {
 }
 
 /// A client as last seen.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Client {
     /// Certificate fingerprint, when a certificate was presented.
     pub fingerprint: Option<String>,
@@ -98,7 +110,7 @@ pub(crate) struct Client {
     /// Latest classification.
     pub status: Status,
     /// Latest reason.
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
     /// Connection attempts seen.
     pub attempts: u64,
     /// Unix seconds.
@@ -107,11 +119,14 @@ pub(crate) struct Client {
     /// and a block is enforced in observe mode too. The other entries
     /// are admitted in observe mode and would be refused by enforcing.
     pub refused_now: bool,
+    /// The gateway that saw the latest attempt (with a shared registry).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// A source whose TLS stack needs an upgrade: it offered only TLS 1.0/1.1
 /// (or SSL), or TLS 1.2 with CBC suites only.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LegacySource {
     /// Source address.
     pub peer: String,
@@ -126,12 +141,12 @@ pub(crate) struct LegacySource {
 
 /// A source whose TLS stack needs a server certificate of a key type the
 /// listener does not serve for the name it asked for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct NeedsSource {
     /// Source address.
     pub peer: String,
     /// The key type it needs: `ECDSA`, `RSA` or `Ed25519`.
-    pub needs: &'static str,
+    pub needs: Cow<'static, str>,
     /// Attempts seen.
     pub attempts: u64,
     /// Unix seconds.
@@ -185,24 +200,56 @@ pub(crate) struct Report {
     pub needs_certificate: Vec<NeedsSource>,
     /// Per missing key type: how many of those sources adding it would admit.
     pub would_admit: Vec<WouldAdmit>,
+    /// The gateways whose attempts are counted (with a shared registry;
+    /// empty: this one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
 }
 
 const MINUTES_KEPT: usize = 7 * 24 * 60;
 const MAX_CLIENTS: usize = 100_000;
 
+/// Counts per status.
+type Counts = [u64; Status::ALL.len()];
+
 #[derive(Default)]
 struct ListenerData {
     /// (minute, counts per status, failed reasons)
-    minutes: VecDeque<(i64, [u64; Status::ALL.len()], HashMap<&'static str, u64>)>,
+    minutes: VecDeque<(i64, Counts, HashMap<Cow<'static, str>, u64>)>,
     clients: HashMap<String, Client>,
     legacy: HashMap<IpAddr, LegacySource>,
     needs: HashMap<IpAddr, NeedsSource>,
+    /// What changed since the last write to the shared registry (only
+    /// kept when there is one).
+    dirty: Option<Dirty>,
+}
+
+#[derive(Default)]
+struct Dirty {
+    minutes: HashSet<i64>,
+    clients: HashSet<String>,
+    legacy: HashSet<IpAddr>,
+    needs: HashSet<IpAddr>,
 }
 
 enum Command {
     Report {
         listener: String,
         window: i64,
+        reply: oneshot::Sender<Option<Report>>,
+    },
+}
+
+/// Work for the task that talks to the shared registry, in order: a
+/// report's read comes after the writes queued before it.
+enum FleetJob {
+    Write(Vec<MinuteRow>, Vec<EntryRow>),
+    Report {
+        listener: String,
+        window: i64,
+        /// This instance's own report, answered if the database cannot be
+        /// read.
+        local: Option<Box<Report>>,
         reply: oneshot::Sender<Option<Report>>,
     },
 }
@@ -216,29 +263,59 @@ pub(crate) struct Readiness {
 }
 
 impl Readiness {
-    /// Starts the tracker task.
-    pub(crate) fn start(dropped: Counter) -> Readiness {
+    /// Starts the tracker task; with `fleet`, the counts are shared with
+    /// the other instances of the registry.
+    pub(crate) fn start(dropped: Counter, fleet: Option<Arc<FleetReadiness>>) -> Readiness {
         let (events, mut events_rx) = mpsc::channel::<Event>(16_384);
         let (commands, mut commands_rx) = mpsc::channel::<Command>(16);
+        let jobs = fleet.map(|f| {
+            let (tx, rx) = mpsc::channel::<FleetJob>(8);
+            tokio::spawn(fleet_task(f, rx));
+            tx
+        });
         tokio::spawn(async move {
             let mut data: HashMap<Arc<str>, ListenerData> = HashMap::new();
+            let mut tick = tokio::time::interval(FLEET_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
                     c = commands_rx.recv() => match c {
                         Some(Command::Report { listener, window, reply }) => {
-                            let r = data
+                            let local = data
                                 .iter()
                                 .find(|(k, _)| k.as_ref() == listener)
                                 .map(|(_, d)| report(&listener, d, window));
-                            let _ = reply.send(r);
+                            match &jobs {
+                                None => {
+                                    let _ = reply.send(local);
+                                }
+                                Some(jobs) => {
+                                    flush(&mut data, jobs);
+                                    let job = FleetJob::Report { listener, window, local: local.map(Box::new), reply };
+                                    if let Err(mpsc::error::TrySendError::Full(FleetJob::Report { local, reply, .. })) = jobs.try_send(job) {
+                                        let _ = reply.send(local.map(|b| *b));
+                                    }
+                                }
+                            }
                         }
                         None => return,
                     },
                     e = events_rx.recv() => match e {
-                        Some(e) => add(data.entry(e.listener.clone()).or_default(), e),
+                        Some(e) => {
+                            let d = data.entry(e.listener.clone()).or_insert_with(|| ListenerData {
+                                dirty: jobs.as_ref().map(|_| Dirty::default()),
+                                ..ListenerData::default()
+                            });
+                            add(d, e);
+                        }
                         None => return,
                     },
+                    _ = tick.tick(), if jobs.is_some() => {
+                        if let Some(jobs) = &jobs {
+                            flush(&mut data, jobs);
+                        }
+                    }
                 }
             }
         });
@@ -272,6 +349,208 @@ impl Readiness {
     }
 }
 
+/// Queues what changed on every listener for the shared registry; kept
+/// for the next flush when the queue is full (the database is slow).
+fn flush(data: &mut HashMap<Arc<str>, ListenerData>, jobs: &mpsc::Sender<FleetJob>) {
+    let Ok(permit) = jobs.try_reserve() else {
+        return;
+    };
+    let mut minutes = Vec::new();
+    let mut entries = Vec::new();
+    for (name, d) in data.iter_mut() {
+        let Some(dirty) = d.dirty.take() else {
+            continue;
+        };
+        for (m, counts, reasons) in d
+            .minutes
+            .iter()
+            .filter(|(m, _, _)| dirty.minutes.contains(m))
+        {
+            minutes.push(MinuteRow {
+                instance: String::new(),
+                listener: name.to_string(),
+                minute: *m,
+                counts: serde_json::to_string(counts).unwrap_or_else(|_| "[]".into()),
+                reasons: serde_json::to_string(reasons).unwrap_or_else(|_| "{}".into()),
+            });
+        }
+        let entry =
+            |kind: &str, key: String, doc: serde_json::Result<String>, last_seen: i64| EntryRow {
+                instance: String::new(),
+                listener: name.to_string(),
+                kind: kind.into(),
+                key,
+                doc: doc.unwrap_or_else(|_| "{}".into()),
+                last_seen,
+            };
+        for k in dirty.clients {
+            if let Some(c) = d.clients.get(&k) {
+                entries.push(entry("client", k, serde_json::to_string(c), c.last_seen));
+            }
+        }
+        for ip in dirty.legacy {
+            if let Some(l) = d.legacy.get(&ip) {
+                entries.push(entry(
+                    "legacy",
+                    ip.to_string(),
+                    serde_json::to_string(l),
+                    l.last_seen,
+                ));
+            }
+        }
+        for ip in dirty.needs {
+            if let Some(n) = d.needs.get(&ip) {
+                entries.push(entry(
+                    "needs",
+                    ip.to_string(),
+                    serde_json::to_string(n),
+                    n.last_seen,
+                ));
+            }
+        }
+        d.dirty = Some(Dirty::default());
+    }
+    if minutes.is_empty() && entries.is_empty() {
+        return;
+    }
+    permit.send(FleetJob::Write(minutes, entries));
+}
+
+/// Writes this instance's rows and makes reports from every instance's.
+async fn fleet_task(fleet: Arc<FleetReadiness>, mut jobs: mpsc::Receiver<FleetJob>) {
+    while let Some(job) = jobs.recv().await {
+        let f = fleet.clone();
+        match job {
+            FleetJob::Write(minutes, entries) => {
+                // A failed write is logged; the next change of the same
+                // minute or client writes its whole value again.
+                let _ = tokio::task::spawn_blocking(move || f.write(&minutes, &entries)).await;
+            }
+            FleetJob::Report {
+                listener,
+                window,
+                local,
+                reply,
+            } => {
+                let since = crate::clock::now_unix() - window;
+                let l = listener.clone();
+                let read = tokio::task::spawn_blocking(move || f.read(&l, since)).await;
+                let r = match read {
+                    Ok(Ok((minutes, entries))) if !minutes.is_empty() || !entries.is_empty() => {
+                        let (d, instances) = merged(minutes, entries);
+                        let mut r = report(&listener, &d, window);
+                        r.instances = instances;
+                        Some(r)
+                    }
+                    Ok(Ok(_)) => local.map(|b| *b),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, listener = %listener,
+                            "readiness of the other gateways cannot be read; this gateway's own report is answered");
+                        local.map(|b| *b)
+                    }
+                    Err(_) => local.map(|b| *b),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+/// Every instance's rows as one listener's data: counts added per
+/// minute, each client's attempts added and its latest state kept.
+fn merged(minutes: Vec<MinuteRow>, entries: Vec<EntryRow>) -> (ListenerData, Vec<String>) {
+    let mut instances: Vec<String> = Vec::new();
+    let mut note = |i: &str| {
+        if !instances.iter().any(|x| x == i) {
+            instances.push(i.to_string());
+        }
+    };
+    let mut by_minute: BTreeMap<i64, (Counts, HashMap<Cow<'static, str>, u64>)> = BTreeMap::new();
+    for m in minutes {
+        note(&m.instance);
+        let counts: Vec<u64> = serde_json::from_str(&m.counts).unwrap_or_default();
+        let reasons: HashMap<String, u64> = serde_json::from_str(&m.reasons).unwrap_or_default();
+        let (c, r) = by_minute.entry(m.minute).or_default();
+        for (a, b) in c.iter_mut().zip(counts) {
+            *a += b;
+        }
+        for (k, v) in reasons {
+            *r.entry(Cow::Owned(k)).or_default() += v;
+        }
+    }
+    let mut d = ListenerData {
+        minutes: by_minute.into_iter().map(|(m, (c, r))| (m, c, r)).collect(),
+        ..ListenerData::default()
+    };
+    for e in entries {
+        note(&e.instance);
+        match e.kind.as_str() {
+            "client" => {
+                let Ok(mut c) = serde_json::from_str::<Client>(&e.doc) else {
+                    continue;
+                };
+                c.instance = e.instance;
+                match d.clients.entry(e.key) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(c);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let have = o.get_mut();
+                        let attempts = have.attempts + c.attempts;
+                        let subject = have.subject.clone();
+                        if c.last_seen > have.last_seen {
+                            *have = c;
+                        }
+                        have.attempts = attempts;
+                        if have.subject.is_none() {
+                            have.subject = subject;
+                        }
+                    }
+                }
+            }
+            "legacy" => {
+                let (Ok(ip), Ok(l)) = (
+                    e.key.parse::<IpAddr>(),
+                    serde_json::from_str::<LegacySource>(&e.doc),
+                ) else {
+                    continue;
+                };
+                d.legacy
+                    .entry(ip)
+                    .and_modify(|have| {
+                        have.attempts += l.attempts;
+                        if l.last_seen > have.last_seen {
+                            have.last_seen = l.last_seen;
+                            have.version = l.version.clone();
+                        }
+                    })
+                    .or_insert(l);
+            }
+            "needs" => {
+                let (Ok(ip), Ok(n)) = (
+                    e.key.parse::<IpAddr>(),
+                    serde_json::from_str::<NeedsSource>(&e.doc),
+                ) else {
+                    continue;
+                };
+                d.needs
+                    .entry(ip)
+                    .and_modify(|have| {
+                        have.attempts += n.attempts;
+                        if n.last_seen > have.last_seen {
+                            have.last_seen = n.last_seen;
+                            have.needs = n.needs.clone();
+                        }
+                    })
+                    .or_insert(n);
+            }
+            _ => {}
+        }
+    }
+    instances.sort();
+    (d, instances)
+}
+
 /// The reason as reported: its label, `none` without one.
 fn label(reason: Option<Failure>) -> &'static str {
     reason.map_or("none", Failure::as_str)
@@ -289,19 +568,25 @@ fn add(d: &mut ListenerData, e: Event) {
     if let Some((_, counts, reasons)) = d.minutes.back_mut() {
         counts[e.status.index()] += 1;
         if matches!(e.status, Status::Failed | Status::UpgradeRequired) {
-            *reasons.entry(label(e.reason)).or_default() += 1;
+            *reasons.entry(Cow::Borrowed(label(e.reason))).or_default() += 1;
         }
+    }
+    if let Some(dirty) = &mut d.dirty {
+        dirty.minutes.insert(minute);
     }
     if let Some(kind) = e.reason.and_then(Failure::missing_key_type) {
         let n = d.needs.entry(e.peer).or_insert_with(|| NeedsSource {
             peer: e.peer.to_string(),
-            needs: kind,
+            needs: Cow::Borrowed(kind),
             attempts: 0,
             last_seen: e.at,
         });
-        n.needs = kind;
+        n.needs = Cow::Borrowed(kind);
         n.attempts += 1;
         n.last_seen = e.at;
+        if let Some(dirty) = &mut d.dirty {
+            dirty.needs.insert(e.peer);
+        }
     }
     // A TLS 1.2 offer of CBC suites only needs an agent upgrade just as a
     // TLS 1.0 one does: listed with the legacy sources.
@@ -319,6 +604,9 @@ fn add(d: &mut ListenerData, e: Event) {
         l.version = v.clone();
         l.attempts += 1;
         l.last_seen = e.at;
+        if let Some(dirty) = &mut d.dirty {
+            dirty.legacy.insert(e.peer);
+        }
     }
     // A device is one client whatever address it comes from; without a
     // certificate the source address is all we have.
@@ -326,20 +614,24 @@ fn add(d: &mut ListenerData, e: Event) {
         .fingerprint
         .clone()
         .unwrap_or_else(|| format!("addr:{}", e.peer));
+    if let Some(dirty) = &mut d.dirty {
+        dirty.clients.insert(key.clone());
+    }
     let c = d.clients.entry(key).or_insert_with(|| Client {
         fingerprint: e.fingerprint.clone(),
         subject: None,
         peer: String::new(),
         status: e.status,
-        reason: label(e.reason),
+        reason: Cow::Borrowed(label(e.reason)),
         attempts: 0,
         last_seen: e.at,
         refused_now: false,
+        instance: String::new(),
     });
     c.peer = e.peer.to_string();
     c.status = e.status;
     c.refused_now = e.status == Status::Blocked;
-    c.reason = label(e.reason);
+    c.reason = Cow::Borrowed(label(e.reason));
     // A source address is not a device: it never takes a certificate's
     // subject (several devices may share it, behind NAT).
     if e.fingerprint.is_some() && e.subject.is_some() {
@@ -363,14 +655,13 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
     let since = now - window;
     let first_minute = since.div_euclid(60);
     let mut counts = [0u64; Status::ALL.len()];
-    let mut reasons: HashMap<&'static str, u64> = HashMap::new();
-    for (m, c, r) in d.minutes.iter().filter(|(m, _, _)| *m >= first_minute) {
-        let _ = m;
+    let mut reasons: HashMap<&str, u64> = HashMap::new();
+    for (_, c, r) in d.minutes.iter().filter(|(m, _, _)| *m >= first_minute) {
         for (i, v) in c.iter().enumerate() {
             counts[i] += v;
         }
         for (k, v) in r {
-            *reasons.entry(k).or_default() += v;
+            *reasons.entry(k.as_ref()).or_default() += v;
         }
     }
     let total: u64 = counts.iter().sum();
@@ -435,5 +726,6 @@ fn report(listener: &str, d: &ListenerData, window: i64) -> Report {
         legacy_sources,
         needs_certificate,
         would_admit,
+        instances: Vec::new(),
     }
 }

@@ -713,3 +713,169 @@ async fn registry_copy_to_postgres_and_back_is_lossless_at_ten_thousand_devices(
     }
     assert!(gw.shutdown().await);
 }
+
+/// A status's count in a readiness report.
+fn count_of(report: &serde_json::Value, status: &str) -> u64 {
+    report["by_status"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["status"] == status)
+        .and_then(|s| s["count"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Must-show 5: the readiness report on instance A covers the attempts
+/// that reached B and C (the balancer spreads them): counts per status
+/// added up, the clients that enforcing refuses listed with the gateway
+/// that saw them, the instances named; the CLI says so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_on_one_gateway_reports_the_attempts_that_reached_the_others() {
+    let mut f = fleet().await;
+    let admins: Vec<SocketAddr> = f.gws.iter().map(|g| g.admin).collect();
+    let good = f.pki.client("counted-everywhere", Kind::Good);
+    let pending = f.pki.client("pending-somewhere", Kind::Good);
+    let gfp = sha256_hex(&good.der);
+    let pfp = sha256_hex(&pending.der);
+    assert_eq!(
+        change_on(admins[1], &gfp, "approve").await.0,
+        StatusCode::OK
+    );
+    assert!(
+        until_everywhere(&admins, &gfp, "approved", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    let gcfg = no_resumption(&client_config(&f.pki, Some(&good), &[]));
+    let pcfg = no_resumption(&client_config(&f.pki, Some(&pending), &[]));
+    let ncfg = no_resumption(&client_config(&f.pki, None, &[]));
+    // Nine of each: three on each instance (round robin, nothing else
+    // connects meanwhile).
+    for i in 0..9 {
+        assert!(
+            get_over(
+                tcp_from("127.0.0.2", f.lb.addr).await,
+                gcfg.clone(),
+                &format!("/r{i}")
+            )
+            .await
+            .is_ok()
+        );
+    }
+    for i in 0..9 {
+        assert!(
+            get_over(
+                tcp_from("127.0.0.3", f.lb.addr).await,
+                pcfg.clone(),
+                &format!("/p{i}")
+            )
+            .await
+            .is_err()
+        );
+        assert!(
+            get_over(
+                tcp_from("127.0.0.5", f.lb.addr).await,
+                ncfg.clone(),
+                &format!("/n{i}")
+            )
+            .await
+            .is_err()
+        );
+    }
+    // No instance alone saw all nine.
+    for a in &admins {
+        let (_, own) = http_plain(*a, "GET", "/metrics").await.unwrap();
+        let n: f64 = own
+            .lines()
+            .filter(|l| l.starts_with("certgate_http_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(n < 9.0, "instance {a} served {n} of the 9 requests");
+    }
+    let mut report;
+    let complete = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, r) = admin_call(
+                admins[0],
+                "GET",
+                "/api/readiness?listener=agents&window=1h",
+                None,
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{r}");
+            report = r;
+            if count_of(&report, "authenticated") >= 9
+                && count_of(&report, "unapproved") >= 9
+                && count_of(&report, "no_credentials") >= 9
+            {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(
+        complete,
+        "A's report does not cover B's and C's attempts: {report}"
+    );
+    assert_eq!(count_of(&report, "authenticated"), 9, "{report}");
+    assert_eq!(count_of(&report, "unapproved"), 9, "{report}");
+    assert_eq!(count_of(&report, "no_credentials"), 9, "{report}");
+    assert_eq!(
+        report["instances"],
+        serde_json::json!(["a", "b", "c"]),
+        "{report}"
+    );
+    let refused = report["would_refuse"].as_array().unwrap();
+    let device = refused
+        .iter()
+        .find(|c| c["fingerprint"] == pfp.as_str())
+        .unwrap();
+    assert_eq!(device["attempts"], 9, "{device}");
+    assert_eq!(device["status"], "unapproved");
+    assert!(
+        ["a", "b", "c"].contains(&device["instance"].as_str().unwrap()),
+        "{device}"
+    );
+    let source = refused.iter().find(|c| c["peer"] == "127.0.0.5").unwrap();
+    assert_eq!(source["attempts"], 9, "{source}");
+    assert!(!refused.iter().any(|c| c["fingerprint"] == gfp.as_str()));
+    // The same report from C, and in the CLI's words.
+    let (_, from_c) = admin_call(
+        admins[2],
+        "GET",
+        "/api/readiness?listener=agents&window=1h",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(count_of(&from_c, "unapproved"), 9, "{from_c}");
+    let out = std::process::Command::new(certgate_bin())
+        .args([
+            "readiness",
+            "--admin",
+            &admins[0].to_string(),
+            "--listener",
+            "agents",
+            "--window",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Counted on 3 gateway(s) sharing the registry: a, b, c"),
+        "{text}"
+    );
+    drop(f.lb);
+    f.gws.clear();
+}

@@ -83,6 +83,7 @@ pub(super) async fn reports(
                     legacy_sources: Vec::new(),
                     needs_certificate: Vec::new(),
                     would_admit: Vec::new(),
+                    instances: Vec::new(),
                 });
         report.mode = mode;
         report

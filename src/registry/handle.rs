@@ -146,6 +146,12 @@ impl Registry {
             commands,
             metrics,
             audit_path: settings.audit_log.resolved.clone(),
+            fleet: match &settings.backend {
+                RegistryBackend::Postgres(pg) => Some(Arc::new(
+                    super::postgres::readiness::FleetReadiness::new(pg),
+                )),
+                RegistryBackend::Redb => None,
+            },
         });
         info!(
             path = %settings.path,
@@ -174,6 +180,14 @@ impl Registry {
         writer.count();
         tokio::spawn(writer.run(updates_rx, commands_rx));
         Registry { shared }
+    }
+
+    /// The readiness tables every instance of a shared registry writes
+    /// (none with the embedded store).
+    pub(crate) fn fleet_readiness(
+        &self,
+    ) -> Option<Arc<super::postgres::readiness::FleetReadiness>> {
+        self.shared.fleet.clone()
     }
 
     /// The audit log's file: one JSON line per admin change.

@@ -36,4 +36,6 @@ pub(super) struct Shared {
     pub(super) metrics: RegistryMetrics,
     /// The audit log's file (the console reads it back).
     pub(super) audit_path: std::path::PathBuf,
+    /// The shared registry's readiness tables (PostgreSQL backend).
+    pub(super) fleet: Option<std::sync::Arc<super::postgres::readiness::FleetReadiness>>,
 }

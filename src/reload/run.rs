@@ -50,7 +50,10 @@ impl Controller {
             listeners: Vec::new(),
             admin: None,
             upstreams: Vec::new(),
-            readiness: Some(Readiness::start(metrics.readiness_dropped())),
+            readiness: Some(Readiness::start(
+                metrics.readiness_dropped(),
+                registry.as_ref().and_then(Registry::fleet_readiness),
+            )),
             metrics,
             registry,
             drain,

@@ -113,6 +113,7 @@ mod tests {
             legacy_sources: Vec::new(),
             needs_certificate: Vec::new(),
             would_admit: Vec::new(),
+            instances: Vec::new(),
         };
         let svg = chart(&report, "a").into_string();
         assert!(

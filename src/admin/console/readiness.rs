@@ -89,6 +89,11 @@ pub(super) async fn page(
                         tbody { @for (reason, n) in &r.failed_reasons { tr { td { (reason) } td.num { (n) } } } }
                     }
                 }
+                @if !r.instances.is_empty() {
+                    p data-instances=(r.instances.join(",")) {
+                        "Counted on " (r.instances.len()) " gateway(s) sharing the registry: " (r.instances.join(", ")) "."
+                    }
+                }
                 @let n = r.would_refuse.len();
                 p.notice data-would-refuse=(n) {
                     @if r.mode == "required" {
@@ -115,7 +120,7 @@ pub(super) async fn page(
                                         }
                                     }
                                     td { (c.subject.as_deref().unwrap_or("-")) }
-                                    td.mono { (c.peer) }
+                                    td.mono { (c.peer) @if !c.instance.is_empty() { " on " (c.instance) } }
                                     td.num { (c.attempts) }
                                     td { (when(Some(c.last_seen))) }
                                 }

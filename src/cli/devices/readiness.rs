@@ -49,6 +49,19 @@ fn print_report(r: &serde_json::Value, window: &str) {
     outln!(
         "Listener \"{listener}\" (mode = \"{mode}\"), last {window}: {total} connection attempt(s)"
     );
+    let instances: Vec<&str> = r["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str())
+        .collect();
+    if !instances.is_empty() {
+        outln!(
+            "Counted on {} gateway(s) sharing the registry: {}",
+            instances.len(),
+            instances.join(", ")
+        );
+    }
     outln!();
     outln!("{:<16} {:>8} {:>8}", "STATUS", "COUNT", "SHARE");
     for s in r["by_status"].as_array().into_iter().flatten() {
@@ -117,7 +130,10 @@ fn print_report(r: &serde_json::Value, window: &str) {
                 ),
                 c["attempts"].as_u64().unwrap_or(0),
                 when(c["last_seen"].as_i64()),
-                c["peer"].as_str().unwrap_or("?"),
+                match c["instance"].as_str() {
+                    Some(i) => format!("{} on {i}", c["peer"].as_str().unwrap_or("?")),
+                    None => c["peer"].as_str().unwrap_or("?").to_string(),
+                },
             );
         }
     }

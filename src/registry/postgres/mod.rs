@@ -26,10 +26,12 @@
 //! - `schema`: the tables and their migrations.
 //! - `observed`: handshake counters, per instance, added up.
 //! - `listen`: the LISTEN thread that wakes the writer.
+//! - `readiness`: the fleet's readiness rows.
 
 mod connect;
 mod listen;
 mod observed;
+pub(crate) mod readiness;
 pub(crate) mod schema;
 
 use std::collections::HashMap;

@@ -13,6 +13,10 @@
 //!   instance saw (first/last seen, last peer, connections, refusals).
 //!   Each instance writes only its own rows, whole (a retried write after
 //!   an outage cannot count twice); readers add them up.
+//! - `certgate_readiness_minutes`, `certgate_readiness_entries` (schema
+//!   2): each instance's readiness counts per listener and minute, and
+//!   its latest view of each client and legacy source, so the report on
+//!   any instance covers the fleet.
 //! - `certgate_audit`: every admin change, with the instance that made it;
 //!   the JSON line exactly as the audit log file has it (`line::jsonb`
 //!   to query it), so a copy back to a file is byte for byte.
@@ -20,10 +24,11 @@
 use super::super::StoreError;
 
 /// The schema this certgate reads and writes.
-pub(crate) const LATEST: i32 = 1;
+pub(crate) const LATEST: i32 = 2;
 
-/// Migrations, in order: index 0 brings an empty database to version 1.
-const MIGRATIONS: [&str; LATEST as usize] = [r#"
+/// Migrations, in order: index N brings schema N to N + 1.
+const MIGRATIONS: [&str; LATEST as usize] = [
+    r#"
 CREATE TABLE certgate_meta (key text PRIMARY KEY, value bigint NOT NULL);
 INSERT INTO certgate_meta (key, value) VALUES ('version', 0);
 CREATE TABLE certgate_devices (
@@ -49,7 +54,28 @@ CREATE TABLE certgate_audit (
     instance text NOT NULL,
     line text NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE certgate_readiness_minutes (
+    listener text NOT NULL,
+    minute bigint NOT NULL,
+    instance text NOT NULL,
+    counts text NOT NULL,
+    reasons text NOT NULL,
+    PRIMARY KEY (listener, minute, instance)
+);
+CREATE TABLE certgate_readiness_entries (
+    listener text NOT NULL,
+    kind text NOT NULL,
+    key text NOT NULL,
+    instance text NOT NULL,
+    doc text NOT NULL,
+    last_seen bigint NOT NULL,
+    PRIMARY KEY (listener, kind, key, instance)
+);
+CREATE INDEX certgate_readiness_entries_by_time ON certgate_readiness_entries (listener, last_seen);
+"#,
+];
 
 /// Any number unlikely to be used by another application sharing the
 /// database: migrations of several instances starting at once queue on it.
