@@ -4,7 +4,6 @@
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -12,43 +11,15 @@ use crate::config::{RegistryBackend, RegistrySettings};
 
 use crate::config::RenewalIdentity;
 
+use super::backend::open_store;
 use super::requests::Command;
 use super::shared::Shared;
 use super::snapshot::{CertEntry, Snapshot};
 use super::writer::Writer;
 use super::{
     Change, Device, DeviceStatus, DeviceStore, DeviceView, Forecast, Observation, Page, Query,
-    RedbStore, RegistryError, RegistryMetrics, StoreError,
+    RegistryError, RegistryMetrics, StoreError,
 };
-
-/// The store `settings` name: the redb file (a predecessor that is handing
-/// it over is waited for a few seconds) or the shared database.
-pub(super) fn open_store(settings: &RegistrySettings) -> Result<Arc<dyn DeviceStore>, StoreError> {
-    match &settings.backend {
-        RegistryBackend::Redb => {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                match RedbStore::open(&settings.path.resolved) {
-                    Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    other => break Ok(Arc::new(other?)),
-                }
-            }
-        }
-        RegistryBackend::Postgres(pg) => {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                match super::postgres::PgStore::open(pg, &settings.path.resolved) {
-                    Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    other => break Ok(Arc::new(other?)),
-                }
-            }
-        }
-    }
-}
 
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
@@ -72,7 +43,7 @@ impl Registry {
         metrics: RegistryMetrics,
     ) -> Result<Registry, StoreError> {
         let s = settings.clone();
-        let (store, loaded) = super::writer::blocking(move || {
+        let (store, loaded) = super::backend::blocking(move || {
             let store = open_store(&s)?;
             let loaded = store.load()?;
             Ok((store, loaded))

@@ -19,10 +19,13 @@
 //! - `snapshot`: what handshakes read (statuses, the renewal index).
 //! - `shared`, `handle`: the handle and the shared state.
 //! - `writer`: the single writer task (store, audit log).
+//! - `backend`: the store the settings name, and store calls off the
+//!   async workers.
 //! - `expiry`: the fleet's expiry forecast.
 //! - [`store`], `migrate`: the embedded redb store and its schema 1.
 //! - `postgres`: the store several gateways share.
 
+mod backend;
 pub(crate) mod device;
 pub(crate) mod error;
 pub(crate) mod expiry;

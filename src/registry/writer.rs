@@ -11,6 +11,7 @@ use tracing::{error, info};
 
 use crate::config::RenewalIdentity;
 
+use super::backend::{blocking, open_store};
 use super::device::{device_id, hex32};
 use super::requests::{Command, Record, Sort};
 use super::shared::Shared;
@@ -478,7 +479,7 @@ impl Writer {
             }
             Command::Reopen { reply } => {
                 let settings = self.settings.clone();
-                let r = blocking(move || super::handle::open_store(&settings)).await;
+                let r = blocking(move || open_store(&settings)).await;
                 let _ = reply.send(match r {
                     Ok(s) => {
                         self.store = s;
@@ -1005,18 +1006,6 @@ fn loses_admission(old: &Device, new: &Device) -> bool {
             new.certificate(&c.fingerprint)
                 .is_none_or(|n| n.superseded_at != c.superseded_at)
         })
-}
-
-/// Runs store I/O off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Io {
-            path: PathBuf::new(),
-            message: format!("writer task failed: {e}"),
-        })
-    })
 }
 
 #[cfg(test)]
