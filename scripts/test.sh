@@ -7,7 +7,9 @@
 # and runuser for the package test, which installs the .deb as root;
 # Debian's Chromium and chromedriver for the console's browser tests, and
 # axe-core from npm to check their pages' accessibility; HAProxy as the L4
-# balancer in front of a PROXY-protocol listener),
+# balancer in front of a PROXY-protocol listener and of three gateways;
+# PostgreSQL, whose initdb and pg_ctl the scale-out tests run in a temporary
+# directory as the postgres user, and psql to check its tables),
 # then checks formatting, lints, the API docs and known advisories, and runs
 # the whole suite once, in the dev profile, with cargo-nextest.
 set -euo pipefail
@@ -17,6 +19,9 @@ need=()
 for tool in curl:curl openssl:openssl python3:python3 java:openjdk-17-jdk-headless systemd-socket-activate:systemd promtool:prometheus prometheus:prometheus unshare:util-linux nsenter:util-linux prlimit:util-linux mount:mount systemd-analyze:systemd setpriv:util-linux runuser:util-linux ip:iproute2 adduser:adduser dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver haproxy:haproxy; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
+# The server binaries are not on PATH: /usr/lib/postgresql/<major>/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   sudo=""

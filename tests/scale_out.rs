@@ -377,6 +377,19 @@ async fn with_the_database_down_every_gateway_serves_from_its_snapshot_and_catch
     let down = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // `check` (the unit's ExecStartPre) still passes: a gateway starts on
+    // its local copy; it warns.
+    let check = std::process::Command::new(certgate_bin())
+        .args(["check", "--config"])
+        .arg(&f.gws[0].config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("warning") && said.contains("local copy"),
+        "{said}"
+    );
     // Admin writes: 503 with the reason, on every instance.
     let refused_fp = sha256_hex(b"approved while the database was down");
     for a in &admins {

@@ -42,6 +42,9 @@ pub(super) fn check(config: &Path) -> ExitCode {
                 for w in built.warnings() {
                     eprintln!("certgate: warning: {w}");
                 }
+                if let Some(w) = shared_registry_warning(&settings) {
+                    eprintln!("certgate: warning: {w}");
+                }
                 outln!(
                     "certgate: {} is valid ({} listener(s), {} upstream(s))",
                     config.display(),
@@ -63,6 +66,33 @@ pub(super) fn check(config: &Path) -> ExitCode {
         errors.len()
     );
     ExitCode::FAILURE
+}
+
+/// The shared registry as `check` sees it: a database that cannot be
+/// reached is a warning, not an error (a gateway starts on its local copy
+/// and connects when it can), and so is one a newer certgate migrated.
+fn shared_registry_warning(settings: &Settings) -> Option<String> {
+    use crate::registry::postgres::{PgStore, schema};
+    let Some(crate::config::RegistryBackend::Postgres(pg)) =
+        settings.registry.as_ref().map(|r| &r.backend)
+    else {
+        return None;
+    };
+    match PgStore::probe(pg) {
+        Ok(v) if v > schema::LATEST => Some(format!(
+            "the shared registry has schema {v}, written by a newer certgate (this one reads {}); this gateway will not start until it is upgraded",
+            schema::LATEST
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "{e}; the gateway would start from its local copy ({}) if it has one, and connect when it can",
+            settings
+                .registry
+                .as_ref()
+                .map(|r| r.path.resolved.display().to_string())
+                .unwrap_or_default()
+        )),
+    }
 }
 
 pub(super) fn run(config: &Path, threads: Option<usize>, takeover: bool) -> anyhow::Result<()> {

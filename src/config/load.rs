@@ -129,6 +129,59 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_registry_is_configured_and_its_mistakes_are_named() {
+        let with = |lines: &str| {
+            parse(&format!(
+                "[registry]\npath = \"/var/lib/certgate/devices.redb\"\n{lines}\n{MINIMAL}"
+            ))
+        };
+        let errors = |lines: &str| match with(lines) {
+            Ok(_) => panic!("accepted: {lines}"),
+            Err(e) => e
+                .into_list()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let s = with("backend = \"postgres\"\nurl = \"postgres://certgate:secret@db1,db2/certgate?target_session_attrs=read-write\"\ninstance = \"gw1\"\nresync_every = \"5m\"").unwrap();
+        let Some(RegistryBackend::Postgres(pg)) = s.registry.map(|r| r.backend) else {
+            panic!("not the postgres backend");
+        };
+        assert_eq!(pg.instance, "gw1");
+        assert_eq!(pg.resync_every, Duration::from_secs(300));
+        // The password never reaches a log through Debug.
+        assert!(!format!("{pg:?}").contains("secret"));
+        assert!(
+            with("").unwrap().registry.unwrap().backend == RegistryBackend::Redb,
+            "redb stays the default"
+        );
+        let e = errors("url = \"postgres://db/certgate\"");
+        assert!(
+            e.contains("registry.url") && e.contains("backend = \"postgres\""),
+            "{e}"
+        );
+        let e = errors("backend = \"postgres\"");
+        assert!(e.contains("url_file"), "{e}");
+        let e = errors("backend = \"postgres\"\nurl = \"postgres://db/x\"\nurl_file = \"u\"");
+        assert!(e.contains("not both"), "{e}");
+        let e = errors("backend = \"postgres\"\nurl = \"postgres://db/x?sslmode=require\"");
+        assert!(e.contains("database_ca"), "{e}");
+        let e =
+            errors("backend = \"postgres\"\nurl = \"postgres://u:hunter2@db/x?sslmode=nonsense\"");
+        assert!(e.contains("registry.url") && !e.contains("hunter2"), "{e}");
+        let e = errors("backend = \"postgres\"\nurl_file = \"/nonexistent/registry-url\"");
+        assert!(
+            e.contains("/nonexistent/registry-url") && e.contains("cannot be read"),
+            "{e}"
+        );
+        let e = errors("backend = \"mysql\"");
+        assert!(e.contains("\"redb\"") && e.contains("\"postgres\""), "{e}");
+        let e = errors("backend = \"postgres\"\nurl = \"postgres://db/x\"\ninstance = \"a b\"");
+        assert!(e.contains("registry.instance"), "{e}");
+    }
+
+    #[test]
     fn renewal_rules_parse_and_mistakes_are_named() {
         let with = |lines: &str| {
             parse(&MINIMAL.replace(

@@ -168,6 +168,20 @@ impl PgStore {
         Ok((from, to))
     }
 
+    /// For `certgate check`: whether the database answers, and its schema
+    /// (0: not migrated yet). Changes nothing.
+    pub(crate) fn probe(settings: &PostgresSettings) -> Result<i32, StoreError> {
+        let mut c = connect::connect(settings)?;
+        let row = c
+            .query_one(
+                "SELECT CASE WHEN to_regclass('certgate_schema') IS NULL THEN 0 \
+                 ELSE (SELECT coalesce(max(version), 0) FROM certgate_schema) END",
+                &[],
+            )
+            .map_err(|e| connect::unreachable(settings, &e))?;
+        Ok(row.get(0))
+    }
+
     fn db(&self, e: &postgres::Error) -> StoreError {
         connect::unreachable(&self.settings, e)
     }
