@@ -892,3 +892,61 @@ async fn readiness_on_one_gateway_reports_the_attempts_that_reached_the_others()
     drop(f.lb);
     f.gws.clear();
 }
+
+/// Several hosts with `target_session_attrs=read-write`: a standby listed
+/// first is passed over for the primary, and once the primary is gone and
+/// the standby promoted, the gateway writes to it, with what it had
+/// written before (replicated) still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_standby_pair_is_followed_through_a_failover() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let primary = PgServer::start();
+    let standby = PgServer::standby_of(&primary);
+    let url = format!(
+        "postgres://certgate@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        standby.port, primary.port
+    );
+    let gw = start_instance(&pki, backend.addr, &url, "gw1");
+    let before = sha256_hex(b"approved on the primary");
+    let (s, v) = change_on(gw.admin, &before, "approve").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(primary.sql("SELECT count(*) FROM certgate_audit"), "1");
+    // Replicated before the failover (asynchronous replication: an admin
+    // who cannot lose a change sets synchronous_standby_names).
+    assert!(
+        eventually(Duration::from_secs(10), || standby
+            .sql("SELECT count(*) FROM certgate_audit")
+            == "1")
+        .await,
+        "the standby did not replicate the approval"
+    );
+    primary.down("immediate");
+    standby.promote();
+    let after = sha256_hex(b"approved on the promoted standby");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last;
+    loop {
+        last = change_on(gw.admin, &after, "approve").await;
+        if last.0 == StatusCode::OK || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        last.0,
+        StatusCode::OK,
+        "no write after the failover: {}",
+        last.1
+    );
+    assert_eq!(standby.sql("SELECT count(*) FROM certgate_audit"), "2");
+    assert_eq!(
+        status_on(gw.admin, &before).await.as_deref(),
+        Some("approved")
+    );
+    assert_eq!(
+        status_on(gw.admin, &after).await.as_deref(),
+        Some("approved")
+    );
+    drop(gw);
+}

@@ -89,6 +89,70 @@ impl PgServer {
         pg
     }
 
+    /// A hot standby of `primary` (pg_basebackup, streaming replication)
+    /// on a port of its own, started.
+    pub fn standby_of(primary: &PgServer) -> PgServer {
+        let dir = PathBuf::from(
+            String::from_utf8(
+                Command::new("mktemp")
+                    .args(["-d", "/tmp/certgate-pg.XXXXXX"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        assert!(
+            Command::new("chown")
+                .arg("postgres:")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let d = dir.display().to_string();
+        let port = primary.port.to_string();
+        let out = as_postgres(&[
+            bin("pg_basebackup").to_str().unwrap(),
+            "-D",
+            &d,
+            "-R",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "certgate",
+            "-X",
+            "stream",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PgServer { dir, port };
+        pg.up();
+        pg
+    }
+
+    /// Makes a standby the primary.
+    pub fn promote(&self) {
+        let d = self.dir.display().to_string();
+        let out = as_postgres(&[bin("pg_ctl").to_str().unwrap(), "-D", &d, "-w", "promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The connection string certgate is given.
     pub fn url(&self) -> String {
         format!("postgres://certgate@127.0.0.1:{}/postgres", self.port)
