@@ -88,7 +88,10 @@ impl Gateway {
         let registry = match &settings.registry {
             Some(r) => Some(Registry::open(r, metrics.registry()).await.map_err(|e| {
                 RunError::Config(ConfigError::File {
-                    context: "registry.path".into(),
+                    context: match &r.backend {
+                        crate::config::RegistryBackend::Redb => "registry.path".into(),
+                        crate::config::RegistryBackend::Postgres(pg) => pg.url_source.clone(),
+                    },
                     message: e.to_string(),
                 })
             })?),

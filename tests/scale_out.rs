@@ -950,3 +950,41 @@ async fn a_primary_standby_pair_is_followed_through_a_failover() {
     );
     drop(gw);
 }
+
+/// A gateway's very first start needs the database (it has no local copy
+/// yet): it refuses to start, saying which database and why; `check`
+/// only warns (a gateway with a copy would start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_without_the_database_says_what_is_missing() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let pg = PgServer::start();
+    let url = pg.url();
+    pg.down("fast");
+    let (_dir, config) = instance_config(&pki, backend.addr, &url, "gw1");
+    let mut run = std::process::Command::new(certgate_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "certgate kept running without its database"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("registry.url")
+            && said.contains(&format!("127.0.0.1:{}", pg.port))
+            && said.contains("no local copy"),
+        "{said}"
+    );
+    assert!(!said.contains("password"), "{said}");
+}

@@ -339,11 +339,11 @@ impl Registry {
 pub(crate) fn warn_if_changed(old: Option<&RegistrySettings>, new: Option<&RegistrySettings>) {
     // The renewal index follows the listeners at once (see
     // `Registry::set_identities`); the rest needs a restart.
-    if old.map(|r| (&r.path, &r.audit_log, r.update_queue))
-        != new.map(|r| (&r.path, &r.audit_log, r.update_queue))
+    if old.map(|r| (&r.path, &r.audit_log, r.update_queue, &r.backend))
+        != new.map(|r| (&r.path, &r.audit_log, r.update_queue, &r.backend))
     {
         warn!(
-            "[registry] path, audit_log and update_queue changes take effect when certgate is restarted"
+            "[registry] path, audit_log, update_queue and backend changes (url, instance, ...) take effect when certgate is restarted"
         );
     }
 }

@@ -148,6 +148,14 @@ impl PgStore {
                     "the shared registry cannot be reached: serving the devices of the local copy until it can");
                 store.failing.store(true, Ordering::Release);
             }
+            Err(StoreError::Database { message }) if !had_cache => {
+                return Err(StoreError::Database {
+                    message: format!(
+                        "{message}; there is no local copy at {} to start from (a gateway's first start needs the database)",
+                        cache_path.display()
+                    ),
+                });
+            }
             Err(e) => return Err(e),
         }
         *store.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(RedbStore::open(cache_path)?);
