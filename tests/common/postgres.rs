@@ -22,6 +22,32 @@ fn bin(name: &str) -> PathBuf {
     dir.join("bin").join(name)
 }
 
+/// An empty directory owned by the `postgres` user, directly under /tmp
+/// (not inside root's 0700 temporary directories).
+fn postgres_dir() -> PathBuf {
+    let out = Command::new("mktemp")
+        .args(["-d", "/tmp/certgate-pg.XXXXXX"])
+        .output()
+        .unwrap();
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let ok = Command::new("chown")
+        .arg("postgres:")
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown postgres {}", dir.display());
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running PostgreSQL cluster.
 pub struct PgServer {
     pub dir: PathBuf,
@@ -45,24 +71,7 @@ impl PgServer {
     pub fn start() -> PgServer {
         super::require_tool("runuser");
         let initdb = bin("initdb");
-        let dir = PathBuf::from(
-            String::from_utf8(
-                Command::new("mktemp")
-                    .args(["-d", "/tmp/certgate-pg.XXXXXX"])
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .unwrap()
-            .trim(),
-        );
-        let ok = Command::new("chown")
-            .arg("postgres:")
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "chown postgres {}", dir.display());
+        let dir = postgres_dir();
         let d = dir.display().to_string();
         let out = as_postgres(&[
             initdb.to_str().unwrap(),
@@ -79,11 +88,7 @@ impl PgServer {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let pg = PgServer { dir, port };
         pg.up();
         pg
@@ -92,25 +97,7 @@ impl PgServer {
     /// A hot standby of `primary` (pg_basebackup, streaming replication)
     /// on a port of its own, started.
     pub fn standby_of(primary: &PgServer) -> PgServer {
-        let dir = PathBuf::from(
-            String::from_utf8(
-                Command::new("mktemp")
-                    .args(["-d", "/tmp/certgate-pg.XXXXXX"])
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .unwrap()
-            .trim(),
-        );
-        assert!(
-            Command::new("chown")
-                .arg("postgres:")
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success()
-        );
+        let dir = postgres_dir();
         let d = dir.display().to_string();
         let port = primary.port.to_string();
         let out = as_postgres(&[
@@ -132,11 +119,7 @@ impl PgServer {
             "pg_basebackup: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let pg = PgServer { dir, port };
         pg.up();
         pg
