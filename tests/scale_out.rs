@@ -182,6 +182,34 @@ async fn an_approval_on_one_gateway_admits_the_device_on_every_gateway() {
         // Through the balancer (PROXY v2): the client's own address.
         assert_eq!(f.backend.last().headers["x-forwarded-for"], "127.0.0.2");
     }
+    // Around the balancer: a direct connection from outside proxy_from,
+    // and one from the balancer's address with a bad header, are closed
+    // before TLS, on every instance.
+    for g in &f.gws {
+        assert!(
+            get_over(
+                tcp_from("127.0.0.3", g.proc.addr).await,
+                cfg.clone(),
+                "/direct"
+            )
+            .await
+            .is_err(),
+            "a direct connection from outside proxy_from was served"
+        );
+        let mut bad = tcp_from("127.0.0.1", g.proc.addr).await;
+        tokio::io::AsyncWriteExt::write_all(&mut bad, b"PROXY TCP4 not-an-address\r\n")
+            .await
+            .unwrap();
+        assert!(
+            get_over(bad, cfg.clone(), "/bad-header").await.is_err(),
+            "a bad PROXY header was accepted"
+        );
+        let refused = |r: &str| {
+            format!("certgate_connections_refused_total{{listener=\"agents\",reason=\"{r}\"}}")
+        };
+        assert!(scraped(g.admin, &refused("proxy_from")).await >= 1.0);
+        assert!(scraped(g.admin, &refused("proxy_header")).await >= 1.0);
+    }
     for g in &f.gws {
         let served = scraped_sum(g.admin, "certgate_http_requests_total{").await;
         assert!(
