@@ -136,20 +136,9 @@ impl End {
     }
 }
 
-/// The database, migrated, without a local copy (a temporary one).
+/// The database, migrated; no local copy (a copy needs the database).
 fn open_database(s: &PostgresSettings) -> anyhow::Result<PgStore> {
-    let dir = tempfile_dir()?;
-    let store = PgStore::open(s, &dir.join("copy.redb"))?;
-    Ok(store)
-}
-
-/// A private scratch directory for the database store's local copy
-/// (removed when the process ends is not needed: it is under the
-/// system's temporary directory and tiny).
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("certgate-registry-copy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+    Ok(PgStore::open(s, None)?)
 }
 
 /// `certgate registry migrate --config FILE`.
@@ -161,10 +150,7 @@ pub(super) fn migrate(config: &Path) -> anyhow::Result<()> {
             config.display()
         );
     };
-    let dir = tempfile_dir()?;
-    let store = PgStore::open(pg, &dir.join("migrate.redb"))?;
-    let (from, to) = store.run_migrations()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let (from, to) = PgStore::migrate(pg)?;
     if from == to {
         outln!("certgate: the shared registry is at schema {to}; nothing to do");
     } else {
@@ -213,11 +199,5 @@ pub(super) fn copy(
         from.describe(),
         to.describe()
     );
-    if let Some(dir) = std::env::temp_dir()
-        .join(format!("certgate-registry-copy-{}", std::process::id()))
-        .to_str()
-    {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     Ok(())
 }

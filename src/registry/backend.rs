@@ -27,7 +27,7 @@ pub(super) fn open_store(settings: &RegistrySettings) -> Result<Arc<dyn DeviceSt
         RegistryBackend::Postgres(pg) => {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             loop {
-                match super::postgres::PgStore::open(pg, &settings.path.resolved) {
+                match super::postgres::PgStore::open(pg, Some(&settings.path.resolved)) {
                     Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(50));
                     }

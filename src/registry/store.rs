@@ -487,19 +487,7 @@ impl DeviceStore for RedbStore {
     }
 
     fn put(&self, devices: &[Device]) -> Result<(), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(|e| self.io(e))?;
-            {
-                let mut table = tx.open_table(DEVICES).map_err(|e| self.io(e))?;
-                for d in devices {
-                    let bytes = d.encode();
-                    table
-                        .insert(d.id.as_str(), bytes.as_slice())
-                        .map_err(|e| self.io(e))?;
-                }
-            }
-            tx.commit().map_err(|e| self.io(e))
-        })
+        self.write(devices, &[])
     }
 
     fn write(&self, put: &[Device], removed: &[String]) -> Result<(), StoreError> {

@@ -125,11 +125,13 @@ impl PgStore {
     /// Connects, runs the migrations and opens the local copy. When the
     /// database cannot be reached and a local copy exists, the store opens
     /// on it (the gateway serves what it last knew) and connects later.
+    /// `cache_path`: the local copy (`None` for a one-off command such as
+    /// `registry copy`, which must reach the database).
     pub(crate) fn open(
         settings: &PostgresSettings,
-        cache_path: &std::path::Path,
+        cache_path: Option<&std::path::Path>,
     ) -> Result<PgStore, StoreError> {
-        let had_cache = cache_path.exists();
+        let had_cache = cache_path.is_some_and(std::path::Path::exists);
         let store = PgStore {
             settings: settings.clone(),
             client: Mutex::new(None),
@@ -141,32 +143,37 @@ impl PgStore {
             listening: AtomicBool::new(false),
             failing: AtomicBool::new(false),
         };
-        match store.run_migrations() {
+        match PgStore::migrate(settings) {
             Ok(_) => {}
             Err(e @ StoreError::Database { .. }) if had_cache && !is_schema(&e) => {
-                warn!(error = %e, cache = %cache_path.display(),
+                warn!(error = %e, cache = %cache_path.map(|p| p.display().to_string()).unwrap_or_default(),
                     "the shared registry cannot be reached: serving the devices of the local copy until it can");
                 store.failing.store(true, Ordering::Release);
             }
             Err(StoreError::Database { message }) if !had_cache => {
                 return Err(StoreError::Database {
                     message: format!(
-                        "{message}; there is no local copy at {} to start from (a gateway's first start needs the database)",
-                        cache_path.display()
+                        "{message}; there is no local copy{} to start from (a gateway's first start needs the database)",
+                        cache_path
+                            .map(|p| format!(" at {}", p.display()))
+                            .unwrap_or_default()
                     ),
                 });
             }
             Err(e) => return Err(e),
         }
-        *store.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(RedbStore::open(cache_path)?);
+        if let Some(path) = cache_path {
+            *store.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(RedbStore::open(path)?);
+        }
         Ok(store)
     }
 
     /// Runs the schema migrations on a connection of their own; returns
     /// (from, to).
-    pub(crate) fn run_migrations(&self) -> Result<(i32, i32), StoreError> {
-        let mut client = connect::connect(&self.settings)?;
-        let (from, to) = schema::migrate(&mut client).map_err(|e| self.db(&e))?;
+    pub(crate) fn migrate(settings: &PostgresSettings) -> Result<(i32, i32), StoreError> {
+        let mut client = connect::connect(settings)?;
+        let (from, to) =
+            schema::migrate(&mut client).map_err(|e| connect::unreachable(settings, &e))?;
         if from > schema::LATEST {
             return Err(schema::too_new(from));
         }
