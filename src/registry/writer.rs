@@ -166,7 +166,13 @@ impl Writer {
                 }
             }
         }
-        let _ = self.flush().await;
+        if let Err(e) = self.flush().await {
+            // Sightings and counters live in memory until written: say what
+            // a stop during an outage costs (statuses are never among them;
+            // admin changes are written before they are acknowledged).
+            error!(error = %e, unwritten = self.dirty.len() + self.removed.len(),
+                "stopping with device sightings not written to the registry; they are lost");
+        }
     }
 
     /// Applies a handshake observation.
