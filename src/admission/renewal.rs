@@ -52,62 +52,64 @@ pub(crate) fn find(
         return Found::Nothing;
     };
     // Records made before lineages may hold the issuer in x509-parser's
-    // display form; both forms name the same CA.
+    // display form; both forms name the same CA. The snapshot matches the
+    // issuer exactly, so two different forms never yield the same device.
     let display = parsed.issuer().to_string();
-    let issuers = [new.issuer.as_str(), display.as_str()];
-    let mut candidates: Vec<&Candidate> = Vec::new();
-    for issuer in issuers {
-        for c in snapshot.candidates(identity, issuer, value.as_ref()) {
-            let same_key_id = c.authority_key_id.is_empty()
-                || new.authority_key_id.is_empty()
-                || *c.authority_key_id == *new.authority_key_id;
-            if c.fingerprint != *fingerprint
-                && same_key_id
-                && !candidates.iter().any(|h| h.fingerprint == c.fingerprint)
-            {
-                candidates.push(c);
-            }
-        }
-    }
-    if let Some(blocked) = candidates
-        .iter()
-        .find(|c| c.status == DeviceStatus::Blocked)
-    {
-        return Found::Device {
-            of: blocked.fingerprint,
-            status: DeviceStatus::Blocked,
-        };
-    }
+    let second = (display != new.issuer).then_some(display.as_str());
+    let candidates = std::iter::once(new.issuer.as_str())
+        .chain(second)
+        .flat_map(|issuer| snapshot.candidates(identity, issuer, value.as_ref()))
+        .filter(|c| {
+            c.fingerprint != *fingerprint
+                && (c.authority_key_id.is_empty()
+                    || new.authority_key_id.is_empty()
+                    || *c.authority_key_id == *new.authority_key_id)
+        });
     let grace = i64::try_from(rule.grace.as_secs()).unwrap_or(i64::MAX);
-    let eligible = |c: &&&Candidate| {
+    let eligible = |c: &Candidate| {
         new.not_before > c.not_before
             && (c.not_after == 0 || now < c.not_after.saturating_add(grace))
             && !revoked(c)
     };
-    let approved: Vec<&&Candidate> = candidates
-        .iter()
-        .filter(|c| c.status == DeviceStatus::Approved)
-        .collect();
-    match approved.as_slice() {
-        [] => {}
-        [one] => {
-            return match eligible(one) {
-                true => Found::Device {
-                    of: one.fingerprint,
-                    status: DeviceStatus::Approved,
-                },
-                false => Found::Nothing,
-            };
+    // One pass, stopping as soon as the answer is settled: a fleet whose
+    // devices all share one subject must not make every first-seen
+    // handshake walk the whole fleet (a reconnect storm of 10,000 such
+    // devices was quadratic). Each issuer form lists blocked devices
+    // first, then approved, then pending; with two forms a later one can
+    // still bring a block, so the block check looks at all of them.
+    let mut approved: Option<&Candidate> = None;
+    let mut approved_more = false;
+    let mut pending: Option<&Candidate> = None;
+    let mut pending_more = false;
+    for c in candidates {
+        match c.status {
+            DeviceStatus::Blocked => {
+                return Found::Device {
+                    of: c.fingerprint,
+                    status: DeviceStatus::Blocked,
+                };
+            }
+            DeviceStatus::Approved if approved.is_none() => approved = Some(c),
+            DeviceStatus::Approved => approved_more = true,
+            DeviceStatus::Pending if !eligible(c) => {}
+            DeviceStatus::Pending if pending.is_none() => pending = Some(c),
+            DeviceStatus::Pending => pending_more = true,
         }
-        _ => return Found::Ambiguous,
+        if (approved_more || pending_more) && second.is_none() {
+            // Nothing blocked can follow in a single issuer form.
+            break;
+        }
     }
-    let pending: Vec<&&Candidate> = candidates
-        .iter()
-        .filter(|c| c.status == DeviceStatus::Pending)
-        .filter(eligible)
-        .collect();
-    match pending.as_slice() {
-        [one] => Found::Device {
+    match (approved, approved_more, pending, pending_more) {
+        (Some(_), true, _, _) => Found::Ambiguous,
+        (Some(one), false, _, _) => match eligible(one) {
+            true => Found::Device {
+                of: one.fingerprint,
+                status: DeviceStatus::Approved,
+            },
+            false => Found::Nothing,
+        },
+        (None, _, Some(one), false) => Found::Device {
             of: one.fingerprint,
             status: DeviceStatus::Pending,
         },
@@ -262,6 +264,61 @@ mod tests {
             find_for(&[d], &new, false),
             Found::Device {
                 status: DeviceStatus::Approved,
+                ..
+            }
+        ));
+    }
+
+    /// A fleet whose devices all share one subject (agents enrolled with
+    /// one fixed CN): the answer does not depend on where in the fleet the
+    /// deciding device sits, whichever order the devices were recorded in.
+    #[test]
+    fn a_fleet_sharing_one_subject_gets_the_same_answers_in_any_order() {
+        let ca = ca("Fleet CA");
+        let new = cert(&ca, "agent", NOW - DAY, NOW + 365 * DAY);
+        let many = |n: usize, status: DeviceStatus| -> Vec<Device> {
+            (0..n)
+                .map(|i| {
+                    let from = NOW - 300 * DAY + i as i64;
+                    device(&cert(&ca, "agent", from, NOW + 60 * DAY), status)
+                })
+                .collect()
+        };
+        let pending = many(40, DeviceStatus::Pending);
+        let approved = many(2, DeviceStatus::Approved);
+        let blocked = many(1, DeviceStatus::Blocked);
+        let both =
+            |a: &[Device], b: &[Device]| -> [Vec<Device>; 2] { [[a, b].concat(), [b, a].concat()] };
+        // One blocked device among many pending and approved: blocked.
+        for order in both(&[pending.clone(), approved.clone()].concat(), &blocked) {
+            assert!(matches!(
+                find_for(&order, &new, false),
+                Found::Device {
+                    status: DeviceStatus::Blocked,
+                    ..
+                }
+            ));
+        }
+        // One approved device among many pending: it is renewed.
+        for order in both(&pending, &approved[..1]) {
+            assert!(matches!(
+                find_for(&order, &new, false),
+                Found::Device {
+                    status: DeviceStatus::Approved,
+                    ..
+                }
+            ));
+        }
+        // Two approved: ambiguous; many pending alone: nothing; one
+        // pending: it is renewed.
+        for order in both(&pending, &approved) {
+            assert_eq!(find_for(&order, &new, false), Found::Ambiguous);
+        }
+        assert_eq!(find_for(&pending, &new, false), Found::Nothing);
+        assert!(matches!(
+            find_for(&pending[..1], &new, false),
+            Found::Device {
+                status: DeviceStatus::Pending,
                 ..
             }
         ));

@@ -654,9 +654,9 @@ impl Writer {
                     // yet: a device of one, known by fingerprint.
                     let fp = parse_fingerprint(raw)
                         .ok_or_else(|| RegistryError::BadFingerprint(raw.clone()))?;
-                    let taken = |id: &str| {
-                        self.records.contains_key(id) || updated.iter().any(|d| d.id == id)
-                    };
+                    // `seen` holds this change's devices so far (a set: a
+                    // pre-approval of 10,000 certificates stays linear).
+                    let taken = |id: &str| self.records.contains_key(id) || seen.contains(id);
                     let id = device_id(&fp, taken);
                     let cert = match ders.get(&fp) {
                         Some(der) => Certificate::from_der(fp, der),
