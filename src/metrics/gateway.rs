@@ -36,6 +36,7 @@ pub struct Metrics {
     pub(super) connections_limit: Family<ListenerLabel, Gauge>,
     pub(super) connections_limit_reached: Family<ListenerLabel, Counter>,
     pub(super) connections_active: Family<ListenerLabel, Gauge>,
+    pub(super) connections_parked: Family<ListenerLabel, Gauge>,
     pub(super) handshakes: Family<HandshakeLabels, Counter>,
     pub(super) handshake_failures: Family<ReasonLabels, Counter>,
     pub(super) requests: Family<RequestLabels, Counter>,
@@ -129,6 +130,11 @@ impl Metrics {
                 &mut registry,
                 "connections_active",
                 "Connections currently open",
+            ),
+            connections_parked: add(
+                &mut registry,
+                "connections_parked",
+                "Open keep-alive connections idle long enough to hold no HTTP buffers while they wait for their next request",
             ),
             handshakes: add(
                 &mut registry,

@@ -37,6 +37,7 @@ impl Metrics {
             limit: self.connections_limit.get_or_create(&l).clone(),
             limit_reached: self.connections_limit_reached.get_or_create(&l).clone(),
             active: self.connections_active.get_or_create(&l).clone(),
+            parked: self.connections_parked.get_or_create(&l).clone(),
             requests_by_class: [
                 code("1xx"),
                 code("2xx"),
@@ -150,6 +151,9 @@ pub struct ListenerMetrics {
     pub limit_reached: Counter,
     /// Connections open now.
     pub active: Gauge,
+    /// Open connections waiting for their next request without HTTP
+    /// buffers.
+    pub parked: Gauge,
     requests_by_class: [Counter; 5],
     handshakes: Family<HandshakeLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,

@@ -43,4 +43,17 @@ pub(super) struct TlsInfo {
     pub cipher: &'static str,
     /// Handshake duration, ms.
     pub handshake_ms: f64,
+    /// The HTTP version the client chose by ALPN.
+    pub alpn: Alpn,
+}
+
+/// The HTTP version a client chose in its TLS handshake (ALPN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alpn {
+    /// `http/1.1`.
+    Http1,
+    /// `h2`.
+    Http2,
+    /// No ALPN (or a protocol certgate does not offer): the first bytes tell.
+    None,
 }

@@ -19,7 +19,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -47,16 +47,23 @@ pub struct Framing {
     /// whose framing is ambiguous; `u64::MAX` while none is.
     first_ambiguous: AtomicU64,
     why: std::sync::OnceLock<&'static str>,
-    /// Part of a request head has arrived and its end has not.
-    head_started: AtomicBool,
+    /// Where the stream is: [`BETWEEN`], [`IN_HEAD`] or [`ELSEWHERE`].
+    position: AtomicU8,
 }
+
+/// Between requests: the last one ended, nothing of the next has arrived.
+const BETWEEN: u8 = 0;
+/// Part of a request head has arrived and its end has not.
+const IN_HEAD: u8 = 1;
+/// Inside a body, or the scan is off (an upgrade, HTTP/2, a refused head).
+const ELSEWHERE: u8 = 2;
 
 impl Default for Framing {
     fn default() -> Self {
         Framing {
             first_ambiguous: AtomicU64::new(u64::MAX),
             why: std::sync::OnceLock::new(),
-            head_started: AtomicBool::new(false),
+            position: AtomicU8::new(BETWEEN),
         }
     }
 }
@@ -75,7 +82,15 @@ impl Framing {
     /// Whether the client has sent part of a request head and not its end
     /// (a slow or stalled client, as opposed to an idle keep-alive one).
     pub fn head_started(&self) -> bool {
-        self.head_started.load(Ordering::Relaxed)
+        self.position.load(Ordering::Relaxed) == IN_HEAD
+    }
+
+    /// Whether the stream is between requests, as far as the scan can
+    /// tell: every request so far ended (head and body), nothing of the
+    /// next one has arrived, and the scan still follows the stream (not
+    /// after an upgrade or a head it could not follow).
+    pub fn between_requests(&self) -> bool {
+        self.position.load(Ordering::Relaxed) == BETWEEN
     }
 }
 
@@ -129,6 +144,19 @@ impl<IO> FramingScan<IO> {
             },
             found,
         )
+    }
+
+    /// Gives back the head buffer's memory while the stream is between
+    /// requests (a parked connection keeps no buffers).
+    pub fn release_buffers(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// The stream it wraps.
+    pub fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
     }
 
     /// Stops following: at a request hyper will refuse (its bytes, or
@@ -369,9 +397,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingScan<IO> {
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && !matches!(this.state, State::Off) {
             this.feed(&buf.filled()[before..]);
-            let started = matches!(this.state, State::Head) && !this.buf.is_empty();
-            if this.found.head_started.load(Ordering::Relaxed) != started {
-                this.found.head_started.store(started, Ordering::Relaxed);
+            let position = match this.state {
+                State::Head if this.buf.is_empty() => BETWEEN,
+                State::Head => IN_HEAD,
+                _ => ELSEWHERE,
+            };
+            if this.found.position.load(Ordering::Relaxed) != position {
+                this.found.position.store(position, Ordering::Relaxed);
             }
         }
         r

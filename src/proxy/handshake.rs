@@ -434,6 +434,11 @@ pub(super) async fn connection(
         version,
         cipher,
         handshake_ms: handshake_time.as_secs_f64() * 1000.0,
+        alpn: match conn.alpn_protocol() {
+            Some(b"h2") => super::context::Alpn::Http2,
+            Some(b"http/1.1") => super::context::Alpn::Http1,
+            _ => super::context::Alpn::None,
+        },
     };
     debug!(listener = %name, %peer, version, resumed,
         fingerprint = identity.as_ref().map(|i| i.id.fingerprint.as_str()).unwrap_or("-"),

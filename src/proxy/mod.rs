@@ -12,8 +12,9 @@
 //! - `accept`: the accept loop and its limits ([`serve`]); `source_limits`
 //!   keeps the per-source books.
 //! - `handshake`, `plain`: TLS and admission, or the plain-HTTP port.
-//! - `connection`: an admitted connection until it closes; `recheck`
-//!   cuts it off when its client is no longer admitted.
+//! - `connection`: an admitted connection until it closes; `serving` is
+//!   the hyper connection serving it, `park` keeps an idle one outside
+//!   hyper; `recheck` cuts it off when its client is no longer admitted.
 //! - `service`: each request, from hyper's call to the response body
 //!   (`tracked`) that counts and logs it; `context` and `activity` are
 //!   what every request of a connection reads.
@@ -33,12 +34,14 @@ pub(crate) mod framing;
 mod handshake;
 pub(crate) mod headers;
 mod lifeline;
+mod park;
 mod plain;
 pub(crate) mod proxy_header;
 mod recheck;
 mod replies;
 mod request;
 mod service;
+mod serving;
 mod source_limits;
 pub(crate) mod state;
 mod tracked;

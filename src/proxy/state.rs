@@ -35,8 +35,11 @@ pub(crate) struct ListenerState {
     pub metrics: ListenerMetrics,
     /// How long a closing connection may take to finish its requests.
     pub grace: Duration,
-    /// The HTTP server settings (HTTP/1.1 and HTTP/2 by ALPN/preface).
+    /// The HTTP server settings for HTTP/2 (by ALPN or preface).
     pub(super) http: auto::Builder<TokioExecutor>,
+    /// The HTTP/1 server settings: an HTTP/1 connection is served by
+    /// hyper's HTTP/1 server directly, so it can be parked when idle.
+    pub(super) http1: hyper::server::conn::http1::Builder,
 }
 
 impl ListenerState {
@@ -61,6 +64,12 @@ impl ListenerState {
             .header_read_timeout(limits.request_header_timeout)
             .max_buf_size(limits.max_request_header_bytes)
             .max_headers(limits.max_request_headers);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.request_header_timeout)
+            .max_buf_size(limits.max_request_header_bytes)
+            .max_headers(limits.max_request_headers);
         http.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(
@@ -80,6 +89,7 @@ impl ListenerState {
             metrics,
             grace,
             http,
+            http1,
         }
     }
 }

@@ -110,6 +110,11 @@ impl Backend {
             .expect("backend saw no request")
     }
 
+    /// Every request seen so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
