@@ -74,11 +74,11 @@ client() { # mode args...
 phase() { # pid name client-args...
   local pid=$1 name=$2 before after file
   shift 2
-  callgrind_control -z "$pid" > /dev/null
+  callgrind_control -z "$pid" > /dev/null 2>&1
   local done; done=$(client "$@")
   case $done in "DONE "*" 0") ;; *) echo "$name: the client failed: $done" >&2; exit 1 ;; esac
   before=$(ls "$OUT"/cg."$pid".* 2>/dev/null | wc -l)
-  callgrind_control --dump="$name" "$pid" > /dev/null
+  callgrind_control --dump="$name" "$pid" > /dev/null 2>&1
   for ((i = 0; i < 100; i++)); do
     after=$(ls "$OUT"/cg."$pid".* 2>/dev/null | wc -l)
     [ "$after" -gt "$before" ] && break
@@ -112,7 +112,7 @@ measure() { # name
   # Warm-up, not counted: first-use initialisation, the chain cache.
   client handshakes --handshakes 5 > /dev/null
   client requests --conns "$CONNS" --requests 100 > /dev/null
-  callgrind_control --instr=on "$pid" > /dev/null
+  callgrind_control --instr=on "$pid" > /dev/null 2>&1
   local base req hs
   base=$(phase "$pid" base requests --conns "$CONNS" --requests "$CONNS")
   req=$(phase "$pid" requests requests --conns "$CONNS" --requests $((CONNS + REQUESTS)))

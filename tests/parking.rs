@@ -69,7 +69,10 @@ async fn pipelined_requests_that_arrive_while_parked_are_all_answered_in_order()
             .await
             .unwrap();
         assert_eq!(responses(&mut tls, 1).await[0].0, 200);
-        assert!(parked_is(&f.gw, 1.0).await, "round {round}: parked when idle");
+        assert!(
+            parked_is(&f.gw, 1.0).await,
+            "round {round}: parked when idle"
+        );
 
         // Three requests in one write, the last with a body.
         tls.write_all(
@@ -82,8 +85,18 @@ async fn pipelined_requests_that_arrive_while_parked_are_all_answered_in_order()
         let got = responses(&mut tls, 3).await;
         assert!(got.iter().all(|(s, _)| *s == 200), "{got:?}");
         // The upload route answers with the body's length first.
-        assert!(String::from_utf8_lossy(&got[2].1).starts_with("5 "), "{got:?}");
-        let paths: Vec<String> = f.backend.seen().iter().rev().take(4).map(|s| s.path.clone()).collect();
+        assert!(
+            String::from_utf8_lossy(&got[2].1).starts_with("5 "),
+            "{got:?}"
+        );
+        let paths: Vec<String> = f
+            .backend
+            .seen()
+            .iter()
+            .rev()
+            .take(4)
+            .map(|s| s.path.clone())
+            .collect();
         assert_eq!(paths, ["/upload", "/b", "/a", "/one"], "round {round}");
         // Idle again: parked again, and it still serves.
         assert!(parked_is(&f.gw, 1.0).await);
@@ -164,12 +177,25 @@ async fn a_block_closes_a_parked_connection_at_once() {
 
     let fp = sha256_hex(&f.device.der);
     let blocked_at = Instant::now();
-    let (s, v) = admin_call(admin, "POST", &format!("/api/devices/{fp}/block"), None, None).await;
+    let (s, v) = admin_call(
+        admin,
+        "POST",
+        &format!("/api/devices/{fp}/block"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(1), tls.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "the parked connection of a blocked device must close within 1 s");
-    println!("parked connection closed {:?} after the block", blocked_at.elapsed());
+    assert!(
+        r.is_ok(),
+        "the parked connection of a blocked device must close within 1 s"
+    );
+    println!(
+        "parked connection closed {:?} after the block",
+        blocked_at.elapsed()
+    );
     assert!(parked_is(&f.gw, 0.0).await);
     assert!(
         metric(

@@ -4,6 +4,7 @@
 //! TLS work.
 
 use super::ListenerShared;
+use super::connection::serve_http;
 use super::handshake::connection;
 use super::lifeline::Lifeline;
 use super::plain::plain;
@@ -168,8 +169,20 @@ pub(crate) async fn serve(
             metrics.active.inc();
             let _ = tcp.set_nodelay(true);
             match state.tls.clone() {
-                Some(tls) => connection(tcp, peer, (shared, state, tls), lifeline).await,
-                None => Box::pin(plain(tcp, peer, (shared, state), lifeline)).await,
+                // The handshake's future ends before serving starts, so
+                // what it held is not kept for the connection's life.
+                Some(tls) => {
+                    if let Some(a) =
+                        Box::pin(connection(tcp, peer, (shared, state, tls), lifeline)).await
+                    {
+                        Box::pin(serve_http(a)).await;
+                    }
+                }
+                None => {
+                    if let Some(a) = plain(tcp, peer, (shared, state), lifeline).await {
+                        Box::pin(serve_http(a)).await;
+                    }
+                }
             }
             metrics.active.dec();
             drop(slot);

@@ -21,17 +21,39 @@ use super::lifeline::Lifeline;
 /// take to send its first request.
 pub(super) const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 
+/// A connection ready to be served: accepted, and for TLS handshaken and
+/// admitted. It is handed over by value so that the handshake's future
+/// (and what it held) is gone before the connection starts its life.
+pub(super) struct Ready<IO> {
+    /// The stream: TLS or plain TCP.
+    pub(super) io: IO,
+    /// The client's address (from the PROXY header where one is used).
+    pub(super) peer: SocketAddr,
+    /// The listener the connection came in on.
+    pub(super) listener: (Arc<ListenerShared>, Arc<ListenerState>),
+    /// What the backend is told about the client.
+    pub(super) facts: ClientFacts,
+    /// The handshake's facts; `None` on a plain-HTTP listener.
+    pub(super) tls: Option<super::context::TlsInfo>,
+    /// Whether the client is still admitted (approval, block, revocation).
+    pub(super) admission: Admission,
+    /// The listener's stop and drain signals.
+    pub(super) lifeline: Lifeline,
+}
+
 /// Serves HTTP on an accepted (and, for TLS, admitted) connection until it
 /// ends, idles out, is drained, or its client stops being admitted. An
 /// HTTP/1 connection idle for [`PARK_AFTER`] is parked (see [`super::park`]).
 pub(super) async fn serve_http<IO>(
-    io: IO,
-    peer: SocketAddr,
-    (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
-    facts: ClientFacts,
-    tls: Option<super::context::TlsInfo>,
-    admission: Admission,
-    Lifeline { mut stop, drain }: Lifeline,
+    Ready {
+        io,
+        peer,
+        listener: (shared, state),
+        facts,
+        tls,
+        admission,
+        lifeline: Lifeline { mut stop, drain },
+    }: Ready<IO>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -116,9 +138,9 @@ pub(super) async fn serve_http<IO>(
                 s.graceful_shutdown();
             }
         }
-        let park_at = activity
-            .idle_since()
-            .map_or(park_not_before, |t| (t + PARK_AFTER).max(park_not_before.into()).into());
+        let park_at = activity.idle_since().map_or(park_not_before, |t| {
+            (t + PARK_AFTER).max(park_not_before.into()).into()
+        });
         let may_park = closing.is_none()
             && close_at.is_none()
             && serving.as_ref().is_some_and(Serving::can_park)

@@ -2,7 +2,7 @@
 //! the readiness report, what the registry learns, and the identity the
 //! connection carries.
 
-use super::connection::serve_http;
+use super::connection::Ready;
 use super::headers::{ClientFacts, ClientIdentity};
 use super::lifeline::Lifeline;
 use super::{Admission, ListenerShared, ListenerState};
@@ -201,13 +201,13 @@ pub(super) fn record(
 
 /// Runs the TLS handshake of an accepted connection under `tls_state`
 /// (the listener's TLS state at accept), admits or refuses the client,
-/// and serves the admitted connection.
+/// and returns the admitted connection to be served.
 pub(super) async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     (shared, state, tls_state): (Arc<ListenerShared>, Arc<ListenerState>, Arc<ListenerTls>),
     lifeline: Lifeline,
-) {
+) -> Option<Ready<Box<Tls>>> {
     let name = &state.name;
     let accepted_at = std::time::Instant::now();
     let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
@@ -268,7 +268,7 @@ pub(super) async fn connection(
             state.metrics.handshake_failure(Failure::Timeout);
             info!(listener = %name, %peer, reason = "timeout",
                     "TLS handshake not completed within {:?}; closed", state.limits.handshake_timeout);
-            return;
+            return None;
         }
         Err(Some(e)) => {
             let (mut reason, mut detail) = match (
@@ -331,7 +331,7 @@ pub(super) async fn connection(
                 record(&state, peer, class, &note, subject, legacy);
             }
             observe(&tls_state, &note, peer, Some(reason.as_str()), false);
-            return;
+            return None;
         }
         Ok(Err((policy, reason, detail))) => {
             state.metrics.handshake_failure(reason);
@@ -348,7 +348,7 @@ pub(super) async fn connection(
                     None,
                 );
             }
-            return;
+            return None;
         }
         Ok(Ok(s)) => s,
     };
@@ -370,7 +370,7 @@ pub(super) async fn connection(
         // rustls changes, and then we refuse rather than admit.
         state.metrics.handshake_failure(Failure::NoCertificate);
         warn!(listener = %name, %peer, "handshake completed without a client certificate; closed");
-        return;
+        return None;
     }
     // Identity headers only for a certificate that passed CA validation:
     // the fields of any other certificate are the client's own claims.
@@ -381,7 +381,7 @@ pub(super) async fn connection(
             let Some(id) = certs.first().and_then(|c| ClientIdentity::from_der(c)) else {
                 state.metrics.handshake_failure(Failure::BadCertificate);
                 warn!(listener = %name, %peer, "client certificate cannot be parsed; closed");
-                return;
+                return None;
             };
             chain = Some(Arc::from(
                 certs
@@ -466,16 +466,18 @@ pub(super) async fn connection(
         verify,
         identity,
     };
-    Box::pin(serve_http(
-        stream,
+    // What the handshake left behind (the certificate's copy in the note,
+    // the offered suites) is not kept for the connection's life.
+    drop((note, offered, suites, _refused));
+    Some(Ready {
+        io: stream,
         peer,
-        (shared, state),
+        listener: (shared, state),
         facts,
-        Some(tls_info),
+        tls: Some(tls_info),
         admission,
         lifeline,
-    ))
-    .await;
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The plain-HTTP listener for legacy devices: `allow_from` sources only.
 
-use super::connection::serve_http;
+use super::connection::Ready;
 use super::handshake::record;
 use super::headers::ClientFacts;
 use super::{Admission, ListenerShared, ListenerState};
@@ -16,13 +16,14 @@ use tracing::info;
 use super::lifeline::Lifeline;
 
 /// A plain-HTTP listener (legacy devices): sources in `allow_from` are
-/// forwarded like TLS clients without a certificate; others get 403.
+/// admitted like TLS clients without a certificate (returned to be
+/// served); others get 403 here.
 pub(super) async fn plain(
     tcp: TcpStream,
     peer: SocketAddr,
     (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
     lifeline: Lifeline,
-) {
+) -> Option<Ready<TcpStream>> {
     let ip = peer.ip().to_canonical();
     if !state.allow_from.iter().any(|n| n.contains(&ip)) {
         state.metrics.source_refused();
@@ -43,7 +44,7 @@ pub(super) async fn plain(
             .keep_alive(false)
             .serve_connection(TokioIo::new(tcp), svc);
         let _ = tokio::time::timeout(state.limits.request_header_timeout, conn).await;
-        return;
+        return None;
     }
     record(
         &state,
@@ -61,14 +62,13 @@ pub(super) async fn plain(
         identity: None,
     };
     let admission = Admission::plain(shared.clone());
-    Box::pin(serve_http(
-        tcp,
+    Some(Ready {
+        io: tcp,
         peer,
-        (shared, state),
+        listener: (shared, state),
         facts,
-        None,
+        tls: None,
         admission,
         lifeline,
-    ))
-    .await;
+    })
 }
