@@ -145,6 +145,34 @@ pub(super) async fn serve_http<IO>(
             && close_at.is_none()
             && serving.as_ref().is_some_and(Serving::can_park)
             && !watch.parking();
+        // One timer for the earliest of the deadlines that apply now: a
+        // connection lives in this loop for hours, and a timer per deadline
+        // would be kept (and re-armed) for each of them.
+        let mut timer: Option<(tokio::time::Instant, Timer)> = None;
+        let mut arm = |at: tokio::time::Instant, which: Timer| {
+            if timer.is_none_or(|(t, _)| at < t) {
+                timer = Some((at, which));
+            }
+        };
+        if let Some(at) = closing {
+            arm(at, Timer::Grace);
+        } else if close_at.is_some() {
+            // Re-check for a first request now and then while waiting for it.
+            arm(now() + Duration::from_millis(20), Timer::Recheck);
+        }
+        if may_park {
+            arm(park_at, Timer::Park);
+        }
+        if parked.is_some() && closing.is_none() {
+            arm(parked_deadline(), Timer::ParkedHead);
+        }
+        if let Some((at, _)) = head_deadline {
+            arm(at, Timer::Head);
+        }
+        if closing.is_none() && parked.is_none() && !watch.parking() {
+            arm(idle_deadline.into(), Timer::Idle);
+        }
+        let (timer_at, which) = timer.unwrap_or((now(), Timer::Recheck));
         tokio::select! {
             r = poll_serving(serving.as_mut()) => {
                 if watch.parking()
@@ -212,14 +240,14 @@ pub(super) async fn serve_http<IO>(
             _ = stopped(&mut stop), if close_at.is_none() => {
                 close_at = Some(if activity.requests() == 0 { first_request_wait(accepted) } else { now() });
             }
-            // Re-check for a first request now and then while waiting for it.
-            _ = tokio::time::sleep(Duration::from_millis(20)), if closing.is_none() && close_at.is_some() => {}
-            _ = tokio::time::sleep_until(closing.unwrap_or_else(now)), if closing.is_some() => {
+            _ = tokio::time::sleep_until(timer_at), if timer.is_some() => match which {
+            Timer::Recheck => {}
+            Timer::Grace => {
                 info!(listener = %name, %peer, grace = ?state.grace,
                     "connection still busy when the grace period ended; closed");
                 return;
             }
-            _ = tokio::time::sleep_until(park_at), if may_park => {
+            Timer::Park => {
                 // hyper holds an idle connection only after a request: before
                 // the first one, a shutdown would close it.
                 if activity.requests() > 0
@@ -234,21 +262,21 @@ pub(super) async fn serve_http<IO>(
                     park_not_before = now() + PARK_AFTER;
                 }
             }
-            _ = tokio::time::sleep_until(parked_deadline()), if parked.is_some() && closing.is_none() => {
+            Timer::ParkedHead => {
                 header_timeout(&state, peer, &activity, &framing);
                 if let Some((io, ..)) = parked.take() {
                     close_parked(io, state.grace).await;
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(head_deadline.map_or_else(now, |(at, _)| at)), if head_deadline.is_some() => {
+            Timer::Head => {
                 if head_deadline.is_some_and(|(_, requests)| activity.requests() == requests) {
                     header_timeout(&state, peer, &activity, &framing);
                     return;
                 }
                 head_deadline = None;
             }
-            _ = tokio::time::sleep_until(idle_deadline.into()), if closing.is_none() && parked.is_none() && !watch.parking() => {
+            Timer::Idle => {
                 if activity.idle_since().is_some_and(|t| t.elapsed() >= idle_timeout) {
                     state.metrics.timed_out("idle");
                     debug!(listener = %name, %peer, "idle timeout; closing");
@@ -258,8 +286,26 @@ pub(super) async fn serve_http<IO>(
                     }
                 }
             }
+            },
         }
     }
+}
+
+/// The deadline a connection's one timer is armed for.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Look again whether a draining connection has sent its first request.
+    Recheck,
+    /// The grace period of a closing connection is over.
+    Grace,
+    /// Long enough idle to be parked.
+    Park,
+    /// A parked connection's request-head timer.
+    ParkedHead,
+    /// The request-head timer kept across a park (hyper's own restarts).
+    Head,
+    /// The idle timeout.
+    Idle,
 }
 
 /// Counts and logs a connection closed by the request-head timer: a slow
