@@ -124,11 +124,14 @@ pub(crate) async fn serve(
                 (Some(slot), _) => (peer, slot),
                 (None, Some(proxy)) => {
                     let Some(limits) = limits else { return };
-                    let client = match proxy_header::read(
+                    // Boxed, as every await of this task that is not its
+                    // last: a task is as large as its largest state, and it
+                    // lives as long as the connection.
+                    let client = match Box::pin(proxy_header::read(
                         &mut tcp,
                         proxy.version,
                         state.limits.handshake_timeout,
-                    )
+                    ))
                     .await
                     {
                         Ok(Some(client)) => client,
@@ -136,7 +139,11 @@ pub(crate) async fn serve(
                         // closes without a byte; anything else is served
                         // under the balancer's address.
                         Ok(None) => {
-                            if !proxy_header::sends_data(&tcp, state.limits.handshake_timeout).await
+                            if !Box::pin(proxy_header::sends_data(
+                                &tcp,
+                                state.limits.handshake_timeout,
+                            ))
+                            .await
                             {
                                 drop(permit);
                                 return;
@@ -179,7 +186,7 @@ pub(crate) async fn serve(
                     }
                 }
                 None => {
-                    if let Some(a) = plain(tcp, peer, (shared, state), lifeline).await {
+                    if let Some(a) = Box::pin(plain(tcp, peer, (shared, state), lifeline)).await {
                         Box::pin(serve_http(a)).await;
                     }
                 }
