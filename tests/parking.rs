@@ -109,15 +109,25 @@ async fn pipelined_requests_that_arrive_while_parked_are_all_answered_in_order()
     }
 }
 
-#[tokio::test]
-async fn a_websocket_upgrade_after_parking_works() {
-    let f = Fixture::start().await;
+/// A device's connection that has served one request for `path` and is
+/// now parked.
+async fn parked_after(
+    f: &Fixture,
+    path: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
-    tls.write_all(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
     assert_eq!(responses(&mut tls, 1).await[0].0, 200);
     assert!(parked_is(&f.gw, 1.0).await);
+    tls
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_after_parking_works() {
+    let f = Fixture::start().await;
+    let mut tls = parked_after(&f, "/before").await;
 
     let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
         .await
@@ -138,12 +148,7 @@ async fn a_websocket_upgrade_after_parking_works() {
 #[tokio::test]
 async fn close_notify_on_a_parked_connection_is_answered_with_close_notify() {
     let f = Fixture::start().await;
-    let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
-    tls.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(responses(&mut tls, 1).await[0].0, 200);
-    assert!(parked_is(&f.gw, 1.0).await);
+    let mut tls = parked_after(&f, "/x").await;
     assert_eq!(metric(&f.gw, ACTIVE), 1.0);
 
     // close_notify, then the write side's end.
@@ -168,12 +173,7 @@ async fn a_block_closes_a_parked_connection_at_once() {
     })
     .await;
     let admin = f.gw.admin_addr().unwrap();
-    let mut tls = tls_connect(f.addr, f.device_client()).await.unwrap();
-    tls.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(responses(&mut tls, 1).await[0].0, 200);
-    assert!(parked_is(&f.gw, 1.0).await);
+    let mut tls = parked_after(&f, "/x").await;
 
     let fp = sha256_hex(&f.device.der);
     let blocked_at = Instant::now();
