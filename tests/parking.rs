@@ -127,7 +127,7 @@ async fn parked_after(
 #[tokio::test]
 async fn a_websocket_upgrade_after_parking_works() {
     let f = Fixture::start().await;
-    let mut tls = parked_after(&f, "/before").await;
+    let tls = parked_after(&f, "/before").await;
 
     let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
         .await
