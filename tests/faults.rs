@@ -262,14 +262,7 @@ impl RegistryOnTmpfs {
 
     async fn approve(&self, c: &ClientCert) -> (http::StatusCode, serde_json::Value) {
         let fp = sha256_hex(&c.der);
-        admin_call(
-            self.admin,
-            "POST",
-            &format!("/api/devices/{fp}/approve"),
-            None,
-            None,
-        )
-        .await
+        device_action(self.admin, &fp, "approve").await
     }
 }
 

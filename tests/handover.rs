@@ -144,32 +144,11 @@ async fn a_new_binary_takes_over_the_sockets_under_load_without_a_failed_request
     // administrator change is saved.
     let new_admin = new.admin_addr();
     let fp = sha256_hex(&device.der);
-    let (s, v) = admin_call(
-        new_admin,
-        "POST",
-        &format!("/api/devices/{fp}/block"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = device_action(new_admin, &fp, "block").await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = admin_call(
-        new_admin,
-        "POST",
-        &format!("/api/devices/{fp}/unblock"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = device_action(new_admin, &fp, "unblock").await;
     assert_eq!(s, 200);
-    let (s, _) = admin_call(
-        new_admin,
-        "POST",
-        &format!("/api/devices/{fp}/approve"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = device_action(new_admin, &fp, "approve").await;
     assert_eq!(s, 200);
 
     // And it can hand over again: a third process takes over from the second.

@@ -177,14 +177,7 @@ async fn a_block_closes_a_parked_connection_at_once() {
 
     let fp = sha256_hex(&f.device.der);
     let blocked_at = Instant::now();
-    let (s, v) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/block"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = device_action(admin, &fp, "block").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(1), tls.read_to_end(&mut rest)).await;

@@ -122,14 +122,7 @@ async fn block_and_see_closed<B>(
     fp: &str,
     open: &hyper::client::conn::http1::SendRequest<B>,
 ) {
-    let (s, v) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/block"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = device_action(admin, fp, "block").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(
         eventually(Duration::from_secs(1), || open.is_closed()).await,
@@ -200,14 +193,7 @@ async fn blocking_closes_open_connections_and_refuses_resumed_and_full_handshake
     );
 
     // Unblock: back to pending; in auto mode admitted again.
-    let (s, _) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/unblock"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = device_action(admin, &fp, "unblock").await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = get(f.addr, no_resumption(&resuming), "/back", &[])
         .await
@@ -240,24 +226,10 @@ async fn acknowledged_approvals_survive_kill_9() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     for fp in &fps[150..] {
-        let (s, _) = admin_call(
-            admin,
-            "POST",
-            &format!("/api/devices/{fp}/approve"),
-            None,
-            None,
-        )
-        .await;
+        let (s, _) = device_action(admin, fp, "approve").await;
         assert_eq!(s, StatusCode::OK);
     }
-    let (s, _) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{}/block", fps[0]),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = device_action(admin, &fps[0], "block").await;
     assert_eq!(s, StatusCode::OK);
     gw.signal("KILL");
     let _ = gw.wait_exit(Duration::from_secs(5));
@@ -438,14 +410,7 @@ async fn with_a_token_file_the_api_needs_the_token_and_audits_its_name() {
     let dir = f.pki.dir.path().to_path_buf();
     let admin = f.gw.admin_addr().unwrap();
     let fp = fp_of(&f.device);
-    let (s, _) = admin_call(
-        admin,
-        "POST",
-        &format!("/api/devices/{fp}/approve"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = device_action(admin, &fp, "approve").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = admin_call(
         admin,
@@ -681,14 +646,7 @@ async fn a_resumed_session_is_refused_once_its_device_is_blocked_or_revoked() {
             match how {
                 "blocked" => {
                     let fp = fp_of(&device);
-                    let (s, v) = admin_call(
-                        gw.admin_addr().unwrap(),
-                        "POST",
-                        &format!("/api/devices/{fp}/block"),
-                        None,
-                        None,
-                    )
-                    .await;
+                    let (s, v) = device_action(gw.admin_addr().unwrap(), &fp, "block").await;
                     assert_eq!(s, StatusCode::OK, "{v}");
                 }
                 _ => {

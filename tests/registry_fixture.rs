@@ -195,24 +195,10 @@ async fn make_the_registry_fixture() {
         }
         match *status {
             "approved" => {
-                admin_call(
-                    admin,
-                    "POST",
-                    &format!("/api/devices/{fp}/approve"),
-                    None,
-                    None,
-                )
-                .await;
+                device_action(admin, &fp, "approve").await;
             }
             "blocked" => {
-                admin_call(
-                    admin,
-                    "POST",
-                    &format!("/api/devices/{fp}/block"),
-                    None,
-                    None,
-                )
-                .await;
+                device_action(admin, &fp, "block").await;
             }
             _ => {}
         }

@@ -124,9 +124,9 @@ pub(crate) async fn serve(
                 (Some(slot), _) => (peer, slot),
                 (None, Some(proxy)) => {
                     let Some(limits) = limits else { return };
-                    // Boxed, as every await of this task that is not its
-                    // last: a task is as large as its largest state, and it
-                    // lives as long as the connection.
+                    // Boxed, as every await of this task: a task is as large
+                    // as its largest state, and it lives as long as the
+                    // connection.
                     let client = match Box::pin(proxy_header::read(
                         &mut tcp,
                         proxy.version,

@@ -466,9 +466,6 @@ pub(super) async fn connection(
         verify,
         identity,
     };
-    // What the handshake left behind (the certificate's copy in the note,
-    // the offered suites) is not kept for the connection's life.
-    drop((note, offered, suites, _refused));
     Some(Ready {
         io: stream,
         peer,

@@ -190,6 +190,22 @@ pub async fn ws_echo<S>(
     assert_eq!(back, msg);
 }
 
+/// `POST /api/devices/{fp}/{action}` (approve, block, unblock) without a token.
+pub async fn device_action(
+    addr: SocketAddr,
+    fp: &str,
+    action: &str,
+) -> (StatusCode, serde_json::Value) {
+    admin_call(
+        addr,
+        "POST",
+        &format!("/api/devices/{fp}/{action}"),
+        None,
+        None,
+    )
+    .await
+}
+
 /// A JSON admin API call with an optional bearer token and body.
 pub async fn admin_call(
     addr: SocketAddr,
