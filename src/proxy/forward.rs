@@ -20,7 +20,7 @@ use super::replies::{Reply, closing, short_response, unavailable};
 use super::request::{Prepared, prepare};
 use super::state::ListenerState;
 use super::tunnel::tunnel;
-use super::upstream::{AttemptError, ConnectError, Pick, ServerAddr, ServerGuard};
+use super::upstream::{AttemptError, Conn, Pick, SendError, ServerAddr, ServerGuard};
 use crate::error::error_chain;
 
 /// Forwards one request; the response and, when the upstream answered,
@@ -84,8 +84,8 @@ async fn forward_inner(
     );
 
     let mut tried = 0u64;
-    let mut last: Option<(SocketAddr, hyper_util::client::legacy::Error)> = None;
-    let (mut resp, server, guard) = loop {
+    let mut last: Option<(SocketAddr, SendError)> = None;
+    let (mut resp, conn, server, guard) = loop {
         let i = match upstream.pick(tried) {
             Pick::Server(i) => i,
             Pick::AllDown { retry_after } => {
@@ -105,18 +105,17 @@ async fn forward_inner(
                 let Some((server, e)) = last.take() else {
                     return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
                 };
-                return upstream_failure(ctx, state, server, &e, connect_error(&e), started);
+                return upstream_failure(ctx, state, server, &e, e.connect(), started);
             }
         };
         tried |= 1u64 << i;
         let server = &servers[i];
         let guard = server.begin();
-        let result =
-            tokio::time::timeout(settings.response_timeout, server.client.request(out)).await;
+        let result = tokio::time::timeout(settings.response_timeout, server.conns.send(out)).await;
         let e = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, conn))) => {
                 server.succeeded();
-                break (resp, server, guard);
+                break (resp, conn, server, guard);
             }
             Ok(Err(_)) if bytes_in.too_large.load(Ordering::Relaxed) => {
                 info!(listener = %state.name, peer = %ctx.peer,
@@ -148,7 +147,7 @@ async fn forward_inner(
             }
         };
         drop(guard);
-        let connect = connect_error(&e);
+        let connect = e.connect();
         let kind = match connect {
             Some(AttemptError::TimedOut) => "connect_timeout",
             Some(AttemptError::Failed(_)) => "connect_failed",
@@ -180,25 +179,30 @@ async fn forward_inner(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let server_upgrade = hyper::upgrade::on(&mut resp);
+            conn.upgraded();
             tunnel(ctx, state, client_upgrade, server_upgrade, (slot, guard));
             return resp.map(Either::Left);
         }
-        // A 101 nobody asked for cannot be relayed.
+        // A 101 nobody asked for cannot be relayed, and its connection
+        // speaks something else now.
+        conn.upgraded();
         return short_response(StatusCode::BAD_GATEWAY, "bad gateway\n");
     }
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     resp.extensions_mut().insert(UpstreamHold {
-        _held: Arc::new((slot, guard)),
+        _held: Arc::new((conn, slot, guard)),
     });
     resp.map(Either::Left)
 }
 
-/// What a response holds until its body is done: the upstream slot
-/// (`max_connections`) and the server's in-flight mark (`least_conn`);
-/// the backend connection is busy until then.
+/// What a response holds until its body is done: the backend connection
+/// (back in its pool then), the upstream slot (`max_connections`) and the
+/// server's in-flight mark (`least_conn`).
 #[derive(Debug, Clone)]
 pub(super) struct UpstreamHold {
-    _held: Arc<(Option<tokio::sync::OwnedSemaphorePermit>, ServerGuard)>,
+    // The connection first: it is back in its pool before the slot is
+    // free, so the request the slot goes to finds it there.
+    _held: Arc<(Conn, Option<tokio::sync::OwnedSemaphorePermit>, ServerGuard)>,
 }
 
 /// What is kept of a request so it can be sent to another server.
@@ -295,23 +299,11 @@ async fn acquire_slot(
     }
 }
 
-/// The connect failure inside a client error, if that is what it was.
-fn connect_error(err: &hyper_util::client::legacy::Error) -> Option<&AttemptError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return Some(&ce.error);
-        }
-        source = s.source();
-    }
-    None
-}
-
 fn upstream_failure(
     ctx: &ConnContext,
     state: &ListenerState,
     server: SocketAddr,
-    err: &hyper_util::client::legacy::Error,
+    err: &SendError,
     connect: Option<&AttemptError>,
     started: Instant,
 ) -> Response<Either<Incoming, Full<Bytes>>> {

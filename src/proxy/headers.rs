@@ -84,12 +84,22 @@ fn starts_with_normalized(a: &str, prefix: &str) -> bool {
 /// backend because the backend could read it as identity.
 pub fn is_identity_header(name: &HeaderName) -> bool {
     let n = name.as_str();
-    IDENTITY_PREFIXES
-        .iter()
-        .any(|p| starts_with_normalized(n, p))
-        || IDENTITY_EXACT
+    // Every listed name begins with one of these, so most headers (host,
+    // accept, content-*, user-agent, cookie) are passed on their first
+    // bytes instead of being compared with thirty names. A test holds the
+    // lists to this.
+    let candidate = match n.as_bytes().first() {
+        Some(b'x' | b's' | b'f') => true,
+        Some(b'c') => n.starts_with("client"),
+        _ => false,
+    };
+    candidate
+        && (IDENTITY_PREFIXES
             .iter()
-            .any(|e| n.len() == e.len() && starts_with_normalized(n, e))
+            .any(|p| starts_with_normalized(n, p))
+            || IDENTITY_EXACT
+                .iter()
+                .any(|e| n.len() == e.len() && starts_with_normalized(n, e)))
 }
 
 /// Whether `headers` ask for a protocol upgrade (HTTP/1.1 `Connection:
@@ -112,41 +122,76 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// `Transfer-Encoding` and `Upgrade`. With `keep_upgrade`, the upgrade
 /// handshake (`Connection: upgrade` + `Upgrade`) is kept for the next hop.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One look at the names first: most messages carry none of these or
+    // only `Connection`, and every removal hashes a name.
+    let (mut connection, mut keep_alive, mut proxy_connection) = (false, false, false);
+    let (mut te, mut transfer_encoding, mut upgrade) = (false, false, false);
+    for name in headers.keys() {
+        if *name == header::CONNECTION {
+            connection = true;
+        } else if *name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if *name == header::TE {
+            te = true;
+        } else if *name == header::UPGRADE {
+            upgrade = true;
+        } else if *name == KEEP_ALIVE {
+            keep_alive = true;
+        } else if *name == PROXY_CONNECTION {
+            proxy_connection = true;
+        }
+    }
     // A message framed by Transfer-Encoding was read by that framing, which
     // overrides any Content-Length (RFC 9112 §6.3); forwarding the length
     // as well would have the next hop cut the body short. A proxy must
     // remove it. (Requests with both never get here: they are refused.)
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if transfer_encoding {
         headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    if connection {
+        // The headers the Connection tokens name that the message has;
+        // tokens such as `close` or `keep-alive` usually name none.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
+            .map(str::trim)
+        {
+            // A client may not use Connection to strip the headers that
+            // frame or route the message.
+            if token.eq_ignore_ascii_case("host")
+                || token.eq_ignore_ascii_case("content-length")
+                || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
+            {
+                continue;
+            }
+            if let Some(n) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+            {
+                named.push(n.clone());
+            }
+        }
         for name in named {
-            // A client may not use Connection to strip the headers that frame
-            // or route the message.
-            if name == header::HOST || name == header::CONTENT_LENGTH {
-                continue;
-            }
-            if keep_upgrade && name == header::UPGRADE {
-                continue;
-            }
             headers.remove(&name);
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRANSFER_ENCODING);
+    if keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
+    if proxy_connection {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if te {
+        headers.remove(header::TE);
+    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -232,6 +277,9 @@ pub fn prepare_request(
 ) {
     strip_hop_by_hop(headers, upgrade);
     strip_identity(headers);
+    // Room for the headers added below at once, instead of the map growing
+    // (and rehashing) on the way.
+    headers.reserve(9);
     headers.insert(X_FORWARDED_FOR, facts.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, facts.proto.clone());
     if let Some(host) = host {
@@ -306,6 +354,50 @@ mod tests {
         ] {
             assert!(!is_identity_header(&name(n)), "{n} should pass");
         }
+    }
+
+    #[test]
+    fn every_listed_identity_name_passes_the_first_byte_filter() {
+        for n in IDENTITY_EXACT.iter().chain(IDENTITY_PREFIXES) {
+            assert!(
+                is_identity_header(&name(n)),
+                "{n} is listed but not matched"
+            );
+            assert!(
+                is_identity_header(&name(&n.replace('-', "_"))),
+                "{n} with _ is listed but not matched"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Trace, close"),
+        );
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(PROXY_CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(name("x-trace"), HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(name("x-kept"), HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["content-type", "x-kept"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! exceeds the listener's limits, else rewritten for the backend.
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use tracing::info;
@@ -85,7 +86,9 @@ pub(super) fn prepare(
     let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in :authority, HTTP/1.1 in Host; the backend
     // speaks HTTP/1.1 and needs a Host header either way.
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+    let sent_host = parts.headers.get(header::HOST).cloned();
+    let had_host = sent_host.is_some();
+    let host = sent_host.or_else(|| {
         parts
             .uri
             .authority()
@@ -93,6 +96,8 @@ pub(super) fn prepare(
     });
     headers::prepare_request(&mut parts.headers, &ctx.facts, host.clone(), upgrade);
     match host {
+        // Host stays as the client sent it.
+        Some(_) if had_host => {}
         Some(h) => {
             parts.headers.insert(header::HOST, h);
         }
@@ -104,25 +109,17 @@ pub(super) fn prepare(
             }
         }
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = match Uri::builder()
-        .scheme("http")
-        .authority(state.upstream.authority.clone())
-        .path_and_query(path)
-        .build()
-    {
-        Ok(u) => u,
-        Err(_) => {
-            return Err(Box::new(short_response(
-                StatusCode::BAD_REQUEST,
-                "bad request target\n",
-            )));
-        }
-    };
+    // The backend gets the origin form (`/path?query`). An HTTP/1.1
+    // request has it already and keeps its URI untouched; HTTP/2's and an
+    // absolute-form target's path is taken over without parsing it again.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
     parts.version = Version::HTTP_11;
     Ok(Prepared {
         parts,

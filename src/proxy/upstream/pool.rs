@@ -8,23 +8,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use crate::config::{Strategy, UpstreamSettings};
 
-use super::connector::ServerConnector;
+use super::conns::{Conns, reap_loop};
 use super::health::health_loop;
 use super::pick::{Pick, choose};
 use super::server::Server;
 
-/// Aborts the health check tasks when the upstream is dropped (replaced
-/// by a reload or shut down).
-struct HealthTasks(Vec<tokio::task::JoinHandle<()>>);
+/// Aborts the health check and idle-connection tasks when the upstream is
+/// dropped (replaced by a reload or shut down).
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
-impl Drop for HealthTasks {
+impl Drop for Tasks {
     fn drop(&mut self) {
         for t in &self.0 {
             t.abort();
@@ -36,15 +34,12 @@ impl Drop for HealthTasks {
 pub(crate) struct Upstream {
     /// Settings it was built from.
     pub settings: UpstreamSettings,
-    /// The authority used in outgoing request URIs (the upstream name); it
-    /// is never sent as Host.
-    pub authority: http::uri::Authority,
     /// Slots for requests in flight (`max_connections`); `None` = no limit.
     /// Kept across reloads with the rest of an unchanged upstream.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
     servers: Vec<Arc<Server>>,
     next: AtomicUsize,
-    _health: Option<HealthTasks>,
+    _tasks: Option<Tasks>,
 }
 
 impl fmt::Debug for Upstream {
@@ -68,25 +63,22 @@ impl Upstream {
         up: Vec<Gauge>,
         previous: Option<&Upstream>,
     ) -> Result<Upstream, http::uri::InvalidUri> {
-        let authority = http::uri::Authority::try_from(settings.name.as_str())?;
+        // The name once went into request URIs; it is still held to what
+        // an authority may be, so a config valid before stays valid and
+        // one refused stays refused.
+        http::uri::Authority::try_from(settings.name.as_str())?;
         let mut up = up.into_iter();
         let epoch = Instant::now();
         let servers: Vec<Arc<Server>> = settings
             .servers
             .iter()
             .map(|&addr| {
-                let connector = ServerConnector {
-                    server: addr,
-                    connect_timeout: settings.connect_timeout,
-                };
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(settings.pool_idle_timeout)
-                    .pool_max_idle_per_host(settings.pool_max_idle)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    // We set Host ourselves from what the client sent.
-                    .set_host(false)
-                    .build(connector);
+                let conns = Arc::new(Conns::new(
+                    addr,
+                    settings.connect_timeout,
+                    settings.pool_idle_timeout,
+                    settings.pool_max_idle,
+                ));
                 let before = previous.and_then(|p| p.servers.iter().find(|s| s.addr == addr));
                 // The health verdict carries over only while there is a
                 // health check to revise it; a passive ejection runs out
@@ -97,7 +89,7 @@ impl Upstream {
                 };
                 let server = Server {
                     addr,
-                    client,
+                    conns,
                     upstream: settings.name.clone(),
                     in_flight: AtomicUsize::new(0),
                     healthy: AtomicBool::new(healthy),
@@ -112,26 +104,27 @@ impl Upstream {
                 Arc::new(server)
             })
             .collect();
-        let health = match (
-            &settings.health_check,
-            tokio::runtime::Handle::try_current(),
-        ) {
-            (Some(h), Ok(rt)) => Some(HealthTasks(
+        let tasks = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let reapers = servers.iter().map(|s| {
+                rt.spawn(reap_loop(
+                    Arc::downgrade(&s.conns),
+                    settings.pool_idle_timeout / 2,
+                ))
+            });
+            let health = settings.health_check.iter().flat_map(|h| {
                 servers
                     .iter()
                     .map(|s| rt.spawn(health_loop(s.clone(), h.clone())))
-                    .collect(),
-            )),
-            _ => None,
-        };
+            });
+            Tasks(reapers.chain(health).collect())
+        });
         Ok(Upstream {
             settings: settings.clone(),
-            authority,
             slots: (settings.max_connections > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_connections))),
             servers,
             next: AtomicUsize::new(0),
-            _health: health,
+            _tasks: tasks,
         })
     }
 

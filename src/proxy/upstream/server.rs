@@ -8,21 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use hyper_util::client::legacy::Client;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{info, warn};
 
 use crate::config::{HealthCheckSettings, UpstreamSettings};
 
-use super::connector::ServerConnector;
+use super::conns::Conns;
 
 /// One backend server of an upstream: its pool and whether it is in
 /// rotation.
 pub(crate) struct Server {
     /// Its address.
     pub addr: SocketAddr,
-    /// The pooled HTTP/1.1 client to this server only.
-    pub client: Client<ServerConnector, crate::proxy::body::CountedBody>,
+    /// The kept-alive HTTP/1.1 connections to this server.
+    pub conns: Arc<Conns>,
     pub(super) upstream: String,
     pub(super) in_flight: AtomicUsize,
     /// The active health check's verdict (true without health checks).
