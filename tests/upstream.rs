@@ -222,3 +222,120 @@ async fn a_burst_queues_at_the_upstream_cap_and_a_queue_timeout_answers_503() {
     let (status, _) = holder.await.unwrap().unwrap();
     assert_eq!(status, 200);
 }
+
+/// What the backend of the pool test sees: connections accepted and open.
+#[derive(Default)]
+struct PoolBackend {
+    accepted: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+    /// Close each connection this long after its response (0 = keep it).
+    close_after_ms: std::sync::atomic::AtomicU64,
+}
+
+async fn pool_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(PoolBackend::default());
+    let b = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            b.accepted.fetch_add(1, Ordering::SeqCst);
+            b.open.fetch_add(1, Ordering::SeqCst);
+            let b = b.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'conn: loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'conn,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    // A server whose keep-alive timeout is shorter than
+                    // the gateway's pool_idle_timeout: it closes without
+                    // saying so in the response.
+                    let ms = b.close_after_ms.load(Ordering::SeqCst);
+                    if ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        break;
+                    }
+                }
+                b.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Backend connections are kept alive and reused, closed by the gateway
+/// after `pool_idle_timeout`, and one the server closed while it was idle
+/// is replaced without the client seeing an error.
+#[tokio::test]
+async fn backend_connections_are_reused_closed_when_idle_and_replaced_when_the_server_closed_them()
+{
+    use std::sync::atomic::Ordering;
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let (backend, seen) = pool_backend().await;
+    let mut cb = ConfigBuilder::new(&pki, backend);
+    cb.extra_upstream = "pool_idle_timeout = \"1s\"\n".into();
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let cfg = client_config(&pki, Some(&device), &[]);
+
+    for i in 0..20 {
+        let (s, body) = get(addr, cfg.clone(), &format!("/r{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!((s.as_u16(), &body[..]), (200, &b"ok"[..]));
+    }
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        1,
+        "20 requests in a row share one kept-alive backend connection"
+    );
+
+    let idle_from = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || seen.open.load(Ordering::SeqCst) == 0).await,
+        "the idle backend connection is closed after pool_idle_timeout (1s)"
+    );
+    let closed_after = idle_from.elapsed();
+    println!("idle backend connection closed after {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed before pool_idle_timeout: {closed_after:?}"
+    );
+
+    // Now the server closes each connection 20 ms after its response:
+    // every request finds the kept connection closed and gets a new one.
+    seen.close_after_ms.store(20, Ordering::SeqCst);
+    let before = seen.accepted.load(Ordering::SeqCst);
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (s, _) = get(addr, cfg.clone(), &format!("/c{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "request {i} after the server closed its connection");
+    }
+    assert_eq!(seen.accepted.load(Ordering::SeqCst) - before, 10);
+    assert_eq!(
+        metric(
+            &gw,
+            "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"
+        ),
+        30.0
+    );
+}
