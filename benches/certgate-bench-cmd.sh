@@ -6,7 +6,8 @@
 #
 # CERTGATE_DUAL=1 adds the other key type's server certificate from the
 # harness PKI (ECDSA beside RSA, or RSA beside ECDSA), to measure what
-# choosing per ClientHello costs.
+# choosing per ClientHello costs. BENCH_MAX_CONNECTIONS (20000) and
+# BENCH_IDLE_TIMEOUT (unset: the default) are for benches/held-bench.sh.
 set -euo pipefail
 : "${CERTGATE_BIN:?}" "${BENCH_LISTEN:?}" "${BENCH_BACKEND:?}" "${BENCH_SERVER_CERT:?}"
 : "${BENCH_SERVER_KEY:?}" "${BENCH_CLIENT_CA:?}" "${BENCH_WORKDIR:?}"
@@ -31,7 +32,8 @@ access = "off"
 name = "bench"
 listen = "$BENCH_LISTEN"
 upstream = "backend"
-max_connections = 20000
+max_connections = ${BENCH_MAX_CONNECTIONS:-20000}
+${BENCH_IDLE_TIMEOUT:+idle_timeout = \"$BENCH_IDLE_TIMEOUT\"}
 
 [listener.tls]
 versions = ["1.2"]

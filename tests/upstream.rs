@@ -309,7 +309,9 @@ async fn backend_connections_are_reused_closed_when_idle_and_replaced_when_the_s
 
     let idle_from = Instant::now();
     assert!(
-        eventually(Duration::from_secs(3), || seen.open.load(Ordering::SeqCst) == 0).await,
+        eventually(Duration::from_secs(3), || seen.open.load(Ordering::SeqCst)
+            == 0)
+        .await,
         "the idle backend connection is closed after pool_idle_timeout (1s)"
     );
     let closed_after = idle_from.elapsed();

@@ -220,6 +220,7 @@ impl Drop for Conn {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
