@@ -14,9 +14,10 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import resource
-import ssl
 import sys
 import time
+
+import tls_client
 
 PER_SOURCE = 15000
 
@@ -25,12 +26,7 @@ def worker(a, src, n, ready, go):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     want = n + 1000 if hard == resource.RLIM_INFINITY else min(n + 1000, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(a.cert, a.key)
-    ctx.options |= ssl.OP_NO_TICKET
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx = tls_client.context(a.cert, a.key)
     req = b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
 
     async def one(sem, held):

@@ -37,22 +37,8 @@ command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install -y val
 command -v callgrind_control >/dev/null || { echo "needs callgrind_control (package valgrind)" >&2; exit 1; }
 [ -s "$WORKDIR/pki/device-a.pem" ] || { echo "no harness PKI in $WORKDIR: run $SHARED/bench/setup.sh first" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() { # port seconds
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=benches/procs.sh
+source "$ROOT/benches/procs.sh"
 
 # The harness writes its configs (nginx proxy and backend) when it prepares.
 CONTENDERS=direct timeout 120 bash "$SHARED/bench/run.sh" serve 1 > "$OUT/harness.log" 2>&1 || {

@@ -10,7 +10,9 @@
 Prints "DONE <ok> <failed>". Bounded: every step has a timeout, the whole
 run --deadline seconds.
 """
-import argparse, socket, ssl, sys, time
+import argparse, socket, sys, time
+
+import tls_client
 
 p = argparse.ArgumentParser()
 p.add_argument("mode", choices=["requests", "handshakes"])
@@ -30,13 +32,7 @@ t_end = time.monotonic() + a.deadline
 
 
 def context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(a.cert, a.key)
-    ctx.options |= ssl.OP_NO_TICKET
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    return tls_client.context(a.cert, a.key)
 
 
 def connect(ctx):
