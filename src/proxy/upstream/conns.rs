@@ -87,7 +87,7 @@ impl Conns {
     ) -> Result<(Response<Incoming>, Conn), SendError> {
         let mut resent = 0;
         loop {
-            let (mut tx, reused) = match self.take().await {
+            let (mut tx, reused) = match self.take() {
                 Some(tx) => (tx, true),
                 None => (self.connect().await?, false),
             };
@@ -114,19 +114,29 @@ impl Conns {
     }
 
     /// The newest idle connection that is still open, once it is ready.
-    async fn take(&self) -> Option<SendRequest<CountedBody>> {
-        loop {
-            let mut tx = {
-                let mut idle = self.idle.lock().ok()?;
-                self.expire(&mut idle, Instant::now());
-                idle.pop()?.tx
-            };
-            // The connection's task may not have seen the end of the last
-            // response yet; a closed one answers at once.
-            if !tx.is_closed() && tx.ready().await.is_ok() {
-                return Some(tx);
+    /// Never waits: a connection that is open but not ready is still
+    /// sending the body of its last request (the server answered before
+    /// reading all of it, say a 413 to a slow upload), and a request that
+    /// waited for it could wait as long as that upload. It stays in the
+    /// pool and this request takes another or a new one.
+    fn take(&self) -> Option<SendRequest<CountedBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        self.expire(&mut idle, Instant::now());
+        let mut busy = Vec::new();
+        let mut found = None;
+        while let Some(i) = idle.pop() {
+            if i.tx.is_ready() {
+                found = Some(i.tx);
+                break;
+            }
+            if !i.tx.is_closed() {
+                busy.push(i);
             }
         }
+        // Popped newest first: pushed back oldest first, the list stays in
+        // order of `since`.
+        idle.extend(busy.into_iter().rev());
+        found
     }
 
     async fn connect(&self) -> Result<SendRequest<CountedBody>, SendError> {
