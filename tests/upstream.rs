@@ -232,51 +232,69 @@ struct PoolBackend {
     close_after_ms: std::sync::atomic::AtomicU64,
 }
 
-async fn pool_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
-    use std::sync::Arc;
+/// A loopback backend that counts its connections in a [`PoolBackend`]
+/// and serves each one with `conn`.
+async fn raw_backend<F, Fut>(conn: F) -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>)
+where
+    F: Fn(tokio::net::TcpStream, std::sync::Arc<PoolBackend>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let seen = Arc::new(PoolBackend::default());
+    let seen = std::sync::Arc::new(PoolBackend::default());
     let b = seen.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        while let Ok((s, _)) = l.accept().await {
             b.accepted.fetch_add(1, Ordering::SeqCst);
-            b.open.fetch_add(1, Ordering::SeqCst);
-            let b = b.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                'conn: loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break 'conn,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    // A server whose keep-alive timeout is shorter than
-                    // the gateway's pool_idle_timeout: it closes without
-                    // saying so in the response.
-                    let ms = b.close_after_ms.load(Ordering::SeqCst);
-                    if ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        break;
-                    }
-                }
-                b.open.fetch_sub(1, Ordering::SeqCst);
-            });
+            tokio::spawn(conn(s, b.clone()));
         }
     });
     (addr, seen)
+}
+
+/// The next request head from `s` (lower-cased), with what followed it
+/// left in `buf`; `None` once the connection ends.
+async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    buf.drain(..end);
+    Some(head)
+}
+
+async fn pool_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt as _;
+    raw_backend(|mut s, b| async move {
+        b.open.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        while next_head(&mut s, &mut buf).await.is_some() {
+            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .is_err()
+            {
+                break;
+            }
+            // A server whose keep-alive timeout is shorter than the
+            // gateway's pool_idle_timeout: it closes without saying so in
+            // the response.
+            let ms = b.close_after_ms.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                break;
+            }
+        }
+        b.open.fetch_sub(1, Ordering::SeqCst);
+    })
+    .await
 }
 
 /// Backend connections are kept alive and reused, closed by the gateway
@@ -339,5 +357,123 @@ async fn backend_connections_are_reused_closed_when_idle_and_replaced_when_the_s
             "certgate_http_requests_total{listener=\"agents\",upstream=\"core\",code=\"2xx\"}"
         ),
         30.0
+    );
+}
+
+/// A backend that answers `POST /upload` at once, before the body (as a
+/// server refusing an upload early does) and then reads the body as it
+/// comes; any other request gets `fast`. Counts connections accepted.
+async fn early_answer_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    raw_backend(|mut s, _| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Some(head) = next_head(&mut s, &mut buf).await {
+            if !head.starts_with("post /upload") {
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfast")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
+                .await;
+            // Then the body, for as long as it takes.
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < len {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..len);
+        }
+    })
+    .await
+}
+
+/// A backend connection still carrying a slow upload (its response came
+/// early) is not handed to the next request: that request gets another
+/// connection and its answer at once, and the upload still completes.
+#[tokio::test]
+async fn a_request_does_not_wait_behind_a_slow_upload_the_backend_answered_early() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut pki = Pki::new();
+    let device = pki.client("device-a", Kind::Good);
+    let (backend, seen) = early_answer_backend().await;
+    let cb = ConfigBuilder::new(&pki, backend);
+    let gw = start_gateway(&cb.write(pki.dir.path())).await;
+    let addr = gw.addr("agents").unwrap();
+    let cfg = client_config(&pki, Some(&device), &[]);
+
+    // The upload: the head and the first 10 of 20,000 bytes.
+    let mut up = tls_connect(addr, cfg.clone()).await.unwrap();
+    up.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 20000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !got.ends_with(b"early") {
+            let n = up.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "gateway closed the upload: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the early answer reaches the uploading client");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // Another device's request while the upload is still going.
+    let started = Instant::now();
+    let (s, body) =
+        tokio::time::timeout(Duration::from_secs(5), get(addr, cfg.clone(), "/next", &[]))
+            .await
+            .expect("a request waited behind the slow upload's backend connection")
+            .unwrap();
+    assert_eq!((s.as_u16(), &body[..]), (200, &b"fast"[..]));
+    println!(
+        "request during the upload answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        2,
+        "the request took a second backend connection"
+    );
+
+    // The rest of the upload goes through, and its connection is reused
+    // once it is done.
+    up.write_all(&vec![b'x'; 19_990]).await.unwrap();
+    up.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        let (s, body) = get(addr, cfg.clone(), &format!("/after{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!((s.as_u16(), &body[..]), (200, &b"fast"[..]));
+    }
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        2,
+        "no third backend connection"
     );
 }

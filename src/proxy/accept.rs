@@ -177,17 +177,21 @@ pub(crate) async fn serve(
             let _ = tcp.set_nodelay(true);
             match state.tls.clone() {
                 // The handshake's future ends before serving starts, so
-                // what it held is not kept for the connection's life.
+                // what it held is not kept for the connection's life. Each
+                // boxed future is made in its own statement: a temporary of
+                // the awaiting statement would keep its slot in this task.
                 Some(tls) => {
-                    if let Some(a) =
-                        Box::pin(connection(tcp, peer, (shared, state, tls), lifeline)).await
-                    {
-                        Box::pin(serve_http(a)).await;
+                    let handshake = Box::pin(connection(tcp, peer, (shared, state, tls), lifeline));
+                    if let Some(ready) = handshake.await {
+                        let serving = Box::pin(serve_http(ready));
+                        serving.await;
                     }
                 }
                 None => {
-                    if let Some(a) = Box::pin(plain(tcp, peer, (shared, state), lifeline)).await {
-                        Box::pin(serve_http(a)).await;
+                    let accepted = Box::pin(plain(tcp, peer, (shared, state), lifeline));
+                    if let Some(ready) = accepted.await {
+                        let serving = Box::pin(serve_http(ready));
+                        serving.await;
                     }
                 }
             }

@@ -22,8 +22,10 @@ use super::lifeline::Lifeline;
 pub(super) const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 
 /// A connection ready to be served: accepted, and for TLS handshaken and
-/// admitted. It is handed over by value so that the handshake's future
-/// (and what it held) is gone before the connection starts its life.
+/// admitted. It is handed over boxed, by value: the handshake's future
+/// (and what it held) is gone before the connection starts its life, and
+/// neither the accept task nor [`serve_http`]'s future keeps a slot for
+/// the whole of it (an async fn keeps its arguments for its whole life).
 pub(super) struct Ready<IO> {
     /// The stream: TLS or plain TCP.
     pub(super) io: IO,
@@ -44,8 +46,11 @@ pub(super) struct Ready<IO> {
 /// Serves HTTP on an accepted (and, for TLS, admitted) connection until it
 /// ends, idles out, is drained, or its client stops being admitted. An
 /// HTTP/1 connection idle for [`PARK_AFTER`] is parked (see [`super::park`]).
-pub(super) async fn serve_http<IO>(
-    Ready {
+pub(super) async fn serve_http<IO>(ready: Box<Ready<IO>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ready {
         io,
         peer,
         listener: (shared, state),
@@ -53,10 +58,7 @@ pub(super) async fn serve_http<IO>(
         tls,
         admission,
         lifeline: Lifeline { mut stop, drain },
-    }: Ready<IO>,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    } = *ready;
     let name = &state.name;
     let activity = Arc::new(Activity::default());
     let (io, framing) = framing::FramingScan::new(io, state.limits.max_request_header_bytes);
@@ -130,7 +132,7 @@ pub(super) async fn serve_http<IO>(
             && (activity.requests() > 0 || now() >= at)
         {
             if let Some((io, ..)) = parked.take() {
-                close_parked(io, state.grace).await;
+                Box::pin(close_parked(io, state.grace)).await;
                 return;
             }
             closing = Some(now() + state.grace);
@@ -182,7 +184,7 @@ pub(super) async fn serve_http<IO>(
                     io.get_mut().release_buffers();
                     if closing.is_some() {
                         // Closed (idle timeout) while hyper was stopping.
-                        close_parked(io, state.grace).await;
+                        Box::pin(close_parked(io, state.grace)).await;
                         return;
                     }
                     if io.has_unread() {
@@ -221,7 +223,7 @@ pub(super) async fn serve_http<IO>(
                         // The client closed (after its close_notify): answer
                         // with ours, as hyper does.
                         if let Some((io, ..)) = parked.take() {
-                            close_parked(io, state.grace).await;
+                            Box::pin(close_parked(io, state.grace)).await;
                         }
                         return;
                     }
@@ -265,7 +267,7 @@ pub(super) async fn serve_http<IO>(
             Timer::ParkedHead => {
                 header_timeout(&state, peer, &activity, &framing);
                 if let Some((io, ..)) = parked.take() {
-                    close_parked(io, state.grace).await;
+                    Box::pin(close_parked(io, state.grace)).await;
                 }
                 return;
             }
@@ -330,7 +332,9 @@ fn header_timeout(state: &ListenerState, peer: SocketAddr, activity: &Activity, 
 }
 
 /// Ends a parked connection the way hyper ends one: TLS close_notify, then
-/// the stream's end, within the grace period.
+/// the stream's end, within the grace period. Callers box it: it is awaited
+/// once, at the end, and inline it would add its size (the stream and a
+/// timer) to every connection's future for the connection's whole life.
 async fn close_parked<IO: tokio::io::AsyncWrite + Unpin>(mut io: IO, grace: Duration) {
     let _ = tokio::time::timeout(grace, tokio::io::AsyncWriteExt::shutdown(&mut io)).await;
 }

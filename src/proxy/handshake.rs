@@ -207,7 +207,7 @@ pub(super) async fn connection(
     peer: SocketAddr,
     (shared, state, tls_state): (Arc<ListenerShared>, Arc<ListenerState>, Arc<ListenerTls>),
     lifeline: Lifeline,
-) -> Option<Ready<Box<Tls>>> {
+) -> Option<Box<Ready<Box<Tls>>>> {
     let name = &state.name;
     let accepted_at = std::time::Instant::now();
     let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
@@ -466,7 +466,7 @@ pub(super) async fn connection(
         verify,
         identity,
     };
-    Some(Ready {
+    Some(Box::new(Ready {
         io: stream,
         peer,
         listener: (shared, state),
@@ -474,7 +474,7 @@ pub(super) async fn connection(
         tls: Some(tls_info),
         admission,
         lifeline,
-    })
+    }))
 }
 
 #[cfg(test)]

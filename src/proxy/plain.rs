@@ -23,7 +23,7 @@ pub(super) async fn plain(
     peer: SocketAddr,
     (shared, state): (Arc<ListenerShared>, Arc<ListenerState>),
     lifeline: Lifeline,
-) -> Option<Ready<TcpStream>> {
+) -> Option<Box<Ready<TcpStream>>> {
     let ip = peer.ip().to_canonical();
     if !state.allow_from.iter().any(|n| n.contains(&ip)) {
         state.metrics.source_refused();
@@ -62,7 +62,7 @@ pub(super) async fn plain(
         identity: None,
     };
     let admission = Admission::plain(shared.clone());
-    Some(Ready {
+    Some(Box::new(Ready {
         io: tcp,
         peer,
         listener: (shared, state),
@@ -70,5 +70,5 @@ pub(super) async fn plain(
         tls: None,
         admission,
         lifeline,
-    })
+    }))
 }

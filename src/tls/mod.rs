@@ -12,7 +12,8 @@
 //! - [`provider`]: versions and suites.
 //! - `files`, `sni`: server certificates and keys, chosen by SNI.
 //! - `trust_files`, [`trust`]: client CAs and CRLs, checked at load; the verifier.
-//! - `path`, `chain_cache`, `policy_verifier`, `sessions`: what runs in the
+//! - `path`, `chain_cache`, `policy_verifier`, `sessions` (over
+//!   `session_cache`): what runs in the
 //!   handshake (path validation, revocation against the listener's
 //!   [`crate::revocation`] set, admission).
 //! - [`note`], [`failure`]: what a handshake tells its connection task.
@@ -31,6 +32,7 @@ pub(crate) mod note;
 mod path;
 mod policy_verifier;
 pub(crate) mod provider;
+mod session_cache;
 mod sessions;
 mod sni;
 pub(crate) mod state;

@@ -4,8 +4,8 @@
 
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
+use rustls::server::NoServerSessionStorage;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use std::sync::Arc;
 
 use crate::admission::Policy;
@@ -18,6 +18,7 @@ use super::files::load_certified_key;
 use super::key_kind::KeyKind;
 use super::policy_verifier::PolicyVerifier;
 use super::provider::protocol_versions;
+use super::session_cache::SessionCache;
 use super::sessions::{GuardedSessions, GuardedTickets, SessionGuard};
 use super::sni::{Served, SniResolver};
 use super::summary::CertSummary;
@@ -232,7 +233,7 @@ impl ListenerTls {
             Some(p) => p.server_config.session_storage.clone(),
             None if settings.session_cache == 0 => Arc::new(NoServerSessionStorage {}),
             None => {
-                let cache = ServerSessionMemoryCache::new(settings.session_cache);
+                let cache = Arc::new(SessionCache::new(settings.session_cache));
                 match SessionGuard::new(policy.clone(), chains.clone()) {
                     Some(guard) => Arc::new(GuardedSessions {
                         inner: cache,
