@@ -110,42 +110,26 @@ async fn counting_backend(
 ) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let now = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let peak2 = peak.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let (now, peak) = (now.clone(), peak2.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request head at a time (GETs, no bodies).
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(n, Ordering::SeqCst);
-                    tokio::time::sleep(delay).await;
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    let (addr, _) = raw_backend(move |mut s, _| {
+        let (now, peak) = (now.clone(), peak2.clone());
+        async move {
+            let mut buf = Vec::new();
+            // One request head at a time (GETs, no bodies).
+            while next_head(&mut s, &mut buf).await.is_some() {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                if !ok_200(&mut s, b"ok").await {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, peak)
 }
 
@@ -270,17 +254,20 @@ async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<S
     Some(head)
 }
 
+/// Writes a 200 response with `body`; whether the write went through.
+async fn ok_200(s: &mut tokio::net::TcpStream, body: &[u8]) -> bool {
+    use tokio::io::AsyncWriteExt as _;
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+    s.write_all(&[head.as_bytes(), body].concat()).await.is_ok()
+}
+
 async fn pool_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
     use std::sync::atomic::Ordering;
-    use tokio::io::AsyncWriteExt as _;
     raw_backend(|mut s, b| async move {
         b.open.fetch_add(1, Ordering::SeqCst);
         let mut buf = Vec::new();
         while next_head(&mut s, &mut buf).await.is_some() {
-            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .is_err()
-            {
+            if !ok_200(&mut s, b"ok").await {
                 break;
             }
             // A server whose keep-alive timeout is shorter than the
@@ -364,23 +351,18 @@ async fn backend_connections_are_reused_closed_when_idle_and_replaced_when_the_s
 /// server refusing an upload early does) and then reads the body as it
 /// comes; any other request gets `fast`. Counts connections accepted.
 async fn early_answer_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     raw_backend(|mut s, _| async move {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         while let Some(head) = next_head(&mut s, &mut buf).await {
             if !head.starts_with("post /upload") {
-                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfast")
-                    .await
-                    .is_err()
-                {
+                if !ok_200(&mut s, b"fast").await {
                     return;
                 }
                 continue;
             }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
-                .await;
+            ok_200(&mut s, b"early").await;
             // Then the body, for as long as it takes.
             let len: usize = head
                 .lines()
