@@ -17,7 +17,6 @@ use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 pub(super) fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
@@ -28,7 +27,7 @@ pub(super) fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str 
     }
 }
 
-pub(super) type Tls = tokio_rustls::server::TlsStream<Recorded<TcpStream>>;
+pub(super) type Tls = tls::stream::TlsStream<Recorded<TcpStream>>;
 
 /// After a completed handshake: a resumed session is verified again
 /// (rustls restores its client chain without calling the verifier), with
@@ -210,7 +209,6 @@ pub(super) async fn connection(
 ) -> Option<Box<Ready<Box<Tls>>>> {
     let name = &state.name;
     let accepted_at = std::time::Instant::now();
-    let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
     // The handshake runs inside HANDSHAKE's scope so the verifier (and the
     // session store) can tell this task what they decided. The stream
     // keeps a copy of the ClientHello until then, to explain a refusal.
@@ -220,7 +218,7 @@ pub(super) async fn connection(
             let mut offered = (Offered::Incomplete, None);
             let r = tokio::time::timeout(
                 state.limits.handshake_timeout,
-                acceptor.accept(Recorded::new(tcp)).into_fallible(),
+                tls::stream::accept(tls_state.server_config.clone(), Recorded::new(tcp)),
             )
             .await;
             let r = match r {

@@ -36,6 +36,7 @@ mod session_cache;
 mod sessions;
 mod sni;
 pub(crate) mod state;
+pub(crate) mod stream;
 pub(crate) mod summary;
 pub(crate) mod trust;
 mod trust_files;
