@@ -58,7 +58,13 @@ where
         tls,
         admission,
         lifeline: Lifeline { mut stop, drain },
-    } = *ready;
+    } = {
+        // Moved out in a block of its own: the box is freed here, not when
+        // the connection ends (a box whose contents were moved out of is
+        // freed at the end of its binding's scope).
+        let ready = ready;
+        *ready
+    };
     let name = &state.name;
     let activity = Arc::new(Activity::default());
     let (io, framing) = framing::FramingScan::new(io, state.limits.max_request_header_bytes);

@@ -6,7 +6,10 @@ use crate::admission::{Failure, Verdict};
 use crate::config::ClientAuthMode;
 use crate::tls::{self, ListenerTls};
 use rustls::pki_types::CertificateDer;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// What a connection was admitted with, so that a reload that changes the
 /// client CAs, CRLs or policy can re-check it: a device revoked or no longer
@@ -20,41 +23,106 @@ pub(crate) struct Admission {
     pub(super) digest: [u8; 32],
 }
 
+/// What may have changed for the open connections of a listener, as
+/// counters: a connection compares them with the ones it last saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    /// Reloads and registry changes (approvals, blocks).
+    pub(super) any: u64,
+    /// CRLs fetched or reloaded: the chains are verified again.
+    pub(super) crls: u64,
+}
+
+impl ListenerShared {
+    /// The merged changes of this listener, starting the task that merges
+    /// them the first time it is asked (inside the runtime, by the first
+    /// connection). One task for the listener, not three watchers per
+    /// connection: a connection lives for hours, and what it waits on is
+    /// kept for all of that time.
+    fn changes(self: &Arc<Self>) -> watch::Receiver<Changes> {
+        self.changes
+            .get_or_init(|| {
+                let (tx, _) = watch::channel(Changes::default());
+                tokio::spawn(watch_changes(Arc::downgrade(self), tx.clone()));
+                tx
+            })
+            .subscribe()
+    }
+}
+
+/// Merges a listener's reloads, registry changes and CRL changes into its
+/// [`Changes`]. It follows the registry and CRLs of the state in force, and
+/// ends with the listener (it holds it weakly).
+pub(super) async fn watch_changes(shared: Weak<ListenerShared>, tx: watch::Sender<Changes>) {
+    let Some(mut reloads) = shared.upgrade().map(|s| s.subscribe()) else {
+        return;
+    };
+    // Bounded by the listener's life: every pass waits for a change.
+    loop {
+        let (mut registry, mut crls) = {
+            let Some(s) = shared.upgrade() else { return };
+            let state = s.current();
+            let tls = state.tls.as_ref();
+            (
+                tls.and_then(|t| t.policy.as_ref())
+                    .and_then(|p| p.registry.as_ref().map(|r| r.revocations())),
+                tls.and_then(|t| t.revocation.as_ref().map(|r| r.subscribe())),
+            )
+        };
+        // Until the next reload, which may bring other sources.
+        loop {
+            tokio::select! {
+                r = reloads.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    tx.send_modify(|c| c.any += 1);
+                    break;
+                }
+                r = changed(registry.as_mut()) => match r {
+                    Ok(()) => tx.send_modify(|c| c.any += 1),
+                    Err(_) => registry = None,
+                },
+                r = changed(crls.as_mut()) => match r {
+                    Ok(()) => tx.send_modify(|c| c.crls += 1),
+                    Err(_) => crls = None,
+                },
+            }
+        }
+    }
+}
+
+/// Waits for a change of `rx`, if there is one to watch (else never).
+async fn changed<T>(rx: Option<&mut watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Admission {
     /// Resolves, with a reason label, once the listener's current state no
     /// longer admits this client; never resolves otherwise.
     pub(crate) async fn revoked(&self) -> Failure {
-        let mut changes = self.shared.subscribe();
+        let mut changes = self.shared.changes();
+        let mut seen = *changes.borrow_and_update();
         let mut digest = self.digest;
-        let mut registry = self
-            .shared
-            .current()
-            .tls
-            .as_ref()
-            .and_then(|t| t.policy.as_ref())
-            .and_then(|p| p.registry.as_ref().map(|r| r.revocations()));
-        // A CRL fetched or reloaded that revokes this device (or a CA of
-        // its chain) closes the connection, as a block does.
-        let mut crls = self
-            .shared
-            .current()
-            .tls
-            .as_ref()
-            .and_then(|t| t.revocation.as_ref().map(|r| r.subscribe()));
-        let mut crl_changed = false;
         loop {
             let state = self.shared.current();
             let Some(tls) = &state.tls else {
                 // Plain HTTP: nothing to re-check.
                 return std::future::pending().await;
             };
-            if tls.trust_digest != digest || crl_changed {
+            let now = *changes.borrow_and_update();
+            // A CRL fetched or reloaded that revokes this device (or a CA
+            // of its chain) closes the connection, as a block does.
+            if tls.trust_digest != digest || now.crls != seen.crls {
                 digest = tls.trust_digest;
-                crl_changed = false;
                 if let Err(reason) = admits(tls, self.chain.as_deref()) {
                     return reason;
                 }
             }
+            seen = now;
             // Blocked (or no longer approved) in the registry: a status
             // lookup, no chain verification. A block closes connections in
             // observe mode too.
@@ -66,42 +134,27 @@ impl Admission {
             }
             // A certificate its device has renewed is refused once its
             // supersede_grace is over: wake then, even if nothing changes.
-            let superseded_until = self
+            // Boxed: only such a connection keeps room for a timer.
+            let mut superseded: Option<Pin<Box<tokio::time::Sleep>>> = self
                 .fingerprint
                 .as_ref()
-                .and_then(|fp| tls.policy.as_ref().and_then(|p| p.superseded_until(fp)));
+                .and_then(|fp| tls.policy.as_ref().and_then(|p| p.superseded_until(fp)))
+                .map(|at| {
+                    let left = at.saturating_sub(crate::clock::now_unix()).max(0);
+                    Box::pin(tokio::time::sleep(Duration::from_secs(
+                        u64::try_from(left).unwrap_or(0) + 1,
+                    )))
+                });
+            drop(state);
             tokio::select! {
                 () = async {
-                    match superseded_until {
-                        Some(at) => {
-                            let left = at.saturating_sub(crate::clock::now_unix()).max(0);
-                            tokio::time::sleep(std::time::Duration::from_secs(
-                                u64::try_from(left).unwrap_or(0) + 1,
-                            ))
-                            .await;
-                        }
+                    match superseded.as_mut() {
+                        Some(s) => s.await,
                         None => std::future::pending().await,
                     }
                 } => {}
                 r = changes.changed() => if r.is_err() {
                     return std::future::pending().await;
-                },
-                r = async {
-                    match registry.as_mut() {
-                        Some(rx) => rx.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => if r.is_err() {
-                    registry = None;
-                },
-                r = async {
-                    match crls.as_mut() {
-                        Some(rx) => rx.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => match r {
-                    Ok(()) => crl_changed = true,
-                    Err(_) => crls = None,
                 },
             }
         }

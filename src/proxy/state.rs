@@ -109,6 +109,10 @@ impl std::fmt::Debug for ListenerState {
 pub(crate) struct ListenerShared {
     pub(super) state: ArcSwap<ListenerState>,
     pub(super) generation: watch::Sender<u64>,
+    /// What may change whether an open connection's client is still
+    /// admitted, merged for all of them by one task
+    /// ([`super::recheck::watch_changes`]), started with the first.
+    pub(super) changes: std::sync::OnceLock<watch::Sender<super::recheck::Changes>>,
 }
 
 impl std::fmt::Debug for ListenerShared {
@@ -125,6 +129,7 @@ impl ListenerShared {
         ListenerShared {
             state: ArcSwap::from_pointee(state),
             generation: watch::Sender::new(0),
+            changes: std::sync::OnceLock::new(),
         }
     }
 
