@@ -64,11 +64,19 @@ echo "Medians: nginx $n µs, HAProxy $h µs, certgate $g µs per resumed connect
 echo
 echo "### Reconnect storm: $STORM_DEVICES distinct devices connect at once, one request each"
 echo
+# Every storm connection is a device the proxy has not seen: a full
+# handshake with a chain not cached. Its CPU per connection is set beside
+# the crypto floor, measured now on the proxies' core.
+speed=$(mktemp)
+timeout 60 taskset -c 0 openssl speed -seconds 1 ecdsap256 ecdhx25519 > "$speed" 2>/dev/null || true
+echo "Crypto floor of a full handshake on the proxy core (no TCP share): $(python3 "$ROOT/benches/handshake_floor.py" --crypto "$speed" 2>&1)."
+rm -f "$speed"
+pids="nginx=$(pid_of nginx),haproxy=$(pid_of haproxy),certgate=$(pid_of certgate)"
 for r in $(seq "$ROUNDS"); do
   echo; echo "Round $r:"
   STORM_TARGETS="nginx=127.0.0.1:18443,haproxy=127.0.0.1:18444,certgate=127.0.0.1:18445" \
   STORM_CLIENT_CA=$W/pki/clientca.pem STORM_CLIENT_CA_KEY=$W/pki/clientca.key STORM_SERVER_CA=$W/pki/ca.pem \
-  STORM_DEVICES=$STORM_DEVICES STORM_CN=device-a STORM_O=tlsbench \
+  STORM_DEVICES=$STORM_DEVICES STORM_CN=device-a STORM_O=tlsbench STORM_PIDS=$pids \
     taskset -c 1 timeout -k 5 900 cargo bench --locked --manifest-path "$ROOT/Cargo.toml" --bench storm 2>/dev/null
   sleep 5
 done

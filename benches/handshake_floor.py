@@ -8,6 +8,7 @@ floor = one ECDSA P-256 sign (ServerKeyExchange) + one ECDSA P-256 verify
 set-up and tear-down the `direct` row measures when the run has it.
 
     python3 benches/handshake_floor.py RUN_DIR
+    python3 benches/handshake_floor.py --crypto SPEED_FILE   # the crypto part only
 """
 import json
 import re
@@ -20,14 +21,19 @@ def speed(text, pattern):
     return float(m.group(1)) if m else None
 
 
-def main(run):
-    text = open(f"{run}/openssl-speed.txt").read()
+def crypto_floor(path):
+    """µs of one P-256 sign, one P-256 verify and one X25519, from `openssl speed` output."""
+    text = open(path).read()
     sign = speed(text, r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)")
     verify = speed(text, r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+[\d.]+\s+([\d.]+)")
     x25519 = speed(text, r"bits ecdh \(X25519\)\s+\S+\s+([\d.]+)")
     if not (sign and verify and x25519):
-        sys.exit(f"{run}/openssl-speed.txt: no ECDSA P-256 or X25519 figures")
-    crypto = 1e6 / sign + 1e6 / verify + 1e6 / x25519
+        sys.exit(f"{path}: no ECDSA P-256 or X25519 figures")
+    return sign, verify, x25519, 1e6 / sign + 1e6 / verify + 1e6 / x25519
+
+
+def main(run):
+    sign, verify, x25519, crypto = crypto_floor(f"{run}/openssl-speed.txt")
     rows = [json.loads(l) for l in open(f"{run}/raw.jsonl") if l.strip()]
     hs = {}
     for r in rows:
@@ -51,6 +57,11 @@ def main(run):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) == 3 and sys.argv[1] == "--crypto":
+        sign, verify, x25519, crypto = crypto_floor(sys.argv[2])
+        print(f"ECDSA P-256 sign {1e6 / sign:.0f} µs + verify {1e6 / verify:.0f} µs "
+              f"+ X25519 {1e6 / x25519:.0f} µs = {crypto:.0f} µs")
+    elif len(sys.argv) == 2:
+        main(sys.argv[1])
+    else:
         sys.exit(__doc__)
-    main(sys.argv[1])

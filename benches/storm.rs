@@ -12,6 +12,8 @@
 //!   STORM_CLIENT_CA / STORM_CLIENT_CA_KEY / STORM_SERVER_CA   PEM files
 //!   STORM_DEVICES (10000), STORM_CN (device-a), STORM_O (organization,
 //!   none by default), STORM_DEADLINE (120)
+//!   STORM_PIDS      name=pid,... : the proxies' CPU per connection (each a
+//!                   first-seen device: a full handshake, chain not cached)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
@@ -23,6 +25,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// CPU ticks (user + system) of `pid` and its children (nginx's workers).
+fn ticks(pid: u32) -> u64 {
+    let stat = |p: &str| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command, which may hold spaces.
+                let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+                Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    };
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    stat(&pid.to_string()) + children.split_whitespace().map(stat).sum::<u64>()
 }
 
 fn main() {
@@ -96,16 +114,32 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "| proxy | devices | served (200) | failed | failure kinds | time to serve all, s | p50 s | p99 s |"
+        "| proxy | devices | served (200) | failed | failure kinds | time to serve all, s | p50 s | p99 s | proxy CPU µs/conn |"
     );
-    println!("|---|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|");
+    let pids = env("STORM_PIDS").unwrap_or_default();
+    let pid_of = |name: &str| {
+        pids.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+    };
+    // /proc/<pid>/stat counts in USER_HZ, which is 100 on Linux.
+    let hz = 100.0;
     for target in targets.split(',') {
         let (name, addr) = target.split_once('=').expect("name=addr");
         let addr: SocketAddr = addr.parse().unwrap();
         assert!(addr.ip().is_loopback(), "storm: loopback only");
+        let t0 = pid_of(name).map(ticks);
         let r = rt.block_on(storm(addr, &clients, deadline));
+        let cpu = match (pid_of(name), t0) {
+            (Some(p), Some(t0)) if r.ok > 0 => {
+                format!("{:.0}", ticks(p).saturating_sub(t0) as f64 / hz * 1e6 / r.ok as f64)
+            }
+            _ => "-".into(),
+        };
         println!(
-            "| {name} | {n} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {n} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {cpu} |",
             r.ok, r.failed, r.kinds, r.all_s, r.p50, r.p99
         );
         // Let the proxy settle (TIME_WAIT, pools) before the next one.
