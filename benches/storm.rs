@@ -39,7 +39,8 @@ fn ticks(pid: u32) -> u64 {
             })
             .unwrap_or(0)
     };
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     stat(&pid.to_string()) + children.split_whitespace().map(stat).sum::<u64>()
 }
 
@@ -134,7 +135,10 @@ fn main() {
         let r = rt.block_on(storm(addr, &clients, deadline));
         let cpu = match (pid_of(name), t0) {
             (Some(p), Some(t0)) if r.ok > 0 => {
-                format!("{:.0}", ticks(p).saturating_sub(t0) as f64 / hz * 1e6 / r.ok as f64)
+                format!(
+                    "{:.0}",
+                    ticks(p).saturating_sub(t0) as f64 / hz * 1e6 / r.ok as f64
+                )
             }
             _ => "-".into(),
         };
