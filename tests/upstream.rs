@@ -261,6 +261,23 @@ async fn ok_200(s: &mut tokio::net::TcpStream, body: &[u8]) -> bool {
     s.write_all(&[head.as_bytes(), body].concat()).await.is_ok()
 }
 
+/// Sends `n` requests one after another, to `{prefix}0` .. `{prefix}{n-1}`;
+/// each must be answered 200 with `want`.
+async fn get_in_turn(
+    addr: std::net::SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    prefix: &str,
+    n: usize,
+    want: &[u8],
+) {
+    for i in 0..n {
+        let (s, body) = get(addr, cfg.clone(), &format!("{prefix}{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!((s.as_u16(), &body[..]), (200, want), "request {prefix}{i}");
+    }
+}
+
 async fn pool_backend() -> (std::net::SocketAddr, std::sync::Arc<PoolBackend>) {
     use std::sync::atomic::Ordering;
     raw_backend(|mut s, b| async move {
@@ -300,12 +317,7 @@ async fn backend_connections_are_reused_closed_when_idle_and_replaced_when_the_s
     let addr = gw.addr("agents").unwrap();
     let cfg = client_config(&pki, Some(&device), &[]);
 
-    for i in 0..20 {
-        let (s, body) = get(addr, cfg.clone(), &format!("/r{i}"), &[])
-            .await
-            .unwrap();
-        assert_eq!((s.as_u16(), &body[..]), (200, &b"ok"[..]));
-    }
+    get_in_turn(addr, &cfg, "/r", 20, b"ok").await;
     assert_eq!(
         seen.accepted.load(Ordering::SeqCst),
         1,
@@ -447,12 +459,7 @@ async fn a_request_does_not_wait_behind_a_slow_upload_the_backend_answered_early
     up.write_all(&vec![b'x'; 19_990]).await.unwrap();
     up.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for i in 0..3 {
-        let (s, body) = get(addr, cfg.clone(), &format!("/after{i}"), &[])
-            .await
-            .unwrap();
-        assert_eq!((s.as_u16(), &body[..]), (200, &b"fast"[..]));
-    }
+    get_in_turn(addr, &cfg, "/after", 3, b"fast").await;
     assert_eq!(
         seen.accepted.load(Ordering::SeqCst),
         2,

@@ -43,51 +43,91 @@ impl ListenerShared {
         self.changes
             .get_or_init(|| {
                 let (tx, _) = watch::channel(Changes::default());
-                tokio::spawn(watch_changes(Arc::downgrade(self), tx.clone()));
+                // Subscribed here, before any connection checks its client:
+                // a change from now on is counted, none falls in between.
+                let reloads = self.subscribe();
+                let sources = Sources::of(self);
+                tokio::spawn(watch_changes(
+                    Arc::downgrade(self),
+                    tx.clone(),
+                    reloads,
+                    sources,
+                ));
                 tx
             })
             .subscribe()
     }
 }
 
+/// The registry and CRLs of the listener state in force, watched.
+struct Sources {
+    registry: Option<watch::Receiver<u64>>,
+    crls: Option<watch::Receiver<u64>>,
+    /// Which revocation state `crls` watches (weakly: a reload may drop it).
+    revocation: Option<Weak<crate::revocation::Revocation>>,
+}
+
+impl Sources {
+    fn of(shared: &ListenerShared) -> Sources {
+        let state = shared.current();
+        let tls = state.tls.as_ref();
+        let revocation = tls.and_then(|t| t.revocation.as_ref());
+        Sources {
+            registry: tls
+                .and_then(|t| t.policy.as_ref())
+                .and_then(|p| p.registry.as_ref().map(|r| r.revocations())),
+            crls: revocation.map(|r| r.subscribe()),
+            revocation: revocation.map(Arc::downgrade),
+        }
+    }
+
+    /// Whether `other` watches another revocation state than this.
+    fn other_crls(&self, other: &Sources) -> bool {
+        match (&self.revocation, &other.revocation) {
+            (Some(a), Some(b)) => !Weak::ptr_eq(a, b),
+            (None, None) => false,
+            _ => true,
+        }
+    }
+}
+
 /// Merges a listener's reloads, registry changes and CRL changes into its
 /// [`Changes`]. It follows the registry and CRLs of the state in force, and
 /// ends with the listener (it holds it weakly).
-pub(super) async fn watch_changes(shared: Weak<ListenerShared>, tx: watch::Sender<Changes>) {
-    let Some(mut reloads) = shared.upgrade().map(|s| s.subscribe()) else {
-        return;
-    };
+async fn watch_changes(
+    shared: Weak<ListenerShared>,
+    tx: watch::Sender<Changes>,
+    mut reloads: watch::Receiver<u64>,
+    mut sources: Sources,
+) {
     // Bounded by the listener's life: every pass waits for a change.
     loop {
-        let (mut registry, mut crls) = {
-            let Some(s) = shared.upgrade() else { return };
-            let state = s.current();
-            let tls = state.tls.as_ref();
-            (
-                tls.and_then(|t| t.policy.as_ref())
-                    .and_then(|p| p.registry.as_ref().map(|r| r.revocations())),
-                tls.and_then(|t| t.revocation.as_ref().map(|r| r.subscribe())),
-            )
-        };
-        // Until the next reload, which may bring other sources.
-        loop {
-            tokio::select! {
-                r = reloads.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    tx.send_modify(|c| c.any += 1);
-                    break;
-                }
-                r = changed(registry.as_mut()) => match r {
-                    Ok(()) => tx.send_modify(|c| c.any += 1),
-                    Err(_) => registry = None,
-                },
-                r = changed(crls.as_mut()) => match r {
-                    Ok(()) => tx.send_modify(|c| c.crls += 1),
-                    Err(_) => crls = None,
-                },
+        tokio::select! {
+            r = reloads.changed() => {
+                let (Ok(()), Some(s)) = (r, shared.upgrade()) else {
+                    return;
+                };
+                // The new sources are watched before connections are told:
+                // a change after the reload is then counted. A reload that
+                // brought another revocation state (other CAs) re-verifies
+                // every chain: what that state published before it was
+                // watched here was never counted.
+                let new = Sources::of(&s);
+                let crls = sources.other_crls(&new);
+                sources = new;
+                tx.send_modify(|c| {
+                    c.any += 1;
+                    c.crls += u64::from(crls);
+                });
             }
+            r = changed(sources.registry.as_mut()) => match r {
+                Ok(()) => tx.send_modify(|c| c.any += 1),
+                Err(_) => sources.registry = None,
+            },
+            r = changed(sources.crls.as_mut()) => match r {
+                Ok(()) => tx.send_modify(|c| c.crls += 1),
+                Err(_) => sources.crls = None,
+            },
         }
     }
 }
